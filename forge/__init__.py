@@ -1,0 +1,152 @@
+"""forge: a lean async SDK over the official OpenAI, Anthropic, Gemini and Ollama clients.
+
+::
+
+    import forge
+
+    async with forge.Registry() as reg:
+        reply = await reg.invoke("openai:gpt-4o-mini", "Say hi")
+        print(reply.text, reply.usage)
+
+Everything public is importable from ``forge`` itself; importing it loads no
+vendor client (each is imported the first time its provider is used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from forge.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ContextLengthError,
+    ForgeError,
+    NotFoundError,
+    OverloadedError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitError,
+    RetryAttempt,
+    RetryExhausted,
+    ServerError,
+    StreamError,
+    StreamInterrupted,
+    StreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from forge.config import ForgeConfig, ProviderConfig, RateLimitConfig, RetryConfig, load_config
+    from forge.llm import LLM, build_request, tool_from_function
+    from forge.registry import Registry
+    from forge.retry import RetryEvent, RetryPolicy, backoff_wait
+    from forge.streaming import Stream, StreamProgress, stream, stream_to_file, stream_with_callback
+    from forge.tokens import estimate_tokens
+    from forge.types import (
+        Message,
+        Provider,
+        Request,
+        Response,
+        ResponseFormat,
+        StreamEvent,
+        Tool,
+        ToolCall,
+        Usage,
+    )
+
+# The rest of the API (dataclasses, asyncio) loads on first use, so `import forge` stays cheap.
+_LAZY = {
+    "Message": "forge.types",
+    "Provider": "forge.types",
+    "Request": "forge.types",
+    "Response": "forge.types",
+    "ResponseFormat": "forge.types",
+    "StreamEvent": "forge.types",
+    "Tool": "forge.types",
+    "ToolCall": "forge.types",
+    "Usage": "forge.types",
+    "ForgeConfig": "forge.config",
+    "ProviderConfig": "forge.config",
+    "RateLimitConfig": "forge.config",
+    "RetryConfig": "forge.config",
+    "load_config": "forge.config",
+    "LLM": "forge.llm",
+    "build_request": "forge.llm",
+    "tool_from_function": "forge.llm",
+    "Registry": "forge.registry",
+    "RetryEvent": "forge.retry",
+    "RetryPolicy": "forge.retry",
+    "backoff_wait": "forge.retry",
+    "Stream": "forge.streaming",
+    "StreamProgress": "forge.streaming",
+    "stream": "forge.streaming",
+    "stream_to_file": "forge.streaming",
+    "stream_with_callback": "forge.streaming",
+    "estimate_tokens": "forge.tokens",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'forge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LLM",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ContextLengthError",
+    "ForgeConfig",
+    "ForgeError",
+    "Message",
+    "NotFoundError",
+    "OverloadedError",
+    "Provider",
+    "ProviderConfig",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeout",
+    "RateLimitConfig",
+    "RateLimitError",
+    "Registry",
+    "Request",
+    "Response",
+    "ResponseFormat",
+    "RetryAttempt",
+    "RetryConfig",
+    "RetryEvent",
+    "RetryExhausted",
+    "RetryPolicy",
+    "ServerError",
+    "Stream",
+    "StreamError",
+    "StreamEvent",
+    "StreamInterrupted",
+    "StreamProgress",
+    "StreamTimeout",
+    "Tool",
+    "ToolCall",
+    "Usage",
+    "__version__",
+    "backoff_wait",
+    "build_request",
+    "estimate_tokens",
+    "load_config",
+    "stream",
+    "stream_to_file",
+    "stream_with_callback",
+    "tool_from_function",
+]

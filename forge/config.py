@@ -1,0 +1,523 @@
+"""Configuration: schema, loading (dict / TOML / JSON / env) and validation.
+
+A config is optional. Without one, each provider takes its key from its usual
+environment variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``,
+``GEMINI_API_KEY`` / ``GOOGLE_API_KEY``; Ollama needs none and honours
+``OLLAMA_HOST``). Where a file is used, it is looked for in this order:
+``$FORGE_CONFIG``, ``./forge.toml``, then the user config dir
+(``$XDG_CONFIG_HOME/forge/forge.toml``, ``~/.config/forge/forge.toml``).
+
+Example ``forge.toml``::
+
+    [aliases]
+    fast = "openai:gpt-4o-mini"
+
+    [providers.openai]
+    api_key_env = "OPENAI_API_KEY"
+    timeout = 60
+
+    [providers.openai.retry]
+    max_attempts = 4
+
+    [providers.openai.rate_limit]
+    requests_per_minute = 500
+    tokens_per_minute = 200000
+
+Every invalid value raises :class:`~forge.errors.ConfigError` naming the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forge.errors import ConfigError
+
+__all__ = [
+    "PROVIDER_NAMES",
+    "ForgeConfig",
+    "ProviderConfig",
+    "RateLimitConfig",
+    "RetryConfig",
+    "find_config_file",
+    "load_config",
+    "normalize_provider",
+]
+
+PROVIDER_NAMES = ("openai", "anthropic", "google", "ollama")
+_PROVIDER_ALIASES = {"gemini": "google", "google-genai": "google", "claude": "anthropic"}
+
+# Where each provider's key comes from when the config names none.
+_DEFAULT_KEY_ENVS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "google": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "ollama": ("OLLAMA_API_KEY",),
+}
+_DEFAULT_BASE_URL_ENVS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_BASE_URL",),
+    "anthropic": ("ANTHROPIC_BASE_URL",),
+    "google": ("GOOGLE_GEMINI_BASE_URL",),
+    "ollama": ("OLLAMA_HOST",),
+}
+# Options only one provider understands; anything else in a provider section is an error.
+_PROVIDER_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "openai": {"organization": str, "project": str, "api": str},
+    "anthropic": {},
+    "google": {"api_version": str},
+    "ollama": {"keep_alive": (str, int, float)},
+}
+
+
+def normalize_provider(name: str) -> str:
+    """Return the canonical provider name (``gemini`` -> ``google``) or raise ConfigError."""
+    key = name.strip().lower()
+    key = _PROVIDER_ALIASES.get(key, key)
+    if key not in PROVIDER_NAMES:
+        hint = _did_you_mean(key, [*PROVIDER_NAMES, *_PROVIDER_ALIASES])
+        raise ConfigError(
+            f"Unknown provider {name!r}; use one of {', '.join(PROVIDER_NAMES)} "
+            f"(or 'gemini' for google).{hint}",
+            key="provider",
+        )
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """How failed calls are retried (see docs/retry.md)."""
+
+    max_attempts: int = 3
+    backoff_factor: float = 2.0
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+    jitter: bool = True
+    respect_retry_after: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """Client-side limits; ``None`` means unlimited."""
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    burst_seconds: float = 1.0
+    backend: str = "memory"
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """Settings for one provider."""
+
+    name: str
+    api_key: str | None = None
+    api_key_env: str | None = None
+    base_url: str | None = None
+    timeout: float = 600.0
+    connect_timeout: float = 5.0
+    max_connections: int = 100
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    retry_overrides: Mapping[str, RetryConfig] = field(default_factory=dict)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    optimizations: Mapping[str, object] = field(default_factory=dict)
+    models: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, object] = field(default_factory=dict)
+    source: str = "defaults"
+
+    def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The key to use: ``api_key``, else ``api_key_env``, else the provider's usual env vars."""
+        env = os.environ if environ is None else environ
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return env.get(self.api_key_env) or None
+        for var in _DEFAULT_KEY_ENVS[self.name]:
+            if env.get(var):
+                return env[var]
+        return None
+
+    def require_api_key(self, environ: Mapping[str, str] | None = None) -> str:
+        """Like :meth:`resolve_api_key` but raise a ConfigError that says how to set the key."""
+        key = self.resolve_api_key(environ)
+        if key:
+            return key
+        if self.api_key_env:
+            where = (
+                f"the environment variable {self.api_key_env} "
+                f"(named by providers.{self.name}.api_key_env)"
+            )
+        else:
+            where = " or ".join(_DEFAULT_KEY_ENVS[self.name])
+        raise ConfigError(
+            f"No API key for provider {self.name!r}: set {where}, "
+            f"or set providers.{self.name}.api_key in the config ({self.source}).",
+            key=f"providers.{self.name}.api_key",
+            source=self.source,
+        )
+
+    def resolve_base_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        env = os.environ if environ is None else environ
+        if self.base_url:
+            return self.base_url
+        for var in _DEFAULT_BASE_URL_ENVS[self.name]:
+            if env.get(var):
+                return env[var]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ForgeConfig:
+    """The whole configuration: providers, model aliases, and where it came from."""
+
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    enable_optimizations: bool = False
+    source: str = "defaults"
+
+    def provider(self, name: str) -> ProviderConfig:
+        canonical = normalize_provider(name)
+        cfg = self.providers.get(canonical)
+        return cfg if cfg is not None else ProviderConfig(name=canonical, source=self.source)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def find_config_file(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path | None:
+    """The config file forge would load: ``$FORGE_CONFIG``, ``./forge.toml``, the user config dir."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("FORGE_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"FORGE_CONFIG points to {str(path)!r}, which is not a file; "
+                "fix the path or unset FORGE_CONFIG.",
+                key="FORGE_CONFIG",
+            )
+        return path
+    local = (cwd or Path.cwd()) / "forge.toml"
+    if local.is_file():
+        return local
+    base = env.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    for name in ("forge.toml", "forge.json"):
+        user = Path(base) / "forge" / name
+        if user.is_file():
+            return user
+    return None
+
+
+def load_config(
+    source: ForgeConfig | Mapping[str, object] | str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> ForgeConfig:
+    """Load and validate a config from a dict, a TOML/JSON file path, or the default search.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a value is invalid.
+    """
+    if isinstance(source, ForgeConfig):
+        return source
+    if source is None:
+        path = find_config_file(environ)
+        if path is None:
+            return ForgeConfig()
+        return _parse(_read_file(path), str(path))
+    if isinstance(source, Mapping):
+        return _parse(source, "config dict")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"Config file {str(path)!r} does not exist; pass an existing TOML or JSON file, "
+                "a dict, or None for the defaults.",
+                source=str(path),
+            )
+        return _parse(_read_file(path), str(path))
+    raise ConfigError(
+        f"config must be None, a dict, or a path to a TOML/JSON file; got {type(source).__name__}."
+    )
+
+
+def _read_file(path: Path) -> Mapping[str, object]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
+            source=str(path),
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.", source=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a table/object at the top level.", source=str(path))
+    return data
+
+
+# --------------------------------------------------------------------------- validation
+
+_TOP_KEYS = ("providers", "aliases", "enable_optimizations")
+_PROVIDER_KEYS = (
+    "api_key",
+    "api_key_env",
+    "base_url",
+    "timeout",
+    "connect_timeout",
+    "max_connections",
+    "retry",
+    "rate_limit",
+    "optimizations",
+    "models",
+)
+_RETRY_OPERATIONS = ("invoke", "stream", "batch")
+
+
+def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}", key=key, source=self.source)
+
+    def table(self, value: object, key: str) -> Mapping[str, object]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a table/object, got {type(value).__name__} {value!r}.")
+        for k in value:
+            if not isinstance(k, str):
+                raise self.fail(key, f"keys must be strings, got {k!r}.")
+        return value
+
+    def known_keys(self, data: Mapping[str, object], key: str, allowed: tuple[str, ...]) -> None:
+        for k in data:
+            if k not in allowed:
+                where = f"{key}.{k}" if key else k
+                raise self.fail(
+                    where,
+                    f"unknown key. Allowed here: {', '.join(allowed)}.{_did_you_mean(k, allowed)}",
+                )
+
+    def number(
+        self,
+        data: Mapping[str, object],
+        key: str,
+        name: str,
+        default: float,
+        *,
+        minimum: float = 0.0,
+        exclusive: bool = False,
+        integer: bool = False,
+    ) -> float:
+        if name not in data:
+            return default
+        value = data[name]
+        full = f"{key}.{name}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            kind = "a whole number" if integer else "a number"
+            raise self.fail(full, f"expected {kind}, got {type(value).__name__} {value!r}.")
+        if integer and not (isinstance(value, int) or float(value).is_integer()):
+            raise self.fail(full, f"expected a whole number, got {value!r}.")
+        if math.isnan(value) or math.isinf(value):
+            raise self.fail(full, f"expected a finite number, got {value!r}.")
+        if value < minimum or (exclusive and value == minimum):
+            op = ">" if exclusive else ">="
+            raise self.fail(full, f"must be {op} {minimum:g}, got {value!r}.")
+        return float(value)
+
+    def optional_number(
+        self, data: Mapping[str, object], key: str, name: str, *, minimum: float = 0.0
+    ) -> float | None:
+        if data.get(name) is None:
+            return None
+        return self.number(data, key, name, 0.0, minimum=minimum, exclusive=True)
+
+    def boolean(self, data: Mapping[str, object], key: str, name: str, default: bool) -> bool:
+        if name not in data:
+            return default
+        value = data[name]
+        if not isinstance(value, bool):
+            raise self.fail(f"{key}.{name}" if key else name, f"expected true or false, got {value!r}.")
+        return value
+
+    def string(self, data: Mapping[str, object], key: str, name: str) -> str | None:
+        if data.get(name) is None:
+            return None
+        value = data[name]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(f"{key}.{name}", f"expected a non-empty string, got {value!r}.")
+        return value.strip()
+
+    def url(self, data: Mapping[str, object], key: str, name: str) -> str | None:
+        value = self.string(data, key, name)
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise self.fail(
+                f"{key}.{name}",
+                f"expected an http:// or https:// URL, got {value!r} "
+                "(e.g. 'http://127.0.0.1:8000/v1').",
+            )
+        return value
+
+    def retry(self, value: object, key: str, base: RetryConfig | None = None) -> RetryConfig:
+        data = self.table(value, key)
+        allowed = (*RetryConfig.__slots__, *(() if base else _RETRY_OPERATIONS))
+        self.known_keys(data, key, tuple(allowed))
+        b = base or RetryConfig()
+        cfg = RetryConfig(
+            max_attempts=int(
+                self.number(data, key, "max_attempts", b.max_attempts, minimum=1, integer=True)
+            ),
+            backoff_factor=self.number(data, key, "backoff_factor", b.backoff_factor, minimum=1),
+            initial_wait=self.number(data, key, "initial_wait", b.initial_wait),
+            max_wait=self.number(data, key, "max_wait", b.max_wait),
+            jitter=self.boolean(data, key, "jitter", b.jitter),
+            respect_retry_after=self.boolean(data, key, "respect_retry_after", b.respect_retry_after),
+        )
+        if cfg.max_wait < cfg.initial_wait:
+            raise self.fail(
+                f"{key}.max_wait",
+                f"must be >= initial_wait ({cfg.initial_wait:g}), got {cfg.max_wait:g}.",
+            )
+        return cfg
+
+    def rate_limit(self, value: object, key: str) -> RateLimitConfig:
+        data = self.table(value, key)
+        self.known_keys(data, key, tuple(RateLimitConfig.__slots__))
+        backend = self.string(data, key, "backend") or "memory"
+        if backend not in ("memory", "redis"):
+            raise self.fail(f"{key}.backend", f"expected 'memory' or 'redis', got {backend!r}.")
+        redis_url = self.string(data, key, "redis_url")
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise self.fail(
+                f"{key}.redis_url",
+                f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}.",
+            )
+        if backend == "redis" and redis_url is None:
+            raise self.fail(
+                f"{key}.redis_url",
+                "backend 'redis' needs redis_url (e.g. 'redis://localhost:6379/0').",
+            )
+        return RateLimitConfig(
+            requests_per_minute=self.optional_number(data, key, "requests_per_minute"),
+            tokens_per_minute=self.optional_number(data, key, "tokens_per_minute"),
+            burst_seconds=self.number(data, key, "burst_seconds", 1.0, exclusive=True),
+            backend=backend,
+            redis_url=redis_url,
+        )
+
+    def string_map(self, value: object, key: str) -> dict[str, str]:
+        data = self.table(value, key)
+        out: dict[str, str] = {}
+        for k, v in data.items():
+            if not isinstance(v, str) or not v.strip():
+                raise self.fail(f"{key}.{k}", f"expected a non-empty model name, got {v!r}.")
+            out[k] = v.strip()
+        return out
+
+    def provider(self, name: str, value: object) -> ProviderConfig:
+        key = f"providers.{name}"
+        canonical = normalize_provider(name)
+        data = self.table(value, key)
+        options_spec = _PROVIDER_OPTIONS[canonical]
+        self.known_keys(data, key, (*_PROVIDER_KEYS, *options_spec))
+        options: dict[str, object] = {}
+        for opt, kind in options_spec.items():
+            if opt in data:
+                if isinstance(data[opt], bool) or not isinstance(data[opt], kind):
+                    raise self.fail(f"{key}.{opt}", f"expected {_kind_name(kind)}, got {data[opt]!r}.")
+                options[opt] = data[opt]
+        if canonical == "openai" and options.get("api", "chat") not in ("chat", "responses"):
+            raise self.fail(f"{key}.api", f"expected 'chat' or 'responses', got {options['api']!r}.")
+        api_key_env = self.string(data, key, "api_key_env")
+        if api_key_env is not None and not api_key_env.replace("_", "").isalnum():
+            raise self.fail(
+                f"{key}.api_key_env",
+                f"expected the NAME of an environment variable (like 'OPENAI_API_KEY'), got {api_key_env!r}.",
+            )
+        retry = self.retry(data["retry"], f"{key}.retry") if "retry" in data else RetryConfig()
+        overrides: dict[str, RetryConfig] = {}
+        if "retry" in data:
+            retry_table = self.table(data["retry"], f"{key}.retry")
+            for op in _RETRY_OPERATIONS:
+                if op in retry_table:
+                    overrides[op] = self.retry(retry_table[op], f"{key}.retry.{op}", retry)
+        optimizations = dict(self.table(data.get("optimizations", {}), f"{key}.optimizations"))
+        return ProviderConfig(
+            name=canonical,
+            api_key=self.string(data, key, "api_key"),
+            api_key_env=api_key_env,
+            base_url=self.url(data, key, "base_url"),
+            timeout=self.number(data, key, "timeout", 600.0, exclusive=True),
+            connect_timeout=self.number(data, key, "connect_timeout", 5.0, exclusive=True),
+            max_connections=int(
+                self.number(data, key, "max_connections", 100, minimum=1, integer=True)
+            ),
+            retry=retry,
+            retry_overrides=overrides,
+            rate_limit=(
+                self.rate_limit(data["rate_limit"], f"{key}.rate_limit")
+                if "rate_limit" in data
+                else RateLimitConfig()
+            ),
+            optimizations=optimizations,
+            models=self.string_map(data.get("models", {}), f"{key}.models"),
+            options=options,
+            source=self.source,
+        )
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {"str": "a string", "int": "a whole number", "float": "a number"}
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+
+
+def _parse(data: Mapping[str, object], source: str) -> ForgeConfig:
+    v = _Validator(source)
+    v.table(data, "(top level)")
+    v.known_keys(data, "", _TOP_KEYS)
+    providers: dict[str, ProviderConfig] = {}
+    for name, section in v.table(data.get("providers", {}), "providers").items():
+        try:
+            cfg = v.provider(name, section)
+        except ConfigError as exc:
+            if exc.source is None:
+                raise v.fail(f"providers.{name}", str(exc)) from None
+            raise
+        if cfg.name in providers:
+            raise v.fail(
+                f"providers.{name}",
+                f"provider {cfg.name!r} is configured twice (check for both 'gemini' and 'google').",
+            )
+        providers[cfg.name] = cfg
+    aliases = v.string_map(data.get("aliases", {}), "aliases")
+    for alias, target in aliases.items():
+        prefix, sep, model = target.partition(":")
+        if not sep or not model:
+            raise v.fail(
+                f"aliases.{alias}",
+                f"expected 'provider:model' (e.g. 'openai:gpt-4o-mini'), got {target!r}.",
+            )
+        try:
+            normalize_provider(prefix)
+        except ConfigError as exc:
+            raise v.fail(f"aliases.{alias}", str(exc)) from None
+    return ForgeConfig(
+        providers=providers,
+        aliases=aliases,
+        enable_optimizations=v.boolean(data, "", "enable_optimizations", False),
+        source=source,
+    )

@@ -1,0 +1,250 @@
+"""The forge error tree.
+
+Every error forge raises is a :class:`ForgeError`. The tree is shallow and says
+what a caller can do about it:
+
+- :class:`ConfigError`: fix the configuration (file, key, model name, credentials).
+- :class:`ProviderError`: the provider answered with an error. Its subclasses
+  are either retryable (:class:`RateLimitError`, :class:`OverloadedError`,
+  :class:`ServerError`, :class:`ProviderTimeout`, :class:`ProviderConnectionError`)
+  or not (:class:`AuthenticationError`, :class:`BadRequestError`,
+  :class:`ContextLengthError`, :class:`NotFoundError`).
+- :class:`StreamTimeout` and :class:`StreamInterrupted`: a stream broke; both keep
+  the partial text and usage received so far.
+- :class:`RetryExhausted`: every attempt failed; wraps the last error and the history.
+
+The vendor exception, when there is one, is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forge.types import Usage
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ContextLengthError",
+    "ForgeError",
+    "NotFoundError",
+    "OverloadedError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeout",
+    "RateLimitError",
+    "RetryAttempt",
+    "RetryExhausted",
+    "ServerError",
+    "StreamError",
+    "StreamInterrupted",
+    "StreamTimeout",
+]
+
+
+class ForgeError(Exception):
+    """Root of every error forge raises."""
+
+    retryable: bool = False
+
+
+class ConfigError(ForgeError, ValueError):
+    """Invalid configuration, unknown provider or model, or missing credentials.
+
+    The message names the file or key, the value, and what is allowed.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.source = source
+
+
+class ProviderError(ForgeError):
+    """The provider (or the transport to it) failed a call.
+
+    Attributes:
+        provider: forge provider name (``openai``, ``anthropic``, ``google``, ``ollama``).
+        status: HTTP status code, when there was one.
+        request_id: the provider's request id, when it sent one.
+        retry_after: seconds the server asked us to wait, when it said so.
+        code: the provider's error code or type (``rate_limit_exceeded``, ``overloaded_error``...).
+        headers: response headers (lower-cased names), when there were any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.code = code
+        self.headers: dict[str, str] = headers or {}
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        details = []
+        if self.provider:
+            details.append(f"provider={self.provider}")
+        if self.model:
+            details.append(f"model={self.model}")
+        if self.status is not None:
+            details.append(f"status={self.status}")
+        if self.code:
+            details.append(f"code={self.code}")
+        if self.request_id:
+            details.append(f"request_id={self.request_id}")
+        if self.retry_after is not None:
+            details.append(f"retry_after={self.retry_after:g}s")
+        if details:
+            parts.append(f"({', '.join(details)})")
+        return " ".join(parts)
+
+
+class RateLimitError(ProviderError):
+    """HTTP 429 or the provider's quota error: slow down; ``retry_after`` says how long."""
+
+    retryable = True
+
+
+class OverloadedError(ProviderError):
+    """The provider is overloaded (Anthropic 529, HTTP 503 UNAVAILABLE): retry later."""
+
+    retryable = True
+
+
+class ServerError(ProviderError):
+    """The provider failed internally (HTTP 5xx): retry."""
+
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    """The request timed out before the provider answered: retry, or raise the timeout."""
+
+    retryable = True
+
+
+class ProviderConnectionError(ProviderError):
+    """The connection failed or dropped before an answer: retry, or check ``base_url``."""
+
+    retryable = True
+
+
+class AuthenticationError(ProviderError):
+    """The credentials were refused (HTTP 401/403): fix the API key; retrying will not help."""
+
+
+class BadRequestError(ProviderError):
+    """The provider rejected the request as malformed (HTTP 400/422): fix the request."""
+
+
+class ContextLengthError(BadRequestError):
+    """The prompt plus ``max_tokens`` exceed the model's context window: shorten the input."""
+
+
+class NotFoundError(ProviderError):
+    """Unknown model or resource (HTTP 404): check the model name."""
+
+
+class StreamError(ForgeError):
+    """A stream broke after it started; keeps what was received so far."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str = "",
+        usage: Usage | None = None,
+        provider: str = "",
+        model: str | None = None,
+        chunks: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
+        self.usage = usage
+        self.provider = provider
+        self.model = model
+        self.chunks = chunks
+
+
+class StreamTimeout(StreamError):
+    """A stream exceeded its first-token, idle or total timeout."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        timeout_kind: str = "total",
+        partial_text: str = "",
+        usage: Usage | None = None,
+        provider: str = "",
+        model: str | None = None,
+        chunks: int = 0,
+    ) -> None:
+        super().__init__(
+            message, partial_text=partial_text, usage=usage, provider=provider, model=model, chunks=chunks
+        )
+        self.timeout_kind = timeout_kind
+
+
+class StreamInterrupted(StreamError):
+    """The connection or the provider broke a stream after its first chunk reached the caller.
+
+    ``partial_text`` and ``usage`` hold what arrived before the break; the
+    provider error that caused it is ``__cause__`` (and ``error``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: BaseException | None = None,
+        partial_text: str = "",
+        usage: Usage | None = None,
+        provider: str = "",
+        model: str | None = None,
+        chunks: int = 0,
+    ) -> None:
+        super().__init__(
+            message, partial_text=partial_text, usage=usage, provider=provider, model=model, chunks=chunks
+        )
+        self.error = error
+
+
+class RetryAttempt:
+    """One failed attempt: its error and the wait that followed it (seconds)."""
+
+    __slots__ = ("attempt", "error", "wait")
+
+    def __init__(self, attempt: int, error: BaseException, wait: float) -> None:
+        self.attempt = attempt
+        self.error = error
+        self.wait = wait
+
+    def __repr__(self) -> str:
+        return f"RetryAttempt(attempt={self.attempt}, error={self.error!r}, wait={self.wait:g})"
+
+
+class RetryExhausted(ForgeError):
+    """Every allowed attempt failed. ``last_error`` is the final error; ``attempts`` the history."""
+
+    def __init__(self, message: str, *, last_error: BaseException, attempts: list[RetryAttempt]) -> None:
+        super().__init__(message)
+        self.last_error = last_error
+        self.attempts = attempts

@@ -1,0 +1,380 @@
+"""LLM: one provider + model, with the policy that applies to every call (retry, limits, metrics).
+
+Adapters only translate; everything a service wants applied uniformly lives here,
+once, for every provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, get_type_hints
+
+from forge.errors import ForgeError, ProviderError
+from forge.retry import RetryEvent, RetryPolicy, call_with_retry
+from forge.streaming import ChunkCallback, ProgressCallback, Stream
+from forge.types import (
+    Message,
+    Request,
+    Response,
+    ResponseFormat,
+    StreamEvent,
+    Tool,
+    coerce_messages,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from forge.config import ProviderConfig
+    from forge.types import Provider
+
+__all__ = ["LLM", "build_request"]
+
+Prompt = str | Message | Sequence[Message | Mapping[str, object]]
+
+_REQUEST_PARAMS = (
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "response_format",
+    "stop",
+    "tools",
+    "tool_choice",
+    "extra",
+)
+_STREAM_PARAMS = (
+    "buffer_size",
+    "flush_interval",
+    "first_token_timeout",
+    "idle_timeout",
+    "timeout",
+    "on_chunk",
+    "on_progress",
+)
+
+
+def _check_number(name: str, value: object, lo: float, hi: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo:g} and {hi:g}" if hi is not None else f">= {lo:g}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+    return float(value)
+
+
+def _response_format(value: object) -> ResponseFormat | None:
+    if value is None or isinstance(value, ResponseFormat):
+        return value
+    if isinstance(value, str):
+        if value == "text":
+            return ResponseFormat("text")
+        if value in ("json", "json_object"):
+            return ResponseFormat("json")
+    elif isinstance(value, Mapping):
+        kind = value.get("type")
+        if kind == "json_object":
+            return ResponseFormat("json")
+        if kind == "json_schema" and isinstance(value.get("json_schema"), Mapping):
+            spec = value["json_schema"]
+            schema = spec.get("schema")
+            if isinstance(schema, Mapping):
+                return ResponseFormat(
+                    "json_schema",
+                    schema=dict(schema),
+                    name=str(spec.get("name", "response")),
+                    strict=bool(spec.get("strict", True)),
+                )
+        elif kind is not None or "properties" in value:
+            return ResponseFormat("json_schema", schema=dict(value))
+    raise ValueError(
+        "response_format must be 'text', 'json', a JSON schema dict (e.g. {'type': 'object', "
+        f"'properties': {{...}}}}) or a forge.ResponseFormat; got {value!r}."
+    )
+
+
+def _tool(value: object, i: int) -> Tool:
+    if isinstance(value, Tool):
+        return value
+    if isinstance(value, Mapping):
+        spec: Mapping[str, Any] = value
+        if value.get("type") == "function" and isinstance(value.get("function"), Mapping):
+            spec = value["function"]
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"tools[{i}] needs a non-empty 'name'; got {dict(value)!r}.")
+        params = spec.get("parameters", spec.get("input_schema", {"type": "object", "properties": {}}))
+        if not isinstance(params, Mapping):
+            raise ValueError(f"tools[{i}] 'parameters' must be a JSON schema object; got {params!r}.")
+        return Tool(name, str(spec.get("description", "")), dict(params))
+    if callable(value):
+        return tool_from_function(value)
+    raise TypeError(
+        f"tools[{i}] must be a forge.Tool, a dict with name/description/parameters, or a function; "
+        f"got {type(value).__name__}."
+    )
+
+
+_JSON_TYPES: dict[object, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    dict: "object",
+}
+
+
+def tool_from_function(fn: Callable[..., object]) -> Tool:
+    """Build a :class:`Tool` from a typed Python function: its name, docstring and signature."""
+    hints = get_type_hints(fn)
+    props: dict[str, object] = {}
+    required: list[str] = []
+    for name, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        hint = hints.get(name, str)
+        origin = getattr(hint, "__origin__", hint)
+        props[name] = {"type": _JSON_TYPES.get(origin, "string")}
+        if param.default is param.empty:
+            required.append(name)
+    doc = inspect.getdoc(fn) or ""
+    schema: dict[str, object] = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = required
+    return Tool(fn.__name__, doc.split("\n\n")[0], schema)
+
+
+def build_request(model: str, prompt: Prompt, **params: object) -> Request:
+    """Validate ``prompt`` and request parameters into a :class:`Request`.
+
+    Raises:
+        TypeError / ValueError: an unknown parameter or a bad value, with what is allowed.
+    """
+    unknown = [k for k in params if k not in _REQUEST_PARAMS]
+    if unknown:
+        raise TypeError(
+            f"Unknown request parameter(s) {', '.join(map(repr, unknown))}. Allowed: "
+            f"{', '.join(_REQUEST_PARAMS)}; pass vendor-specific fields in extra={{...}}."
+        )
+    messages = coerce_messages(prompt)
+    system = params.get("system")
+    if system is not None and not isinstance(system, str):
+        raise TypeError(f"system must be a str, got {type(system).__name__}.")
+    # A system message in the list is folded into `system`, so every adapter sees one shape.
+    sys_parts = [m.content for m in messages if m.role == "system"]
+    if sys_parts:
+        messages = tuple(m for m in messages if m.role != "system")
+        system = "\n\n".join([*([system] if system else []), *sys_parts])
+        if not messages:
+            raise ValueError("prompt has only system messages; add at least one user message.")
+    max_tokens = params.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}.")
+    temperature = params.get("temperature")
+    top_p = params.get("top_p")
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int, got {seed!r}.")
+    stop = params.get("stop")
+    if stop is None:
+        stops: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):
+        stops = tuple(stop)
+    else:
+        raise TypeError(f"stop must be a str or a list of str, got {stop!r}.")
+    tools_param = params.get("tools") or ()
+    if not isinstance(tools_param, Sequence) or isinstance(tools_param, (str, bytes)):
+        raise TypeError(f"tools must be a list, got {type(tools_param).__name__}.")
+    tools = tuple(_tool(t, i) for i, t in enumerate(tools_param))
+    tool_choice = params.get("tool_choice")
+    if tool_choice is not None:
+        if not isinstance(tool_choice, str) or not tool_choice:
+            raise TypeError(
+                f"tool_choice must be 'auto', 'none', 'required' or a tool name; got {tool_choice!r}."
+            )
+        names = {t.name for t in tools}
+        if tool_choice not in ("auto", "none", "required") and tool_choice not in names:
+            raise ValueError(
+                f"tool_choice {tool_choice!r} is not 'auto', 'none', 'required' or one of the tools "
+                f"({', '.join(sorted(names)) or 'none given'})."
+            )
+    extra = params.get("extra") or {}
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a dict of vendor fields, got {type(extra).__name__}.")
+    return Request(
+        model=model,
+        messages=messages,
+        system=system,
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else _check_number("temperature", temperature, 0.0, 2.0),
+        top_p=None if top_p is None else _check_number("top_p", top_p, 0.0, 1.0),
+        seed=seed,
+        response_format=_response_format(params.get("response_format")),
+        stop=stops,
+        tools=tools,
+        tool_choice=tool_choice,
+        extra=dict(extra),
+    )
+
+
+class LLM:
+    """One provider and model, with the retry policy and hooks every call goes through.
+
+    Get one from :meth:`forge.Registry.get_llm`::
+
+        llm = reg.get_llm("anthropic:claude-sonnet-4-5")
+        reply = await llm.invoke("Summarize this", max_tokens=200)
+        async for text in llm.stream("Tell me a story"):
+            print(text, end="")
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        model: str,
+        *,
+        config: ProviderConfig | None = None,
+        retry: RetryPolicy | None = None,
+        retry_overrides: Mapping[str, RetryPolicy] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        on_retry: Callable[[RetryEvent], object] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.provider_name = provider.name
+        self.model = model
+        self.config = config
+        self.retry = retry or RetryPolicy()
+        self._retry_overrides = dict(retry_overrides or {})
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self.on_retry = on_retry
+
+    @property
+    def ref(self) -> str:
+        """``provider:model``."""
+        return f"{self.provider_name}:{self.model}"
+
+    def __repr__(self) -> str:
+        return f"LLM({self.ref!r})"
+
+    def request(self, prompt: Prompt, **params: object) -> Request:
+        """Build and validate the :class:`Request` this LLM would send."""
+        return build_request(self.model, prompt, **params)
+
+    def policy(self, operation: str) -> RetryPolicy:
+        """The retry policy for ``invoke``, ``stream`` or ``batch``."""
+        return self._retry_overrides.get(operation, self.retry)
+
+    def classify(self, exc: BaseException) -> ForgeError:
+        """Map any exception from this LLM's provider onto the forge error tree."""
+        if isinstance(exc, ForgeError):
+            return exc
+        error = self.provider.classify(exc)
+        if isinstance(error, ProviderError) and error.model is None:
+            error.model = self.model
+        return error
+
+    async def _retrying(self, fn: Callable[[], Awaitable[Any]], operation: str) -> tuple[Any, int]:
+        return await call_with_retry(
+            fn,
+            policy=self.policy(operation),
+            classify=self.classify,
+            sleep=self._sleep,
+            rng=self._rng,
+            on_retry=self.on_retry,
+        )
+
+    async def invoke(self, prompt: Prompt, **params: object) -> Response:
+        """Send ``prompt`` and return the whole reply.
+
+        Raises:
+            ProviderError subclasses (not retryable, or retries disabled),
+            RetryExhausted (every attempt failed), TypeError/ValueError (bad parameters).
+        """
+        return await self.complete(self.request(prompt, **params))
+
+    async def complete(self, request: Request) -> Response:
+        """Send an already built :class:`Request` through the retry policy."""
+        start = self._clock()
+        response, attempts = await self._retrying(lambda: self.provider.complete(request), "invoke")
+        result: Response = dataclasses.replace(response, attempts=attempts, latency_s=self._clock() - start)
+        return result
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        buffer_size: int | None = None,
+        flush_interval: float | None = None,
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        timeout: float | None = None,
+        on_chunk: ChunkCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+        **params: object,
+    ) -> Stream:
+        """Start a streamed call; returns a :class:`~forge.Stream` (nothing is sent until it is iterated).
+
+        Stream options (``buffer_size``, ``flush_interval``, timeouts, callbacks) are
+        described on :class:`~forge.Stream`; the rest are request parameters as for
+        :meth:`invoke`.
+        """
+        request = self.request(prompt, **params)
+        return self.stream_request(
+            request,
+            buffer_size=buffer_size,
+            flush_interval=flush_interval,
+            first_token_timeout=first_token_timeout,
+            idle_timeout=idle_timeout,
+            timeout=timeout,
+            on_chunk=on_chunk,
+            on_progress=on_progress,
+        )
+
+    def stream_request(self, request: Request, **options: Any) -> Stream:
+        """Stream an already built :class:`Request`."""
+
+        async def attempt() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+            events = self.provider.stream(request)
+            try:
+                first = await events.__anext__()
+            except StopAsyncIteration:
+                return events, None
+            except BaseException:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise
+            return events, first
+
+        async def opener() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
+            (events, first), attempts = await self._retrying(attempt, "stream")
+            return events, first, attempts
+
+        return Stream(
+            opener,
+            provider=self.provider_name,
+            model=self.model,
+            classify=self.classify,
+            clock=self._clock,
+            **options,
+        )
+
+    async def aclose(self) -> None:
+        """Close the provider's client (normally done by the Registry)."""
+        await self.provider.aclose()
+

@@ -1,0 +1,231 @@
+"""What every adapter shares: status -> error mapping, header hints, transport errors.
+
+Nothing here imports a vendor client at module level; the HTTP-client builders
+import httpx2 / httpx when called, from inside the adapter that needs them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from forge.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ContextLengthError,
+    ForgeError,
+    NotFoundError,
+    OverloadedError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitError,
+    ServerError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+    import httpx2
+
+    from forge.config import ProviderConfig
+
+__all__ = [
+    "error_for_status",
+    "headers_dict",
+    "is_context_length_message",
+    "make_httpx2_client",
+    "make_httpx_kwargs",
+    "parse_retry_after",
+    "transport_error",
+]
+
+_CONTEXT_PATTERNS = re.compile(
+    r"context[_ ]length|context window|maximum context|prompt is too long|too many tokens|"
+    r"input token count|exceeds the maximum|model_context_window_exceeded|reduce the length",
+    re.IGNORECASE,
+)
+
+
+def is_context_length_message(text: str | None, code: str | None = None) -> bool:
+    """Whether a 400-class error body says the input is too long for the model."""
+    if code in ("context_length_exceeded", "model_context_window_exceeded", "string_above_max_length"):
+        return True
+    return bool(text and _CONTEXT_PATTERNS.search(text))
+
+
+def headers_dict(headers: object) -> dict[str, str]:
+    """Lower-cased plain dict of an httpx/httpx2/aiohttp headers object (or a mapping)."""
+    if headers is None:
+        return {}
+    items = headers.items() if hasattr(headers, "items") else []
+    return {str(k).lower(): str(v) for k, v in items}
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms``, then ``retry-after`` (secs or HTTP-date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000.0
+            if value >= 0:
+                return value
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        value = float(ra)
+        return value if value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError, IndexError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, parsed.timestamp() - current)
+
+
+def error_for_status(
+    status: int | None,
+    message: str,
+    *,
+    provider: str,
+    model: str | None = None,
+    code: str | None = None,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    retry_after: float | None = None,
+) -> ProviderError:
+    """Map an HTTP status (or an in-band error code) onto the forge error tree."""
+    hdrs = dict(headers or {})
+    if retry_after is None and hdrs:
+        retry_after = parse_retry_after(hdrs)
+    kwargs = {
+        "provider": provider,
+        "model": model,
+        "status": status,
+        "request_id": request_id or hdrs.get("x-request-id") or hdrs.get("request-id"),
+        "retry_after": retry_after,
+        "code": code,
+        "headers": hdrs,
+    }
+    lowered = (code or "").lower()
+    cls: type[ProviderError]
+    if status == 429 or lowered in ("rate_limit_error", "rate_limit_exceeded", "resource_exhausted"):
+        cls = RateLimitError
+    elif status == 529 or lowered in ("overloaded_error", "unavailable") or status == 503:
+        cls = OverloadedError
+    elif status in (401, 403) or lowered in (
+        "authentication_error",
+        "permission_error",
+        "invalid_api_key",
+        "unauthenticated",
+        "permission_denied",
+    ):
+        cls = AuthenticationError
+    elif status == 404 or lowered in ("not_found_error", "model_not_found", "not_found"):
+        cls = NotFoundError
+    elif status == 408:
+        cls = ProviderTimeout
+    elif (status is not None and status >= 500) or lowered in ("api_error", "server_error", "internal"):
+        cls = ServerError
+    elif status in (400, 413, 422) or lowered in ("invalid_request_error", "invalid_argument"):
+        cls = (
+            ContextLengthError
+            if status == 413 or is_context_length_message(message, code)
+            else BadRequestError
+        )
+    elif status == 409:
+        cls = ServerError  # conflicts are transient on every provider that sends them
+    else:
+        cls = ProviderError
+    return cls(message, **kwargs)  # type: ignore[arg-type]
+
+
+_TIMEOUT_NAMES = frozenset(
+    {"ReadTimeout", "WriteTimeout", "ConnectTimeout", "PoolTimeout", "TimeoutException", "TimeoutError",
+     "ServerTimeoutError"}
+)
+_CONNECTION_NAMES = frozenset(
+    {
+        "ConnectError",
+        "RemoteProtocolError",
+        "ReadError",
+        "WriteError",
+        "NetworkError",
+        "ProtocolError",
+        "LocalProtocolError",
+        "TransportError",
+        "CloseError",
+        "ConnectionError",
+        "ConnectionResetError",
+        "ConnectionRefusedError",
+        "BrokenPipeError",
+        "IncompleteRead",
+        "ClientPayloadError",
+        "ClientConnectorError",
+        "ClientOSError",
+        "ServerDisconnectedError",
+        "EndOfStream",
+    }
+)
+
+
+def transport_error(exc: BaseException, *, provider: str, model: str | None = None) -> ForgeError | None:
+    """Map a raw transport exception (httpx, httpx2, aiohttp, OSError) to a forge error, else None.
+
+    Vendor clients let these escape from streams unwrapped (see DESIGN.md), so
+    every adapter's ``classify`` asks here first.
+    """
+    for klass in type(exc).__mro__:
+        name = klass.__name__
+        if name in _TIMEOUT_NAMES:
+            detail = f": {exc}" if str(exc) else ""
+            return ProviderTimeout(
+                f"{provider} request timed out ({type(exc).__name__}{detail})",
+                provider=provider,
+                model=model,
+            )
+        if name in _CONNECTION_NAMES:
+            return ProviderConnectionError(
+                f"Connection to {provider} failed: {type(exc).__name__}: {exc}",
+                provider=provider,
+                model=model,
+            )
+    return None
+
+
+def make_httpx2_client(
+    config: ProviderConfig, *, event_hooks: Mapping[str, list[object]] | None = None
+) -> httpx2.AsyncClient:
+    """One pooled httpx2 client per provider, with forge's timeouts and limits."""
+    import httpx2
+
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(config.timeout, connect=config.connect_timeout),
+        limits=httpx2.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=min(config.max_connections, 100),
+        ),
+        follow_redirects=True,
+        event_hooks=dict(event_hooks) if event_hooks else None,  # type: ignore[arg-type]
+    )
+
+
+def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
+    """Keyword arguments for a legacy httpx client (Ollama builds its own from these)."""
+    import httpx
+
+    limits: httpx.Limits = httpx.Limits(
+        max_connections=config.max_connections,
+        max_keepalive_connections=min(config.max_connections, 100),
+    )
+    return {
+        "timeout": httpx.Timeout(config.timeout, connect=config.connect_timeout),
+        "limits": limits,
+    }

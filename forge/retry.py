@@ -1,0 +1,131 @@
+"""Retry: exponential backoff with full jitter that never undercuts the server's hint.
+
+The wait is a pure function of (attempt, error, policy, random draw), so tests
+check the schedule without sleeping; :func:`call_with_retry` is the one loop
+that sleeps, through an injected ``sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from forge.errors import ForgeError, ProviderError, RateLimitError, RetryAttempt, RetryExhausted
+
+if TYPE_CHECKING:
+    from forge.config import RetryConfig
+
+__all__ = ["RetryEvent", "RetryPolicy", "backoff_wait", "call_with_retry"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many times to try and how long to wait between tries.
+
+    ``wait(n) = U(0, min(max_wait, initial_wait * backoff_factor ** (n - 1)))``
+    (full jitter; without jitter the upper bound itself), raised to the
+    server's Retry-After hint when ``respect_retry_after`` is set. A hint longer
+    than ``max_wait`` is not slept: the call fails at once with the hint on the error.
+    """
+
+    max_attempts: int = 3
+    initial_wait: float = 0.5
+    backoff_factor: float = 2.0
+    max_wait: float = 30.0
+    jitter: bool = True
+    respect_retry_after: bool = True
+
+    @classmethod
+    def from_config(cls, config: RetryConfig) -> RetryPolicy:
+        return cls(
+            max_attempts=config.max_attempts,
+            initial_wait=config.initial_wait,
+            backoff_factor=config.backoff_factor,
+            max_wait=config.max_wait,
+            jitter=config.jitter,
+            respect_retry_after=config.respect_retry_after,
+        )
+
+
+def backoff_wait(policy: RetryPolicy, attempt: int, error: BaseException | None, draw: float) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based), given a draw in [0, 1)."""
+    cap = min(policy.max_wait, policy.initial_wait * policy.backoff_factor ** max(attempt - 1, 0))
+    wait = cap * draw if policy.jitter else cap
+    if policy.respect_retry_after and isinstance(error, ProviderError) and error.retry_after is not None:
+        wait = max(wait, error.retry_after)
+    return wait
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """Reported to ``on_retry`` before each wait."""
+
+    attempt: int
+    error: ForgeError
+    wait: float
+
+
+async def call_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    classify: Callable[[BaseException], ForgeError],
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+    on_retry: Callable[[RetryEvent], object] | None = None,
+) -> tuple[T, int]:
+    """Run ``fn`` until it succeeds, a non-retryable error occurs, or attempts run out.
+
+    Returns ``(result, attempts_used)``. Raises the classified error when it is not
+    retryable (or on the only attempt), :class:`RateLimitError` when the server asks
+    for a wait longer than ``max_wait``, and :class:`RetryExhausted` otherwise.
+    """
+    history: list[RetryAttempt] = []
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await fn(), attempt
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            error = exc if isinstance(exc, ForgeError) else classify(exc)
+            if not error.retryable:
+                if error is exc:
+                    raise
+                raise error from exc
+            if attempt >= policy.max_attempts:
+                if policy.max_attempts == 1:
+                    if error is exc:
+                        raise
+                    raise error from exc
+                history.append(RetryAttempt(attempt, error, 0.0))
+                raise RetryExhausted(
+                    f"Gave up after {attempt} attempts; last error: {error}",
+                    last_error=error,
+                    attempts=history,
+                ) from error
+            hint = error.retry_after if isinstance(error, ProviderError) else None
+            if policy.respect_retry_after and hint is not None and hint > policy.max_wait:
+                fail = RateLimitError(
+                    f"The server asked to wait {hint:g}s, longer than max_wait={policy.max_wait:g}s; "
+                    "not retrying. Raise retry.max_wait to wait that long, or try later.",
+                    provider=getattr(error, "provider", ""),
+                    model=getattr(error, "model", None),
+                    status=getattr(error, "status", None),
+                    request_id=getattr(error, "request_id", None),
+                    retry_after=hint,
+                    code=getattr(error, "code", None),
+                    headers=getattr(error, "headers", None),
+                )
+                raise fail from error
+            wait = backoff_wait(policy, attempt, error, rng())
+            history.append(RetryAttempt(attempt, error, wait))
+            if on_retry is not None:
+                on_retry(RetryEvent(attempt, error, wait))
+            await sleep(wait)

@@ -1,0 +1,572 @@
+"""Stream: the one place where every provider's stream becomes something a service can rely on.
+
+A :class:`Stream` is what ``llm.stream(...)`` and ``reg.stream(...)`` return::
+
+    async with reg.stream("openai:gpt-4o-mini", "Tell me a story") as stream:
+        async for text in stream:
+            print(text, end="")
+    print(stream.response.usage)
+
+It gives text deltas (``async for``), normalized events (:meth:`Stream.events`),
+buffering, first-token / idle / total timeouts, chunk and progress callbacks,
+reassembly into a :class:`~forge.types.Response`, clean cancellation, and
+:func:`stream_to_file`. A stream that breaks after text reached the caller raises
+:class:`~forge.errors.StreamInterrupted` with the partial text; one that fails
+before any text reached the caller raises the provider error, which the retry
+policy may retry transparently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import tempfile
+import time
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+
+from forge.errors import ForgeError, StreamInterrupted, StreamTimeout
+from forge.tokens import chars_per_token
+from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
+
+if TYPE_CHECKING:
+    from forge.llm import LLM
+
+__all__ = ["Stream", "StreamProgress", "stream", "stream_to_file", "stream_with_callback"]
+
+T = TypeVar("T")
+ChunkCallback = Callable[[str], object]
+ProgressCallback = Callable[["StreamProgress"], object]
+Opener = Callable[[], Awaitable[tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamProgress:
+    """Where a stream stands: characters and estimated tokens so far, elapsed time, rate."""
+
+    chars: int
+    chunks: int
+    estimated_tokens: int
+    elapsed_s: float
+    tokens_per_s: float
+    time_to_first_token_s: float | None
+
+
+async def _maybe_await(value: object) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
+class _ToolCallBuilder:
+    __slots__ = ("args", "id", "name")
+
+    def __init__(self, id: str, name: str) -> None:
+        self.id = id
+        self.name = name
+        self.args: list[str] = []
+
+
+class Stream:
+    """An async stream of text deltas from one model call, reassembled into a Response at the end.
+
+    Iterate it once: ``async for text in stream`` (text only) or
+    ``async for event in stream.events()`` (every normalized event). Use it with
+    or without ``async with``; leaving the block, breaking out of the loop,
+    :meth:`aclose`, or cancelling the task closes the HTTP response.
+
+    Args:
+        buffer_size: join text and yield it once this many characters are buffered.
+        flush_interval: never hold buffered text longer than this many seconds.
+        first_token_timeout: seconds allowed until the first text arrives.
+        idle_timeout: seconds allowed between two chunks.
+        timeout: seconds allowed for the whole stream.
+        on_chunk: called (sync or async) with each text piece as it is delivered.
+        on_progress: called (sync or async) with a :class:`StreamProgress` after each piece.
+    """
+
+    def __init__(
+        self,
+        opener: Opener,
+        *,
+        provider: str,
+        model: str,
+        classify: Callable[[BaseException], ForgeError],
+        buffer_size: int | None = None,
+        flush_interval: float | None = None,
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        timeout: float | None = None,
+        on_chunk: ChunkCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+        keep_text: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        on_complete: Callable[[Response], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        for name, value in (
+            ("first_token_timeout", first_token_timeout),
+            ("idle_timeout", idle_timeout),
+            ("timeout", timeout),
+            ("flush_interval", flush_interval),
+        ):
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}.")
+        if buffer_size is not None and not (isinstance(buffer_size, int) and buffer_size > 0):
+            raise ValueError(
+                f"buffer_size must be a positive number of characters or None, got {buffer_size!r}."
+            )
+        self._opener = opener
+        self.provider = provider
+        self.model = model
+        self._classify = classify
+        self.buffer_size = buffer_size
+        self.flush_interval = flush_interval
+        self.first_token_timeout = first_token_timeout
+        self.idle_timeout = idle_timeout
+        self.timeout = timeout
+        self._on_chunk = on_chunk
+        self._on_progress = on_progress
+        self._keep_text = keep_text
+        self._clock = clock
+        self._on_complete = on_complete
+        self._on_error = on_error
+        self._started = False
+        self._done = False
+        self._active: weakref.ref[AsyncGenerator[object, None]] | None = None
+        # Reassembly state.
+        self._parts: list[str] = []
+        self._reasoning: list[str] = []
+        self._chars = 0
+        self._chunks = 0
+        self._delivered = 0
+        self._usage: Usage | None = None
+        self._finish: FinishReason | None = None
+        self._response_id: str | None = None
+        self._tools: dict[int, _ToolCallBuilder] = {}
+        self._tool_calls: dict[int, ToolCall] = {}
+        self._t0 = 0.0
+        self._last = 0.0
+        self._ttft: float | None = None
+        self._attempts = 1
+        self._response: Response | None = None
+
+    # ------------------------------------------------------------------ public surface
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        gen = self._text_gen()
+        self._claim(gen)
+        return gen
+
+    def events(self) -> AsyncIterator[StreamEvent]:
+        """Every normalized event (text, reasoning, tool calls, usage, finish), unbuffered."""
+        gen = self._event_gen()
+        self._claim(gen)
+        return gen
+
+    async def collect(self) -> Response:
+        """Consume the whole stream and return the reassembled Response."""
+        if not self._started:
+            async for _ in self:
+                pass
+        elif not self._done:
+            raise RuntimeError("collect() called while the stream is being iterated elsewhere.")
+        return self.response
+
+    @property
+    def response(self) -> Response:
+        """The reassembled Response; available once the stream has ended."""
+        if self._response is None:
+            raise RuntimeError(
+                "stream.response is available only after the stream has been fully consumed; "
+                "iterate it to the end or call `await stream.collect()`."
+            )
+        return self._response
+
+    @property
+    def text(self) -> str:
+        """Text received so far (empty when ``keep_text=False``)."""
+        return "".join(self._parts)
+
+    @property
+    def usage(self) -> Usage | None:
+        """The latest usage the provider reported, if any."""
+        return self._usage
+
+    async def aclose(self) -> None:
+        """Stop the stream and close its HTTP response. Safe to call more than once."""
+        self._done = True
+        gen = self._active() if self._active is not None else None
+        if gen is not None:
+            await gen.aclose()
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ iteration
+
+    def _claim(self, gen: AsyncGenerator[object, None]) -> None:
+        if self._started:
+            raise RuntimeError(
+                "A Stream can be iterated only once; start a new stream for another call "
+                "(the first iteration's result is in stream.response)."
+            )
+        self._started = True
+        # Only a weak reference: breaking out of `async for` drops the last strong one,
+        # so the generator is finalized and the HTTP response closed right away.
+        self._active = weakref.ref(gen)
+
+    async def _text_gen(self) -> AsyncGenerator[str, None]:
+        run = self._run()
+        try:
+            if self.buffer_size is None and self.flush_interval is None:
+                async for ev in run:
+                    if ev.kind == "text" and ev.text:
+                        await self._deliver(ev.text)
+                        yield ev.text
+            else:
+                async for text in self._buffered(run):
+                    yield text
+        finally:
+            await run.aclose()
+
+    async def _event_gen(self) -> AsyncGenerator[StreamEvent, None]:
+        run = self._run()
+        try:
+            async for ev in run:
+                if ev.kind == "text" and ev.text:
+                    await self._deliver(ev.text)
+                yield ev
+        finally:
+            await run.aclose()
+
+    async def _buffered(self, run: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[str, None]:
+        clock = self._clock
+        limit = self.buffer_size
+        interval = self.flush_interval
+        buf: list[str] = []
+        size = 0
+        since = 0.0
+        pending: asyncio.Future[StreamEvent] | None = None
+        try:
+            while True:
+                if buf and interval is not None:
+                    if pending is None:
+                        pending = asyncio.ensure_future(run.__anext__())
+                    wait = since + interval - clock()
+                    done, _ = await asyncio.wait({pending}, timeout=max(0.0, wait))
+                    if not done:
+                        text = "".join(buf)
+                        buf, size = [], 0
+                        await self._deliver(text)
+                        yield text
+                        continue
+                    task, pending = pending, None
+                    try:
+                        ev = task.result()
+                    except StopAsyncIteration:
+                        break
+                else:
+                    try:
+                        if pending is not None:
+                            task, pending = pending, None
+                            ev = await task
+                        else:
+                            ev = await run.__anext__()
+                    except StopAsyncIteration:
+                        break
+                if ev.kind != "text" or not ev.text:
+                    continue
+                if not buf:
+                    since = clock()
+                buf.append(ev.text)
+                size += len(ev.text)
+                if limit is not None and size >= limit:
+                    text = "".join(buf)
+                    buf, size = [], 0
+                    await self._deliver(text)
+                    yield text
+            if buf:
+                text = "".join(buf)
+                await self._deliver(text)
+                yield text
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await pending
+
+    async def _deliver(self, text: str) -> None:
+        self._delivered += 1
+        if self._on_chunk is not None:
+            await _maybe_await(self._on_chunk(text))
+        if self._on_progress is not None:
+            await _maybe_await(self._on_progress(self.progress()))
+
+    def progress(self) -> StreamProgress:
+        """A snapshot of the stream's progress (estimates, corrected by provider usage once reported)."""
+        elapsed = max(self._clock() - self._t0, 0.0) if self._started else 0.0
+        usage = self._usage
+        if usage is not None and usage.output_tokens:
+            tokens = usage.output_tokens
+        else:
+            tokens = round(self._chars / chars_per_token(self.provider))
+        return StreamProgress(
+            chars=self._chars,
+            chunks=self._chunks,
+            estimated_tokens=tokens,
+            elapsed_s=elapsed,
+            tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
+            time_to_first_token_s=self._ttft,
+        )
+
+    async def _wait(self, aw: Awaitable[T]) -> T:
+        """Await ``aw`` under whichever deadline applies now (first token, idle, total)."""
+        deadline, kind = self._deadline()
+        if deadline is None:
+            return await aw
+        delay = deadline - self._clock()
+        try:
+            async with asyncio.timeout(max(delay, 0.0)):
+                return await aw
+        except TimeoutError:
+            raise self._timeout_error(kind) from None
+
+    def _deadline(self) -> tuple[float | None, str]:
+        deadline: float | None = None
+        kind = "total"
+        if self.timeout is not None:
+            deadline = self._t0 + self.timeout
+        if self._ttft is None and self.first_token_timeout is not None:
+            candidate = self._t0 + self.first_token_timeout
+            if deadline is None or candidate < deadline:
+                deadline, kind = candidate, "first_token"
+        elif self.idle_timeout is not None:
+            candidate = self._last + self.idle_timeout
+            if deadline is None or candidate < deadline:
+                deadline, kind = candidate, "idle"
+        return deadline, kind
+
+    def _timeout_error(self, kind: str) -> StreamTimeout:
+        limits = {
+            "first_token": ("first_token_timeout", self.first_token_timeout, "no text arrived within"),
+            "idle": ("idle_timeout", self.idle_timeout, "no chunk arrived for"),
+            "total": ("timeout", self.timeout, "the stream did not finish within"),
+        }
+        option, value, what = limits[kind]
+        return StreamTimeout(
+            f"{self.provider}:{self.model} stream timed out: {what} {value:g}s ({option}); "
+            f"{self._chars} characters received so far are in .partial_text.",
+            timeout_kind=kind,
+            partial_text=self.text,
+            usage=self._usage,
+            provider=self.provider,
+            model=self.model,
+            chunks=self._chunks,
+        )
+
+    def _check_late(self) -> None:
+        # Deadlines also hold against the injected clock, so a late chunk times out
+        # the same way a missing one does (and unit tests need no wall-clock waits).
+        deadline, kind = self._deadline()
+        if deadline is not None and self._clock() > deadline:
+            raise self._timeout_error(kind)
+
+    async def _run(self) -> AsyncGenerator[StreamEvent, None]:
+        self._t0 = self._last = self._clock()
+        source: AsyncIterator[StreamEvent] | None = None
+        try:
+            try:
+                source, first, self._attempts = await self._wait(self._opener())
+            except (StreamTimeout, asyncio.CancelledError, GeneratorExit):
+                raise
+            except BaseException as exc:
+                raise self._fail(exc) from exc
+            if first is not None:
+                self._check_late()
+                self._absorb(first)
+                yield first
+            assert source is not None
+            nxt = source.__anext__
+            while True:
+                try:
+                    ev = await self._wait(nxt())
+                except StopAsyncIteration:
+                    break
+                except (StreamTimeout, asyncio.CancelledError, GeneratorExit):
+                    raise
+                except BaseException as exc:
+                    error = self._fail(exc)
+                    if self._chars or self._chunks:
+                        raise StreamInterrupted(
+                            f"{self.provider}:{self.model} stream broke after {self._chunks} chunks "
+                            f"({self._chars} characters, kept in .partial_text): {error}",
+                            error=error,
+                            partial_text=self.text,
+                            usage=self._usage,
+                            provider=self.provider,
+                            model=self.model,
+                            chunks=self._chunks,
+                        ) from error
+                    raise error from exc
+                self._check_late()
+                self._absorb(ev)
+                yield ev
+            self._complete()
+        except BaseException as exc:
+            if self._on_error is not None and not isinstance(exc, GeneratorExit):
+                self._on_error(exc)
+            raise
+        finally:
+            self._done = True
+            if source is not None and hasattr(source, "aclose"):
+                await source.aclose()
+
+    def _fail(self, exc: BaseException) -> ForgeError:
+        if isinstance(exc, ForgeError):
+            return exc
+        return self._classify(exc)
+
+    def _absorb(self, ev: StreamEvent) -> None:
+        kind = ev.kind
+        self._last = self._clock()
+        if kind == "text":
+            if self._ttft is None:
+                self._ttft = self._last - self._t0
+            if self._keep_text:
+                self._parts.append(ev.text)
+            self._chars += len(ev.text)
+            self._chunks += 1
+        elif kind == "usage":
+            self._usage = ev.usage
+        elif kind == "finish":
+            self._finish = ev.finish_reason
+            self._response_id = ev.text or self._response_id
+        elif kind == "reasoning":
+            self._reasoning.append(ev.text)
+            self._chunks += 1
+        elif kind == "tool_call_start":
+            call = ev.tool_call
+            self._tools[ev.index] = _ToolCallBuilder(call.id if call else "", call.name if call else "")
+            self._chunks += 1
+        elif kind == "tool_call_delta":
+            builder = self._tools.get(ev.index)
+            if builder is not None:
+                builder.args.append(ev.text)
+            self._chunks += 1
+        elif kind == "tool_call_done" and ev.tool_call is not None:
+            self._tool_calls[ev.index] = ev.tool_call
+
+    def _complete(self) -> None:
+        for index, builder in self._tools.items():
+            if index not in self._tool_calls:
+                raw = "".join(builder.args)
+                try:
+                    parsed = json.loads(raw) if raw.strip() else {}
+                except json.JSONDecodeError:
+                    parsed = {}
+                self._tool_calls[index] = ToolCall(
+                    builder.id, builder.name, parsed if isinstance(parsed, dict) else {}, raw
+                )
+        now = self._clock()
+        self._response = Response(
+            text=self.text,
+            provider=self.provider,
+            model=self.model,
+            finish_reason=self._finish,
+            usage=self._usage or Usage(),
+            tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
+            reasoning="".join(self._reasoning) or None,
+            id=self._response_id,
+            attempts=self._attempts,
+            latency_s=now - self._t0,
+            time_to_first_token_s=self._ttft,
+            chunks=self._chunks,
+        )
+        if self._on_complete is not None:
+            self._on_complete(self._response)
+
+    # ------------------------------------------------------------------ to file
+
+    async def to_file(self, path: str | os.PathLike[str], *, encoding: str = "utf-8") -> Response:
+        """Write the stream's text to ``path`` at constant memory and return the Response.
+
+        The text goes to a temporary file beside ``path`` and is renamed into place
+        only when the stream completes, so a reader never sees a half-written file.
+        If the stream breaks, what arrived is kept in ``<path>.partial`` and the
+        error's ``partial_path`` says so. ``response.text`` is empty: the text is in
+        the file.
+        """
+        if self._started:
+            raise RuntimeError("to_file() must be called before the stream is iterated.")
+        self._keep_text = False
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        ok = False
+        try:
+            with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
+                try:
+                    async for text in self:
+                        fh.write(text)
+                finally:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            ok = True
+            return self.response
+        except BaseException as exc:
+            if self._chars:
+                partial = target.with_name(target.name + ".partial")
+                os.replace(tmp, partial)
+                if isinstance(exc, ForgeError):
+                    exc.partial_path = str(partial)  # type: ignore[attr-defined]
+                    exc.args = (f"{exc.args[0] if exc.args else exc} Partial output kept in {partial}.",)
+            raise
+        finally:
+            if not ok:
+                tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no await point worth adding
+
+
+# ---------------------------------------------------------------------- module-level forms
+
+
+def stream(llm: LLM, prompt: object, **params: object) -> Stream:
+    """``llm.stream(prompt, **params)``: a :class:`Stream` of text deltas."""
+    return llm.stream(prompt, **params)  # type: ignore[arg-type]
+
+
+async def stream_to_file(
+    llm: LLM, prompt: object, path: str | os.PathLike[str], **params: object
+) -> Response:
+    """Stream ``prompt`` to ``path`` at constant memory; see :meth:`Stream.to_file`."""
+    return await llm.stream(prompt, **params).to_file(path)  # type: ignore[arg-type]
+
+
+async def stream_with_callback(
+    llm: LLM, prompt: object, callback: Callable[[str], object], **params: object
+) -> Response:
+    """Stream ``prompt``, calling ``callback(text)`` (sync or async) per piece; return the Response.
+
+    An exception raised by the callback stops the stream, closes the connection
+    and propagates to the caller.
+    """
+    s = llm.stream(prompt, on_chunk=callback, **params)  # type: ignore[arg-type]
+    async with s:
+        return await s.collect()
+

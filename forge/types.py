@@ -1,0 +1,259 @@
+"""Core value types shared by every provider: messages, requests, responses, stream events.
+
+Values are frozen dataclasses with slots. Vendor types never appear here; each
+adapter in :mod:`forge.providers` maps its vendor's shapes onto these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from forge.errors import ForgeError
+
+__all__ = [
+    "FinishReason",
+    "Message",
+    "Provider",
+    "Request",
+    "Response",
+    "ResponseFormat",
+    "Role",
+    "StreamEvent",
+    "StreamEventKind",
+    "Tool",
+    "ToolCall",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+StreamEventKind = Literal[
+    "text",
+    "reasoning",
+    "tool_call_start",
+    "tool_call_delta",
+    "tool_call_done",
+    "usage",
+    "finish",
+]
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for: ``arguments`` parsed, ``raw_arguments`` as sent."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, object] = field(default_factory=dict)
+    raw_arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call, described by a JSON schema for its parameters."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, object] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation.
+
+    ``tool_calls`` is set on assistant turns that called tools; ``tool_call_id``
+    on ``tool`` turns that answer one.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    reasoning: str | None = None
+    reasoning_signature: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in _ROLES:
+            raise ValueError(
+                f"Message role {self.role!r} is not allowed; use one of {', '.join(_ROLES)}."
+            )
+        if not isinstance(self.content, str):
+            raise TypeError(
+                f"Message content must be a str, got {type(self.content).__name__}."
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """What the reply must look like: free text, any JSON object, or JSON matching ``schema``."""
+
+    type: Literal["text", "json", "json_schema"] = "text"
+    schema: Mapping[str, object] | None = None
+    name: str = "response"
+    strict: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A normalized request, as adapters receive it. Build one with :func:`forge.llm.build_request`."""
+
+    model: str
+    messages: tuple[Message, ...]
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    response_format: ResponseFormat | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def prompt_text(self) -> str:
+        """All input text joined (system first), for token estimates and cache keys."""
+        parts = [self.system] if self.system else []
+        parts.extend(m.content for m in self.messages)
+        return "\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the provider reported them.
+
+    ``input_tokens`` counts every input token, cached ones included;
+    ``cached_input_tokens`` is the part read from a prompt cache and
+    ``cache_write_tokens`` the part written to one.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A complete reply, from a plain call or reassembled from a stream."""
+
+    text: str
+    provider: str
+    model: str
+    finish_reason: FinishReason | None = None
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str | None = None
+    reasoning_signature: str | None = None
+    id: str | None = None
+    cost_usd: float | None = None
+    attempts: int = 1
+    latency_s: float | None = None
+    time_to_first_token_s: float | None = None
+    chunks: int = 0
+    raw: object = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One normalized stream event.
+
+    ``kind`` says which fields matter:
+
+    - ``text`` / ``reasoning``: ``text`` is the delta.
+    - ``tool_call_start``: ``index`` and ``tool_call`` (id and name; no arguments yet).
+    - ``tool_call_delta``: ``index`` and ``text`` (a fragment of the JSON arguments).
+    - ``tool_call_done``: ``index`` and the complete ``tool_call``.
+    - ``usage``: ``usage`` (the latest totals; a later usage event supersedes an earlier one).
+    - ``finish``: ``finish_reason``; ``text`` may carry the response id.
+
+    ``raw`` is the decoded vendor payload the event came from.
+    """
+
+    kind: StreamEventKind
+    text: str = ""
+    index: int = 0
+    tool_call: ToolCall | None = None
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+    raw: object = field(default=None, repr=False, compare=False)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What an adapter implements: one vendor client behind forge's types.
+
+    Adapters translate and nothing more: no retry, rate limiting, metrics or
+    token counting (those live once, in :class:`forge.LLM`).
+    """
+
+    name: str
+
+    async def complete(self, request: Request) -> Response:
+        """Send ``request`` and return the whole reply."""
+        ...
+
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Send ``request`` streaming; the request goes out on the first ``__anext__``.
+
+        Closing the iterator (``aclose()``) must release the HTTP response.
+        """
+        ...
+
+    def classify(self, exc: BaseException) -> ForgeError:
+        """Map a vendor or transport exception onto the forge error tree."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the vendor client and its connections."""
+        ...
+
+
+def coerce_messages(prompt: str | Message | Sequence[Message | Mapping[str, object]]) -> tuple[Message, ...]:
+    """Accept a prompt string, a Message, or a list of Messages / ``{"role", "content"}`` dicts."""
+    if isinstance(prompt, str):
+        return (Message("user", prompt),)
+    if isinstance(prompt, Message):
+        return (prompt,)
+    if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, Sequence):
+        raise TypeError(
+            "prompt must be a str, a Message, or a list of Messages or {'role': ..., 'content': ...} "
+            f"dicts; got {type(prompt).__name__}."
+        )
+    out: list[Message] = []
+    for i, item in enumerate(prompt):
+        if isinstance(item, Message):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            role = item.get("role")
+            content = item.get("content", "")
+            if role not in _ROLES or not isinstance(content, str):
+                raise TypeError(
+                    f"prompt[{i}] must have 'role' in {_ROLES} and a str 'content'; got {dict(item)!r}."
+                )
+            out.append(Message(role, content))  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"prompt[{i}] must be a Message or a dict, got {type(item).__name__}.")
+    if not out:
+        raise ValueError("prompt is an empty list; pass at least one message.")
+    return tuple(out)

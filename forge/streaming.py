@@ -140,6 +140,7 @@ class Stream:
         self._started = False
         self._done = False
         self._active: weakref.ref[AsyncGenerator[object, None]] | None = None
+        self._source: AsyncIterator[StreamEvent] | None = None
         # Reassembly state.
         self._parts: list[str] = []
         self._reasoning: list[str] = []
@@ -204,7 +205,12 @@ class Stream:
         self._done = True
         gen = self._active() if self._active is not None else None
         if gen is not None:
-            await gen.aclose()
+            with contextlib.suppress(RuntimeError):  # already being closed by its finalizer
+                await gen.aclose()
+        source, self._source = self._source, None
+        if source is not None and hasattr(source, "aclose"):
+            with contextlib.suppress(RuntimeError):
+                await source.aclose()
 
     async def __aenter__(self) -> Stream:
         return self
@@ -392,6 +398,7 @@ class Stream:
         try:
             try:
                 source, first, self._attempts = await self._wait(self._opener())
+                self._source = source
             except (StreamTimeout, asyncio.CancelledError, GeneratorExit):
                 raise
             except BaseException as exc:
@@ -433,6 +440,7 @@ class Stream:
             raise
         finally:
             self._done = True
+            self._source = None
             if source is not None and hasattr(source, "aclose"):
                 await source.aclose()
 

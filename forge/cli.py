@@ -1,0 +1,171 @@
+"""The ``forge`` command line (also ``python -m forge``).
+
+::
+
+    forge demo                                  # stream from all four providers on the built-in emulator
+    forge stream openai:gpt-4o-mini "Say hi"    # print a reply as it arrives, then its usage
+    forge invoke anthropic:claude-haiku-4-5 "Say hi"
+    forge emulator --port 8000                  # run the provider emulator in the foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from forge.errors import ConfigError, ForgeError
+
+__all__ = ["main"]
+
+DEMO_MODELS = (
+    ("openai", "openai:gpt-4o-mini"),
+    ("anthropic", "anthropic:claude-haiku-4-5"),
+    ("google", "google:gemini-2.5-flash"),
+    ("ollama", "ollama:llama3.2"),
+)
+
+
+def _usage_line(response: object) -> str:
+    from forge.types import Response
+
+    assert isinstance(response, Response)
+    u = response.usage
+    parts = [
+        f"{response.provider}:{response.model}",
+        f"finish={response.finish_reason}",
+        f"input={u.input_tokens}",
+        f"output={u.output_tokens}",
+    ]
+    if u.cached_input_tokens:
+        parts.append(f"cached={u.cached_input_tokens}")
+    if response.time_to_first_token_s is not None:
+        parts.append(f"ttft={response.time_to_first_token_s * 1000:.0f}ms")
+    if response.latency_s is not None:
+        parts.append(f"total={response.latency_s * 1000:.0f}ms")
+    return "[" + " ".join(parts) + "]"
+
+
+def _request_params(args: argparse.Namespace) -> dict[str, object]:
+    params: dict[str, object] = {}
+    if args.max_tokens is not None:
+        params["max_tokens"] = args.max_tokens
+    if args.system is not None:
+        params["system"] = args.system
+    if args.temperature is not None:
+        params["temperature"] = args.temperature
+    if args.json:
+        params["response_format"] = "json"
+    return params
+
+
+async def _stream(args: argparse.Namespace, out: TextIO) -> int:
+    from forge.registry import Registry
+
+    async with Registry(config=args.config) as reg:
+        stream = reg.stream(args.model, args.prompt, **_request_params(args))
+        async with stream:
+            async for text in stream:
+                out.write(text)
+                out.flush()
+        out.write("\n" + _usage_line(stream.response) + "\n")
+    return 0
+
+
+async def _invoke(args: argparse.Namespace, out: TextIO) -> int:
+    from forge.registry import Registry
+
+    async with Registry(config=args.config) as reg:
+        response = await reg.invoke(args.model, args.prompt, **_request_params(args))
+        out.write(response.text + "\n" + _usage_line(response) + "\n")
+    return 0
+
+
+async def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    from forge.registry import Registry
+    from forge.testing import Emulator
+
+    async with Emulator(chunk_count=args.chunks) as emu:
+        out.write(
+            f"forge demo: running on forge's built-in provider emulator at {emu.url}\n"
+            "(a local HTTP server speaking each vendor's wire protocol; no real provider is called, "
+            "no API key is needed)\n\n"
+        )
+        async with Registry(config=emu.config()) as reg:
+            for name, model in DEMO_MODELS:
+                out.write(f"--- {name}: streaming from {model} through the official {name} client\n")
+                stream = reg.stream(model, f"Hello {name}, tell me about forge.", max_tokens=200)
+                async with stream:
+                    async for text in stream:
+                        out.write(text)
+                        out.flush()
+                out.write("\n" + _usage_line(stream.response) + "\n\n")
+        out.write(f"The emulator answered {len(emu.requests)} requests. Done.\n")
+    return 0
+
+
+def _emulator(args: argparse.Namespace, out: TextIO) -> int:
+    from forge.testing import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forge",
+        description="forge: one async interface over the OpenAI, Anthropic, Gemini and Ollama clients.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def call_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help="provider:model, e.g. openai:gpt-4o-mini, or a configured alias")
+        p.add_argument("prompt", help="the prompt text ('-' reads standard input)")
+        p.add_argument("--system", help="system prompt")
+        p.add_argument("--max-tokens", type=int, dest="max_tokens")
+        p.add_argument("--temperature", type=float)
+        p.add_argument("--json", action="store_true", help="ask for a JSON object reply")
+        p.add_argument("--config", help="config file (TOML or JSON); default: the usual search")
+
+    p_stream = sub.add_parser("stream", help="stream a reply as it arrives, then print its usage")
+    call_args(p_stream)
+    p_invoke = sub.add_parser("invoke", help="get a whole reply, then print its usage")
+    call_args(p_invoke)
+    p_demo = sub.add_parser("demo", help="stream from all four providers on the built-in emulator")
+    p_demo.add_argument("--chunks", type=int, default=12, help="chunks per emulated reply")
+    p_emu = sub.add_parser("emulator", help="run the provider emulator until Ctrl-C")
+    p_emu.add_argument("--host", default="127.0.0.1")
+    p_emu.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``forge`` command; returns the exit status."""
+    stream = out or sys.stdout
+    args = _parser().parse_args(argv)
+    if getattr(args, "prompt", None) == "-":
+        args.prompt = sys.stdin.read()
+    try:
+        if args.command == "stream":
+            return asyncio.run(_stream(args, stream))
+        if args.command == "invoke":
+            return asyncio.run(_invoke(args, stream))
+        if args.command == "demo":
+            return asyncio.run(_demo(args, stream))
+        if args.command == "emulator":
+            return _emulator(args, stream)
+    except ConfigError as exc:
+        print(f"forge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ForgeError as exc:
+        print(f"forge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

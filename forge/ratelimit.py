@@ -1,0 +1,262 @@
+"""Rate limiting: a hand-written token bucket and a requests/min + tokens/min counter.
+
+Providers enforce per-minute limits over shorter windows (OpenAI documents that
+60,000 requests/min may be enforced as 1,000 per second), so a bucket that
+released a whole minute's budget at once would draw 429s. Buckets here hold
+``burst_seconds`` worth of budget (one second by default) and refill
+continuously.
+
+Waiters queue in FIFO order; one waker task sleeps exactly until the head of
+the queue can be served (no polling loop). The clock and the sleep are
+injected, so tests run on a fake clock without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "Bucket",
+    "RequestCounter",
+    "Reservation",
+    "TokenBucket",
+]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+
+class Bucket(Protocol):
+    """What :class:`RequestCounter` needs from a bucket (in-process or shared through Redis)."""
+
+    capacity: float
+    rate: float
+
+    async def acquire(self, amount: float = 1.0) -> float:
+        """Take ``amount``, waiting as needed; return the seconds waited."""
+        ...
+
+    def wait_time(self, amount: float = 1.0) -> float:
+        """Seconds until ``amount`` could be taken, without taking anything."""
+        ...
+
+    async def refund(self, amount: float) -> None:
+        """Give back ``amount`` (negative: take more, the level may go below zero)."""
+        ...
+
+    async def tighten(self, remaining: float, reset_in: float | None = None) -> None:
+        """Lower the level to what the server says is left."""
+        ...
+
+
+class TokenBucket:
+    """An in-process token bucket: ``capacity`` tokens, refilled at ``rate`` per second.
+
+    ``acquire`` is FIFO-fair: a large request at the head is not overtaken by
+    small ones behind it. A request larger than the capacity waits for a full
+    bucket and then drives the level negative (it is never refused).
+    """
+
+    def __init__(
+        self,
+        capacity: float,
+        rate: float,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        initial: float | None = None,
+    ) -> None:
+        if capacity <= 0 or rate <= 0:
+            raise ValueError(f"capacity and rate must be > 0, got capacity={capacity!r}, rate={rate!r}.")
+        self.capacity = float(capacity)
+        self.rate = float(rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._level = self.capacity if initial is None else float(initial)
+        self._last = clock()
+        self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._waker: asyncio.Task[None] | None = None
+
+    @property
+    def level(self) -> float:
+        """Tokens available now (may be negative after an oversized take or a settle)."""
+        self._refill()
+        return self._level
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._level = min(self.capacity, self._level + elapsed * self.rate)
+        self._last = now
+
+    def _need(self, amount: float) -> float:
+        return min(amount, self.capacity)
+
+    def try_acquire(self, amount: float = 1.0) -> bool:
+        """Take ``amount`` if it is available now and nobody is queued; never waits."""
+        self._refill()
+        if self._waiters or self._level < self._need(amount):
+            return False
+        self._level -= amount
+        return True
+
+    def wait_time(self, amount: float = 1.0) -> float:
+        """Seconds until ``amount`` could be taken, counting everyone already queued."""
+        self._refill()
+        queued = sum(a for a, f in self._waiters if not f.done())
+        deficit = queued + self._need(amount) - self._level
+        return max(0.0, deficit / self.rate)
+
+    async def acquire(self, amount: float = 1.0) -> float:
+        """Take ``amount`` tokens, waiting (FIFO) until they are available; return seconds waited."""
+        if amount <= 0:
+            return 0.0
+        if self.try_acquire(amount):
+            return 0.0
+        start = self._clock()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((amount, fut))
+        if self._waker is None or self._waker.done():
+            self._waker = asyncio.ensure_future(self._wake())
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Served just as we were cancelled: give the tokens back.
+                self._level += amount
+            raise
+        return self._clock() - start
+
+    async def _wake(self) -> None:
+        while self._waiters:
+            amount, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            self._refill()
+            need = self._need(amount)
+            if self._level >= need:
+                self._level -= amount
+                self._waiters.popleft()
+                fut.set_result(None)
+                continue
+            await self._sleep((need - self._level) / self.rate)
+
+    async def refund(self, amount: float) -> None:
+        """Return ``amount`` tokens (capped at capacity); a negative amount takes more."""
+        self._refill()
+        self._level = min(self.capacity, self._level + amount)
+
+    async def tighten(self, remaining: float, reset_in: float | None = None) -> None:
+        """Never hold more than the server says remains."""
+        self._refill()
+        if remaining < self._level:
+            self._level = float(remaining)
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What :meth:`RequestCounter.acquire` took, for :meth:`RequestCounter.settle`."""
+
+    tokens: float
+    waited: float
+    settled: bool = False
+
+
+class RequestCounter:
+    """A requests/min and a tokens/min bucket for one provider (either may be unlimited).
+
+    Before a call: ``res = await counter.acquire(estimated_tokens)`` waits for both
+    budgets. After it: ``await counter.settle(res, actual_tokens)`` corrects the
+    tokens bucket with what the provider really counted. ``observe(headers)``
+    tightens the buckets to the provider's own remaining counts.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        *,
+        burst_seconds: float = 1.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        bucket_factory: Callable[[str, float, float], Bucket] | None = None,
+    ) -> None:
+        if burst_seconds <= 0:
+            raise ValueError(f"burst_seconds must be > 0, got {burst_seconds!r}.")
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.burst_seconds = burst_seconds
+
+        def make(kind: str, per_minute: float) -> Bucket:
+            rate = per_minute / 60.0
+            capacity = max(1.0, rate * burst_seconds)
+            if bucket_factory is not None:
+                return bucket_factory(kind, capacity, rate)
+            return TokenBucket(capacity, rate, clock=clock, sleep=sleep)
+
+        self.requests: Bucket | None = make("requests", requests_per_minute) if requests_per_minute else None
+        self.tokens: Bucket | None = make("tokens", tokens_per_minute) if tokens_per_minute else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.requests is not None or self.tokens is not None
+
+    def wait_time(self, tokens: float = 0.0) -> float:
+        """Seconds a call estimated at ``tokens`` would wait now, without taking anything."""
+        waits = [0.0]
+        if self.requests is not None:
+            waits.append(self.requests.wait_time(1))
+        if self.tokens is not None and tokens > 0:
+            waits.append(self.tokens.wait_time(tokens))
+        return max(waits)
+
+    async def acquire(self, tokens: float = 0.0) -> Reservation:
+        """Wait for one request and ``tokens`` tokens of budget; return the reservation."""
+        waited = 0.0
+        if self.requests is not None:
+            waited += await self.requests.acquire(1)
+        if self.tokens is not None and tokens > 0:
+            waited += await self.tokens.acquire(tokens)
+        return Reservation(tokens if self.tokens is not None else 0.0, waited)
+
+    async def settle(self, reservation: Reservation, actual_tokens: float) -> None:
+        """Correct the tokens bucket by the difference between estimate and actual count."""
+        if reservation.settled or self.tokens is None:
+            reservation.settled = True
+            return
+        reservation.settled = True
+        diff = reservation.tokens - actual_tokens
+        if diff:
+            await self.tokens.refund(diff)
+
+    async def observe(self, headers: Mapping[str, str]) -> None:
+        """Tighten to remaining counts the provider reported (OpenAI / Anthropic header names)."""
+        for bucket, names in (
+            (
+                self.requests,
+                ("x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"),
+            ),
+            (
+                self.tokens,
+                ("x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining"),
+            ),
+        ):
+            if bucket is None:
+                continue
+            for name in names:
+                value = headers.get(name)
+                if value is None:
+                    continue
+                try:
+                    remaining = float(value)
+                except ValueError:
+                    continue
+                await bucket.tighten(remaining)
+                break

@@ -18,13 +18,20 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from forge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from forge.config import RateLimitConfig
 
 __all__ = [
     "Bucket",
+    "RedisBucket",
     "RequestCounter",
     "Reservation",
     "TokenBucket",
+    "counter_from_config",
 ]
 
 Clock = Callable[[], float]
@@ -41,7 +48,7 @@ class Bucket(Protocol):
         """Take ``amount``, waiting as needed; return the seconds waited."""
         ...
 
-    def wait_time(self, amount: float = 1.0) -> float:
+    async def wait_time(self, amount: float = 1.0) -> float:
         """Seconds until ``amount`` could be taken, without taking anything."""
         ...
 
@@ -106,8 +113,12 @@ class TokenBucket:
         self._level -= amount
         return True
 
-    def wait_time(self, amount: float = 1.0) -> float:
+    async def wait_time(self, amount: float = 1.0) -> float:
         """Seconds until ``amount`` could be taken, counting everyone already queued."""
+        return self.wait_time_now(amount)
+
+    def wait_time_now(self, amount: float = 1.0) -> float:
+        """Synchronous :meth:`wait_time` (the in-process bucket needs no I/O)."""
         self._refill()
         queued = sum(a for a, f in self._waiters if not f.done())
         deficit = queued + self._need(amount) - self._level
@@ -208,13 +219,13 @@ class RequestCounter:
     def enabled(self) -> bool:
         return self.requests is not None or self.tokens is not None
 
-    def wait_time(self, tokens: float = 0.0) -> float:
+    async def wait_time(self, tokens: float = 0.0) -> float:
         """Seconds a call estimated at ``tokens`` would wait now, without taking anything."""
         waits = [0.0]
         if self.requests is not None:
-            waits.append(self.requests.wait_time(1))
+            waits.append(await self.requests.wait_time(1))
         if self.tokens is not None and tokens > 0:
-            waits.append(self.tokens.wait_time(tokens))
+            waits.append(await self.tokens.wait_time(tokens))
         return max(waits)
 
     async def acquire(self, tokens: float = 0.0) -> Reservation:
@@ -260,3 +271,142 @@ class RequestCounter:
                     continue
                 await bucket.tighten(remaining)
                 break
+
+
+# The whole bucket update runs inside Redis, atomically, on Redis's own clock,
+# so every process and host sharing the key sees one budget.
+_REDIS_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cap = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+local mode = ARGV[4]
+local state = redis.call('HMGET', KEYS[1], 'level', 'ts')
+local level = tonumber(state[1])
+local ts = tonumber(state[2])
+if level == nil or ts == nil then
+  level = cap
+  ts = now
+end
+if now > ts then
+  level = math.min(cap, level + (now - ts) * rate)
+  ts = now
+end
+local result = 0
+local need = math.min(amount, cap)
+if mode == 'take' then
+  if level >= need then
+    level = level - amount
+  else
+    result = (need - level) / rate
+  end
+elseif mode == 'peek' then
+  if level < need then
+    result = (need - level) / rate
+  end
+elseif mode == 'add' then
+  level = math.min(cap, level + amount)
+elseif mode == 'tighten' then
+  if amount < level then
+    level = amount
+  end
+end
+redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(ts))
+redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate * 2000) + 60000)
+return tostring(result)
+"""
+
+
+class RedisBucket:
+    """A token bucket kept in Redis and updated by one atomic server-side script.
+
+    Several processes and hosts using the same ``key`` share one budget.
+    Within a process, waiters queue FIFO behind an ``asyncio.Lock``.
+    """
+
+    def __init__(
+        self,
+        client: object,
+        key: str,
+        capacity: float,
+        rate: float,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if capacity <= 0 or rate <= 0:
+            raise ValueError(f"capacity and rate must be > 0, got capacity={capacity!r}, rate={rate!r}.")
+        self._client = client
+        self.key = key
+        self.capacity = float(capacity)
+        self.rate = float(rate)
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._script: Callable[..., Awaitable[object]] | None = None
+
+    async def _run(self, amount: float, mode: str) -> float:
+        if self._script is None:
+            self._script = self._client.register_script(_REDIS_BUCKET)  # type: ignore[attr-defined]
+        assert self._script is not None
+        result = await self._script(keys=[self.key], args=[self.capacity, self.rate, amount, mode])
+        return float(result.decode() if isinstance(result, bytes) else str(result))
+
+    async def acquire(self, amount: float = 1.0) -> float:
+        if amount <= 0:
+            return 0.0
+        waited = 0.0
+        async with self._lock:
+            while True:
+                wait = await self._run(amount, "take")
+                if wait <= 0:
+                    return waited
+                await self._sleep(wait)
+                waited += wait
+
+    async def wait_time(self, amount: float = 1.0) -> float:
+        return await self._run(amount, "peek")
+
+    async def refund(self, amount: float) -> None:
+        await self._run(amount, "add")
+
+    async def tighten(self, remaining: float, reset_in: float | None = None) -> None:
+        await self._run(remaining, "tighten")
+
+
+def counter_from_config(
+    provider: str,
+    config: RateLimitConfig,
+    *,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    redis_client: object | None = None,
+) -> RequestCounter | None:
+    """Build a provider's :class:`RequestCounter` from its ``rate_limit`` config (None if unlimited)."""
+    if not config.requests_per_minute and not config.tokens_per_minute:
+        return None
+    factory: Callable[[str, float, float], Bucket] | None = None
+    if config.backend == "redis":
+        client = redis_client
+        if client is None:
+            try:
+                import redis.asyncio as redis_asyncio
+            except ImportError as exc:
+                raise ConfigError(
+                    f"providers.{provider}.rate_limit.backend is 'redis' but the redis package is not "
+                    "installed: pip install 'forge-llm[redis]'.",
+                    key=f"providers.{provider}.rate_limit.backend",
+                ) from exc
+            client = redis_asyncio.Redis.from_url(config.redis_url or "redis://localhost:6379/0")
+        shared = client
+
+        def factory(kind: str, capacity: float, rate: float) -> Bucket:
+            return RedisBucket(shared, f"forge:ratelimit:{provider}:{kind}", capacity, rate, sleep=sleep)
+
+    return RequestCounter(
+        config.requests_per_minute,
+        config.tokens_per_minute,
+        burst_seconds=config.burst_seconds,
+        clock=clock,
+        sleep=sleep,
+        bucket_factory=factory,
+    )

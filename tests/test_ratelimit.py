@@ -22,7 +22,7 @@ def test_refill_is_continuous_and_capped(clock: FakeClock) -> None:
 
 def test_wait_time_reports_without_taking(clock: FakeClock) -> None:
     b = TokenBucket(10, 2, clock=clock, initial=0)
-    assert b.wait_time(4) == pytest.approx(2.0)
+    assert b.wait_time_now(4) == pytest.approx(2.0)
     assert b.level == 0
 
 
@@ -75,15 +75,15 @@ async def test_counter_settles_with_real_usage(clock: FakeClock) -> None:
     res = await c.acquire(800)
     assert c.tokens is not None
     await c.settle(res, 300)
-    assert c.tokens.wait_time(700) == 0.0
+    assert await c.tokens.wait_time(700) == 0.0
     await c.settle(res, 0)  # settling twice changes nothing
-    assert c.tokens.wait_time(700) == 0.0
+    assert await c.tokens.wait_time(700) == 0.0
 
 
 async def test_counter_tightens_to_server_remaining(clock: FakeClock) -> None:
     c = RequestCounter(requests_per_minute=600, clock=clock, sleep=clock.sleep)
     await c.observe({"x-ratelimit-remaining-requests": "0"})
-    assert c.wait_time() == pytest.approx(0.1)
+    assert await c.wait_time() == pytest.approx(0.1)
 
 
 async def test_rate_achieved_matches_configuration(clock: FakeClock) -> None:

@@ -1,0 +1,449 @@
+"""Anthropic adapter: the Messages API through the official ``anthropic`` async client.
+
+The client builds, authenticates and sends the request and turns a non-2xx
+answer into its typed error; forge reads the body itself. Non-streaming calls
+use ``with_raw_response`` and one ``json.loads``; streams use
+``with_streaming_response`` and forge's incremental :class:`~forge._wire.SSEDecoder`
+(one JSON decode per event, no pydantic).
+
+Request mapping (see docs/providers.md for the full table):
+
+- ``system`` plus any ``system`` messages become the ``system`` string.
+- ``max_tokens`` is required by Anthropic: 4096 when the request has none.
+- ``stop`` -> ``stop_sequences``; ``seed`` has no Anthropic counterpart and is
+  not sent (it is a best-effort knob everywhere).
+- ``response_format`` json / json_schema -> ``output_config.format`` json_schema
+  (plain json uses the schema ``{"type": "object"}``).
+- ``tool`` messages become ``tool_result`` blocks; consecutive ones share one user turn.
+- ``temperature`` / ``top_p`` go into the JSON body directly: the installed
+  client no longer has keywords for them, the API still accepts them.
+- ``extra`` is merged into the JSON body (``extra_body``) and wins over the
+  fields forge sets, e.g. ``thinking``, ``cache_control``, ``metadata``.
+- The timeout is always passed per call, so the client's "streaming is
+  required for large max_tokens" guard never fires: forge's configured
+  timeout is the one that applies.
+
+Stream events: a thinking block's ``signature_delta`` is surfaced as a
+``reasoning`` event with empty ``text``; the signature is in
+``event.raw["delta"]["signature"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import httpx2
+
+from forge._wire import SSEDecoder
+from forge.config import ProviderConfig
+from forge.errors import ForgeError, ProviderConnectionError, ProviderError, ProviderTimeout
+from forge.providers._common import error_for_status, headers_dict, make_httpx2_client, transport_error
+from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
+
+__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
+
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` sent when the request sets none (Anthropic requires one)."""
+
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicProvider:
+    """:class:`~forge.types.Provider` for the Anthropic Messages API.
+
+    Args:
+        config: the ``anthropic`` provider section (key, base_url, timeouts).
+        http_client: an ``httpx2.AsyncClient`` to use instead of forge's pooled
+            one (tests inject one with a ``MockTransport``); the provider owns
+            and closes it.
+
+    Raises:
+        ConfigError: no API key.
+    """
+
+    name = "anthropic"
+
+    def __init__(self, config: ProviderConfig, *, http_client: httpx2.AsyncClient | None = None) -> None:
+        self._timeout = httpx2.Timeout(config.timeout, connect=config.connect_timeout)
+        api_key = config.require_api_key()  # always explicit: never fall back to profiles on disk
+        self._http = http_client if http_client is not None else make_httpx2_client(config)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=config.resolve_base_url(),
+            timeout=self._timeout,
+            max_retries=0,
+            http_client=self._http,
+        )
+
+    async def complete(self, request: Request) -> Response:
+        """Send ``request`` and return the whole reply.
+
+        Raises:
+            ProviderError: the call failed (already classified, see :meth:`classify`).
+        """
+        try:
+            raw = await self._client.messages.with_raw_response.create(
+                **_params(request), timeout=self._timeout
+            )
+            return _response(json.loads(raw.http_response.content), request.model)
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self.classify(exc, model=request.model) from exc
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
+
+        The request goes out on the first ``__anext__``; closing the generator
+        closes the HTTP response. Errors are raised already classified.
+        """
+        params = _params(request)
+        params["stream"] = True
+        state = _MessageStream(request.model)
+        decoder = SSEDecoder()
+        try:
+            async with (
+                self._client.messages.with_streaming_response.create(**params) as resp,
+                aclosing(resp.http_response.aiter_bytes()) as chunks,
+            ):
+                state.request_id = resp.http_response.headers.get("request-id")
+                async for chunk in chunks:
+                    for sse in decoder.feed(chunk):
+                        for event in state.on_event(sse.event, sse.data):
+                            yield event
+                for sse in decoder.flush():
+                    for event in state.on_event(sse.event, sse.data):
+                        yield event
+            for event in state.close():
+                yield event
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self.classify(exc, model=request.model) from exc
+
+    def classify(self, exc: BaseException, *, model: str | None = None) -> ForgeError:
+        """Map an ``anthropic`` or transport exception onto the forge error tree.
+
+        An in-band stream error arrives as an ``APIStatusError`` with status 200;
+        it is classified by its error type (``overloaded_error`` -> OverloadedError).
+        """
+        if isinstance(exc, ForgeError):
+            return exc
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code if exc.status_code >= 400 else None
+            return error_for_status(
+                status,
+                f"anthropic said: {exc.api_message or exc.message}",
+                code=exc.type,
+                request_id=exc.request_id,
+                headers=headers_dict(exc.response.headers),
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ProviderTimeout(
+                f"anthropic request timed out: {_cause(exc)}", provider=self.name, model=model
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
+            return ProviderConnectionError(
+                f"Connection to anthropic failed: {_cause(exc)}", provider=self.name, model=model
+            )
+        mapped = transport_error(exc, provider=self.name, model=model)
+        if mapped is not None:
+            return mapped
+        return ProviderError(
+            f"anthropic call failed: {type(exc).__name__}: {exc}", provider=self.name, model=model
+        )
+
+    async def aclose(self) -> None:
+        """Close the vendor client and its connection pool."""
+        await self._client.close()
+        await self._http.aclose()
+
+
+# --------------------------------------------------------------------------- request
+
+
+def _params(request: Request) -> dict[str, Any]:
+    system_parts = [request.system] if request.system else []
+    system_parts.extend(m.content for m in request.messages if m.role == "system" and m.content)
+    params: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
+        "messages": _messages(request.messages),
+    }
+    if system_parts:
+        params["system"] = "\n\n".join(system_parts)
+    if request.stop:
+        params["stop_sequences"] = list(request.stop)
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        schema = fmt.schema if fmt.type == "json_schema" and fmt.schema is not None else {"type": "object"}
+        params["output_config"] = {"format": {"type": "json_schema", "schema": dict(schema)}}
+    if request.tools:
+        tools = []
+        for tool in request.tools:
+            spec: dict[str, Any] = {"name": tool.name, "input_schema": dict(tool.parameters)}
+            if tool.description:
+                spec["description"] = tool.description
+            tools.append(spec)
+        params["tools"] = tools
+    if request.tool_choice:
+        choice = request.tool_choice
+        if choice in ("auto", "none"):
+            params["tool_choice"] = {"type": choice}
+        elif choice in ("required", "any"):
+            params["tool_choice"] = {"type": "any"}
+        else:
+            params["tool_choice"] = {"type": "tool", "name": choice}
+    # anthropic 2.x dropped the sampling keywords from ``create``; the API still takes them.
+    body: dict[str, Any] = {}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    body.update(request.extra)
+    if body:
+        params["extra_body"] = body
+    return params
+
+
+def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue  # folded into ``system``
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
+            last = out[-1] if out else None
+            if (
+                last is not None
+                and last["role"] == "user"
+                and isinstance(last["content"], list)
+                and (last["content"] and last["content"][-1].get("type") == "tool_result")
+            ):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.role == "assistant" and (m.tool_calls or m.reasoning_signature):
+            blocks: list[dict[str, Any]] = []
+            if m.reasoning_signature:
+                blocks.append(
+                    {"type": "thinking", "thinking": m.reasoning or "", "signature": m.reasoning_signature}
+                )
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            for tc in m.tool_calls:
+                blocks.append({"type": "tool_use", "id": tc.id, "name": tc.name, "input": dict(tc.arguments)})
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+# --------------------------------------------------------------------------- response
+
+
+def _response(data: Mapping[str, Any], model: str) -> Response:
+    texts: list[str] = []
+    thinking: list[str] = []
+    signature: str | None = None
+    calls: list[ToolCall] = []
+    for block in data.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            args = block.get("input")
+            args = args if isinstance(args, dict) else {}
+            calls.append(ToolCall(block.get("id") or "", block.get("name") or "", args, json.dumps(args)))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking") or "")
+            signature = block.get("signature") or signature
+    usage = data.get("usage")
+    return Response(
+        text="".join(texts),
+        provider="anthropic",
+        model=model,
+        finish_reason=_finish(data.get("stop_reason")),
+        usage=_usage(usage, usage) if usage else Usage(),
+        tool_calls=tuple(calls),
+        reasoning="".join(thinking) if thinking else None,
+        reasoning_signature=signature,
+        id=data.get("id"),
+        raw=data,
+    )
+
+
+def _finish(reason: object) -> FinishReason | None:
+    if reason is None:
+        return None
+    return _FINISH.get(str(reason), "stop")
+
+
+def _usage(start: Mapping[str, Any], latest: Mapping[str, Any]) -> Usage:
+    """forge usage from ``message_start`` usage updated by a (cumulative) ``message_delta`` usage."""
+
+    def pick(name: str) -> int:
+        value = latest.get(name)
+        if value is None:
+            value = start.get(name)
+        return int(value or 0)
+
+    fresh = pick("input_tokens")
+    written = pick("cache_creation_input_tokens")
+    read = pick("cache_read_input_tokens")
+    return Usage(
+        input_tokens=fresh + written + read,
+        output_tokens=pick("output_tokens"),
+        cached_input_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
+def _parse_arguments(raw: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class _MessageStream:
+    """Turns Anthropic SSE events into forge stream events."""
+
+    __slots__ = ("_blocks", "_finish", "_id", "_model", "_stopped", "_tools", "_usage", "request_id")
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._id = ""
+        self._usage: Mapping[str, Any] = {}
+        self._finish: FinishReason | None = None
+        self._stopped = False
+        self._blocks: dict[int, _ToolBlock] = {}  # by content-block index
+        self._tools = 0
+        self.request_id: str | None = None
+
+    def on_event(self, event: str, data: str) -> list[StreamEvent]:
+        if event == "ping" or not event or not data:
+            return []  # the official client drops unnamed events too
+        obj = json.loads(data)
+        if event == "content_block_delta":
+            delta = obj["delta"]
+            kind = delta.get("type")
+            if kind == "text_delta":
+                return [StreamEvent("text", delta["text"], raw=obj)] if delta["text"] else []
+            if kind == "input_json_delta":
+                fragment = delta.get("partial_json")
+                block = self._blocks.get(obj.get("index", 0))
+                if not fragment or block is None:
+                    return []
+                block.parts.append(fragment)
+                return [StreamEvent("tool_call_delta", fragment, index=block.ordinal, raw=obj)]
+            if kind == "thinking_delta":
+                return [StreamEvent("reasoning", delta["thinking"], raw=obj)] if delta["thinking"] else []
+            if kind == "signature_delta":
+                return [StreamEvent("reasoning", "", raw=obj)]
+            return []
+        if event == "content_block_start":
+            return self._on_block_start(obj)
+        if event == "content_block_stop":
+            block = self._blocks.pop(obj.get("index", 0), None)
+            return [] if block is None else [block.done(obj)]
+        if event == "message_start":
+            message = obj.get("message") or {}
+            self._id = message.get("id") or ""
+            self._usage = message.get("usage") or {}
+            return [StreamEvent("usage", usage=_usage(self._usage, self._usage), raw=obj)]
+        if event == "message_delta":
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if reason:
+                self._finish = _finish(reason)
+            usage = obj.get("usage")
+            if usage:
+                return [StreamEvent("usage", usage=_usage(self._usage, usage), raw=obj)]
+            return []
+        if event == "message_stop":
+            self._stopped = True
+            return []
+        if event == "error":
+            raise self._error(obj)
+        return []
+
+    def _on_block_start(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        block = obj.get("content_block") or {}
+        kind = block.get("type")
+        if kind == "tool_use":
+            ordinal = self._tools
+            self._tools += 1
+            call_id, name = block.get("id") or "", block.get("name") or ""
+            self._blocks[obj.get("index", 0)] = _ToolBlock(ordinal, call_id, name, block.get("input") or {})
+            return [StreamEvent("tool_call_start", index=ordinal, tool_call=ToolCall(call_id, name), raw=obj)]
+        if kind == "text" and block.get("text"):
+            return [StreamEvent("text", block["text"], raw=obj)]
+        if kind == "thinking" and block.get("thinking"):
+            return [StreamEvent("reasoning", block["thinking"], raw=obj)]
+        return []
+
+    def _error(self, obj: object) -> ProviderError:
+        error = obj.get("error") if isinstance(obj, dict) else None
+        error = error if isinstance(error, dict) else {}
+        message = error.get("message") or "error during streaming"
+        return error_for_status(
+            None,
+            f"anthropic said: {message}",
+            code=error.get("type"),
+            request_id=self.request_id,
+            provider="anthropic",
+            model=self._model,
+        )
+
+    def close(self) -> list[StreamEvent]:
+        """End of body: the final ``finish`` event, or an error if the stream was cut short."""
+        if not self._stopped and self._finish is None:
+            raise ProviderConnectionError(
+                "anthropic stream ended before message_stop; the connection was cut",
+                provider="anthropic",
+                model=self._model,
+                request_id=self.request_id,
+            )
+        events = [block.done(None) for _, block in sorted(self._blocks.items())]
+        self._blocks.clear()
+        events.append(StreamEvent("finish", self._id, finish_reason=self._finish or "stop"))
+        return events
+
+
+@dataclass(slots=True)
+class _ToolBlock:
+    """A ``tool_use`` block being streamed: its tool-call ordinal and argument fragments."""
+
+    ordinal: int
+    id: str
+    name: str
+    start_input: object
+    parts: list[str] = field(default_factory=list)
+
+    def done(self, obj: object) -> StreamEvent:
+        raw = "".join(self.parts) or json.dumps(self.start_input)
+        call = ToolCall(self.id, self.name, _parse_arguments(raw), raw)
+        return StreamEvent("tool_call_done", index=self.ordinal, tool_call=call, raw=obj)
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)

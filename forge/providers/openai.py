@@ -1,0 +1,430 @@
+"""OpenAI adapter: Chat Completions through the official ``openai`` async client.
+
+The client builds, authenticates and sends the request and turns a non-2xx
+answer into its typed error; forge reads the body itself. Non-streaming calls
+use ``with_raw_response`` and one ``json.loads``; streams use
+``with_streaming_response`` and forge's incremental :class:`~forge._wire.SSEDecoder`,
+so a chunk costs one JSON decode and a few small :class:`StreamEvent` objects,
+never a pydantic model.
+
+Request mapping (see docs/providers.md for the full table):
+
+- ``system`` becomes a leading ``system`` message.
+- ``max_tokens`` is sent as ``max_completion_tokens`` (the name every current
+  chat model accepts; o-series and gpt-5 reject ``max_tokens``). Servers that
+  only know ``max_tokens`` can get it through ``extra``.
+- ``response_format`` json -> ``json_object``; json_schema -> ``json_schema``
+  with name, schema and strict.
+- ``extra`` is merged into the JSON body (``extra_body``) and wins over the
+  fields forge sets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any
+
+import httpx2
+import openai
+
+from forge._wire import SSEDecoder
+from forge.config import ProviderConfig
+from forge.errors import (
+    ConfigError,
+    ForgeError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+)
+from forge.providers._common import error_for_status, headers_dict, make_httpx2_client, transport_error
+from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
+
+__all__ = ["OpenAIProvider"]
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+class OpenAIProvider:
+    """:class:`~forge.types.Provider` for OpenAI Chat Completions (and compatible servers).
+
+    Args:
+        config: the ``openai`` provider section (key, base_url, timeouts, and the
+            ``organization`` / ``project`` options).
+        http_client: an ``httpx2.AsyncClient`` to use instead of forge's pooled
+            one (tests inject one with a ``MockTransport``); the provider owns
+            and closes it.
+
+    Raises:
+        ConfigError: no API key, or ``api = "responses"`` (not supported yet).
+    """
+
+    name = "openai"
+
+    def __init__(self, config: ProviderConfig, *, http_client: httpx2.AsyncClient | None = None) -> None:
+        api = config.options.get("api", "chat")
+        if api != "chat":
+            raise ConfigError(
+                f"providers.openai.api = {api!r} is not supported yet; use 'chat' (Chat Completions).",
+                key="providers.openai.api",
+                source=config.source,
+            )
+        api_key = config.require_api_key()
+        organization = config.options.get("organization")
+        project = config.options.get("project")
+        self._http = http_client if http_client is not None else make_httpx2_client(config)
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            organization=organization if isinstance(organization, str) else None,
+            project=project if isinstance(project, str) else None,
+            base_url=config.resolve_base_url(),
+            timeout=httpx2.Timeout(config.timeout, connect=config.connect_timeout),
+            max_retries=0,
+            http_client=self._http,
+        )
+
+    async def complete(self, request: Request) -> Response:
+        """Send ``request`` and return the whole reply.
+
+        Raises:
+            ProviderError: the call failed (already classified, see :meth:`classify`).
+        """
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**_params(request))
+            return _response(json.loads(raw.http_response.content), request.model)
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self.classify(exc, model=request.model) from exc
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``request``: text / tool-call / usage events, then exactly one ``finish``.
+
+        The request goes out on the first ``__anext__``; closing the generator
+        closes the HTTP response. Errors are raised already classified.
+        """
+        params = _params(request)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+        state = _ChatStream(request.model)
+        decoder = SSEDecoder()
+        try:
+            async with (
+                self._client.chat.completions.with_streaming_response.create(**params) as resp,
+                aclosing(resp.http_response.aiter_bytes()) as chunks,
+            ):
+                async for chunk in chunks:
+                    for sse in decoder.feed(chunk):
+                        for event in state.on_data(sse.data):
+                            yield event
+                for sse in decoder.flush():
+                    for event in state.on_data(sse.data):
+                        yield event
+            for event in state.close():
+                yield event
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self.classify(exc, model=request.model) from exc
+
+    def classify(self, exc: BaseException, *, model: str | None = None) -> ForgeError:
+        """Map an ``openai`` or transport exception onto the forge error tree."""
+        if isinstance(exc, ForgeError):
+            return exc
+        if isinstance(exc, openai.APIStatusError):
+            return error_for_status(
+                exc.status_code,
+                f"openai said: {_api_message(exc)}",
+                code=exc.code or exc.type,
+                request_id=exc.request_id,
+                headers=headers_dict(exc.response.headers),
+                provider=self.name,
+                model=model,
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderTimeout(
+                f"openai request timed out: {_cause(exc)}", provider=self.name, model=model
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderConnectionError(
+                f"Connection to openai failed: {_cause(exc)}", provider=self.name, model=model
+            )
+        if isinstance(exc, openai.APIError):  # in-band stream error from the typed path: no status
+            return error_for_status(
+                None,
+                f"openai said: {_api_message(exc)}",
+                code=exc.code or exc.type,
+                provider=self.name,
+                model=model,
+            )
+        mapped = transport_error(exc, provider=self.name, model=model)
+        if mapped is not None:
+            return mapped
+        return ProviderError(
+            f"openai call failed: {type(exc).__name__}: {exc}", provider=self.name, model=model
+        )
+
+    async def aclose(self) -> None:
+        """Close the vendor client and its connection pool."""
+        await self._client.close()
+        await self._http.aclose()
+
+
+# --------------------------------------------------------------------------- request
+
+
+def _params(request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
+    if request.max_tokens is not None:
+        params["max_completion_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.top_p is not None:
+        params["top_p"] = request.top_p
+    if request.seed is not None:
+        params["seed"] = request.seed
+    if request.stop:
+        params["stop"] = list(request.stop)
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        if fmt.type == "json_schema" and fmt.schema is not None:
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": fmt.name, "schema": dict(fmt.schema), "strict": fmt.strict},
+            }
+        else:
+            params["response_format"] = {"type": "json_object"}
+    if request.tools:
+        tools = []
+        for tool in request.tools:
+            function: dict[str, Any] = {"name": tool.name, "parameters": dict(tool.parameters)}
+            if tool.description:
+                function["description"] = tool.description
+            tools.append({"type": "function", "function": function})
+        params["tools"] = tools
+    if request.tool_choice:
+        choice = request.tool_choice
+        params["tool_choice"] = (
+            choice
+            if choice in ("auto", "none", "required")
+            else {"type": "function", "function": {"name": choice}}
+        )
+    if request.extra:
+        params["extra_body"] = dict(request.extra)
+    return params
+
+
+def _messages(request: Request) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if request.system:
+        out.append({"role": "system", "content": request.system})
+    for m in request.messages:
+        out.append(_message(m))
+    return out
+
+
+def _message(m: Message) -> dict[str, Any]:
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content}
+    msg: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        msg["name"] = m.name
+    if m.role == "assistant" and m.tool_calls:
+        msg["content"] = m.content or None
+        msg["tool_calls"] = [
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.name, "arguments": tc.raw_arguments or json.dumps(tc.arguments)},
+            }
+            for tc in m.tool_calls
+        ]
+    return msg
+
+
+# --------------------------------------------------------------------------- response
+
+
+def _response(data: Mapping[str, Any], model: str) -> Response:
+    if data.get("error"):  # some compatible servers answer 200 with an error body
+        raise _inband_error(data["error"], model)
+    choices = data.get("choices") or []
+    choice = choices[0] if choices else {}
+    message = choice.get("message") or {}
+    content = message.get("content")
+    refusal = message.get("refusal")
+    finish = _finish(choice.get("finish_reason"))
+    if refusal and not content:
+        finish = "content_filter"
+    calls = tuple(
+        _tool_call(
+            tc.get("id") or "",
+            (tc.get("function") or {}).get("name") or "",
+            (tc.get("function") or {}).get("arguments") or "",
+        )
+        for tc in message.get("tool_calls") or ()
+    )
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    usage = data.get("usage")
+    return Response(
+        text=content or refusal or "",
+        provider="openai",
+        model=model,
+        finish_reason=finish,
+        usage=_usage(usage) if usage else Usage(),
+        tool_calls=calls,
+        reasoning=reasoning if isinstance(reasoning, str) else None,
+        id=data.get("id"),
+        raw=data,
+    )
+
+
+def _finish(reason: object) -> FinishReason | None:
+    if reason is None:
+        return None
+    return _FINISH.get(str(reason), "stop")
+
+
+def _usage(u: Mapping[str, Any]) -> Usage:
+    prompt = u.get("prompt_tokens_details") or {}
+    completion = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=u.get("prompt_tokens") or 0,
+        output_tokens=u.get("completion_tokens") or 0,
+        cached_input_tokens=prompt.get("cached_tokens") or 0,
+        cache_write_tokens=prompt.get("cache_write_tokens") or u.get("cache_write_tokens") or 0,
+        reasoning_tokens=completion.get("reasoning_tokens") or 0,
+    )
+
+
+def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
+    args: object = None
+    if raw:
+        try:
+            args = json.loads(raw)
+        except ValueError:
+            args = None
+    return ToolCall(call_id, name, args if isinstance(args, dict) else {}, raw)
+
+
+class _ChatStream:
+    """Turns decoded ``chat.completion.chunk`` payloads into forge stream events."""
+
+    __slots__ = ("_calls", "_done", "_finish", "_id", "_model", "_refused", "_text_seen")
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._id = ""
+        self._finish: FinishReason | None = None
+        self._done = False
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
+        self._refused = False
+        self._text_seen = False
+
+    def on_data(self, data: str) -> list[StreamEvent]:
+        if self._done or not data:
+            return []  # after [DONE]: drain the rest of the body so the connection is reused
+        if data[:6] == "[DONE]":
+            self._done = True
+            return []
+        obj = json.loads(data)
+        error = obj.get("error")
+        if error:
+            raise _inband_error(error, self._model)
+        if not self._id:
+            self._id = obj.get("id") or ""
+        events: list[StreamEvent] = []
+        for choice in obj.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content")
+                if text:
+                    self._text_seen = True
+                    events.append(StreamEvent("text", text, raw=obj))
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning and isinstance(reasoning, str):
+                    events.append(StreamEvent("reasoning", reasoning, raw=obj))
+                refusal = delta.get("refusal")
+                if refusal:
+                    self._refused = True
+                    events.append(StreamEvent("text", refusal, raw=obj))
+                if delta.get("tool_calls"):
+                    self._on_tool_calls(delta["tool_calls"], obj, events)
+            reason = choice.get("finish_reason")
+            if reason:
+                self._finish = _finish(reason)
+                self._flush_calls(events)
+        usage = obj.get("usage")
+        if usage:
+            events.append(StreamEvent("usage", usage=_usage(usage), raw=obj))
+        return events
+
+    def _on_tool_calls(self, deltas: list[dict[str, Any]], obj: object, events: list[StreamEvent]) -> None:
+        for tc in deltas:
+            index = tc.get("index", 0)
+            function = tc.get("function") or {}
+            call = self._calls.get(index)
+            if call is None:
+                call = (tc.get("id") or "", function.get("name") or "", [])
+                self._calls[index] = call
+                start = ToolCall(call[0], call[1])
+                events.append(StreamEvent("tool_call_start", index=index, tool_call=start, raw=obj))
+            fragment = function.get("arguments")
+            if fragment:
+                call[2].append(fragment)
+                events.append(StreamEvent("tool_call_delta", fragment, index=index, raw=obj))
+
+    def _flush_calls(self, events: list[StreamEvent]) -> None:
+        for index in sorted(self._calls):
+            call_id, name, parts = self._calls[index]
+            done = _tool_call(call_id, name, "".join(parts))
+            events.append(StreamEvent("tool_call_done", index=index, tool_call=done))
+        self._calls.clear()
+
+    def close(self) -> list[StreamEvent]:
+        """End of body: the final ``finish`` event, or an error if the stream was cut short."""
+        if not self._done and self._finish is None:
+            raise ProviderConnectionError(
+                "openai stream ended before its finish_reason and [DONE]; the connection was cut",
+                provider="openai",
+                model=self._model,
+            )
+        events: list[StreamEvent] = []
+        self._flush_calls(events)
+        finish = self._finish or "stop"
+        if self._refused and not self._text_seen:
+            finish = "content_filter"
+        events.append(StreamEvent("finish", self._id, finish_reason=finish))
+        return events
+
+
+def _inband_error(error: object, model: str) -> ProviderError:
+    body = error if isinstance(error, dict) else {"message": str(error)}
+    message = body.get("message") or "error during streaming"
+    code = body.get("code") or body.get("type")
+    return error_for_status(
+        None, f"openai said: {message}", code=str(code) if code else None, provider="openai", model=model
+    )
+
+
+def _api_message(exc: openai.APIError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return exc.message
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)

@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 from forge.errors import ForgeError, ProviderError
-from forge.retry import RetryEvent, RetryPolicy, call_with_retry
+from forge.ratelimit import Reservation
+from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 from forge.streaming import ChunkCallback, ProgressCallback, Stream
+from forge.tokens import estimate_tokens
 from forge.types import (
     Message,
     Request,
@@ -24,6 +26,7 @@ from forge.types import (
     ResponseFormat,
     StreamEvent,
     Tool,
+    Usage,
     coerce_messages,
 )
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from forge.config import ProviderConfig
+    from forge.ratelimit import RequestCounter
     from forge.types import Provider
 
 __all__ = ["LLM", "build_request"]
@@ -228,8 +232,12 @@ def build_request(model: str, prompt: Prompt, **params: object) -> Request:
     )
 
 
+# Output tokens assumed for the limiter when a call sets no max_tokens (settled afterwards).
+DEFAULT_OUTPUT_ESTIMATE = 1024
+
+
 class LLM:
-    """One provider and model, with the retry policy and hooks every call goes through.
+    """One provider and model, with the retry policy and rate limiter every call goes through.
 
     Get one from :meth:`forge.Registry.get_llm`::
 
@@ -245,8 +253,9 @@ class LLM:
         model: str,
         *,
         config: ProviderConfig | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | RetryWrapper | None = None,
         retry_overrides: Mapping[str, RetryPolicy] | None = None,
+        limiter: RequestCounter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
@@ -256,17 +265,33 @@ class LLM:
         self.provider_name = provider.name
         self.model = model
         self.config = config
-        self.retry = retry or RetryPolicy()
-        self._retry_overrides = dict(retry_overrides or {})
+        if isinstance(retry, RetryWrapper):
+            self.wrapper = retry
+        else:
+            self.wrapper = RetryWrapper(
+                retry,
+                overrides=retry_overrides,
+                limiter=limiter,
+                sleep=sleep,
+                rng=rng,
+                on_retry=on_retry,
+            )
         self._clock = clock
-        self._sleep = sleep
-        self._rng = rng
-        self.on_retry = on_retry
 
     @property
     def ref(self) -> str:
         """``provider:model``."""
         return f"{self.provider_name}:{self.model}"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The default retry policy."""
+        return self.wrapper.policy
+
+    @property
+    def limiter(self) -> RequestCounter | None:
+        """The provider's rate limiter, shared by every LLM on that provider."""
+        return self.wrapper.limiter
 
     def __repr__(self) -> str:
         return f"LLM({self.ref!r})"
@@ -277,26 +302,31 @@ class LLM:
 
     def policy(self, operation: str) -> RetryPolicy:
         """The retry policy for ``invoke``, ``stream`` or ``batch``."""
-        return self._retry_overrides.get(operation, self.retry)
+        return self.wrapper.policy_for(operation)
 
     def classify(self, exc: BaseException) -> ForgeError:
         """Map any exception from this LLM's provider onto the forge error tree."""
-        if isinstance(exc, ForgeError):
-            return exc
-        error = self.provider.classify(exc)
+        error = exc if isinstance(exc, ForgeError) else self.provider.classify(exc)
         if isinstance(error, ProviderError) and error.model is None:
             error.model = self.model
         return error
 
-    async def _retrying(self, fn: Callable[[], Awaitable[Any]], operation: str) -> tuple[Any, int]:
-        return await call_with_retry(
-            fn,
-            policy=self.policy(operation),
-            classify=self.classify,
-            sleep=self._sleep,
-            rng=self._rng,
-            on_retry=self.on_retry,
+    def estimate_tokens(self, request: Request) -> int:
+        """What the limiter reserves for ``request``: estimated input plus the output allowance."""
+        return estimate_tokens(request.prompt_text(), self.model, self.provider_name) + (
+            request.max_tokens or DEFAULT_OUTPUT_ESTIMATE
         )
+
+    @staticmethod
+    def charged_tokens(request: Request, usage: Usage) -> float | None:
+        """Tokens the provider counts against tokens/min for a finished call.
+
+        Providers count ``max_tokens`` at admission, so with ``max_tokens`` set the
+        charge is input + max_tokens; otherwise input + output.
+        """
+        if not usage.input_tokens and not usage.output_tokens:
+            return None
+        return usage.input_tokens + (request.max_tokens or usage.output_tokens)
 
     async def invoke(self, prompt: Prompt, **params: object) -> Response:
         """Send ``prompt`` and return the whole reply.
@@ -307,10 +337,16 @@ class LLM:
         """
         return await self.complete(self.request(prompt, **params))
 
-    async def complete(self, request: Request) -> Response:
-        """Send an already built :class:`Request` through the retry policy."""
+    async def complete(self, request: Request, *, operation: str = "invoke") -> Response:
+        """Send an already built :class:`Request` through the limiter and the retry policy."""
         start = self._clock()
-        response, attempts = await self._retrying(lambda: self.provider.complete(request), "invoke")
+        response, attempts = await self.wrapper.call(
+            lambda: self.provider.complete(request),
+            classify=self.classify,
+            operation=operation,
+            estimated_tokens=self.estimate_tokens(request),
+            settle=lambda r: self.charged_tokens(request, r.usage),
+        )
         result: Response = dataclasses.replace(response, attempts=attempts, latency_s=self._clock() - start)
         return result
 
@@ -346,7 +382,12 @@ class LLM:
         )
 
     def stream_request(self, request: Request, **options: Any) -> Stream:
-        """Stream an already built :class:`Request`."""
+        """Stream an already built :class:`Request`.
+
+        Retries cover opening the stream, up to its first event; after that a
+        break raises :class:`~forge.StreamInterrupted`.
+        """
+        estimate = self.estimate_tokens(request)
 
         async def attempt() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
             events = self.provider.stream(request)
@@ -362,8 +403,16 @@ class LLM:
             return events, first
 
         async def opener() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
-            (events, first), attempts = await self._retrying(attempt, "stream")
+            (events, first), attempts = await self.wrapper.call(
+                attempt, classify=self.classify, operation="stream", estimated_tokens=estimate
+            )
             return events, first, attempts
+
+        async def settle(response: Response) -> None:
+            limiter = self.wrapper.limiter
+            actual = self.charged_tokens(request, response.usage)
+            if limiter is not None and limiter.tokens is not None and actual is not None:
+                await limiter.settle(Reservation(estimate, 0.0), actual)
 
         return Stream(
             opener,
@@ -371,10 +420,10 @@ class LLM:
             model=self.model,
             classify=self.classify,
             clock=self._clock,
+            on_complete=settle,
             **options,
         )
 
     async def aclose(self) -> None:
         """Close the provider's client (normally done by the Registry)."""
         await self.provider.aclose()
-

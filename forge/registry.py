@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from forge.config import PROVIDER_NAMES, ForgeConfig, ProviderConfig, load_config, normalize_provider
 from forge.errors import ConfigError
 from forge.llm import LLM, Prompt
-from forge.retry import RetryEvent, RetryPolicy
+from forge.ratelimit import RequestCounter, counter_from_config
+from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 
 if TYPE_CHECKING:
     from forge.streaming import Stream
@@ -122,6 +123,7 @@ class Registry:
         self._rng = rng
         self._on_retry = on_retry
         self._providers: dict[str, Provider] = {}
+        self._limiters: dict[str, RequestCounter | None] = {}
         self._llms: dict[str, LLM] = {}
         self._closed = False
 
@@ -168,15 +170,27 @@ class Registry:
             provider,
             vendor_model,
             config=pcfg,
-            retry=RetryPolicy.from_config(pcfg.retry),
-            retry_overrides={op: RetryPolicy.from_config(c) for op, c in pcfg.retry_overrides.items()},
+            retry=RetryWrapper(
+                RetryPolicy.from_config(pcfg.retry),
+                overrides={op: RetryPolicy.from_config(c) for op, c in pcfg.retry_overrides.items()},
+                limiter=self.limiter(name),
+                sleep=self._sleep,
+                rng=self._rng,
+                on_retry=self._on_retry,
+            ),
             clock=self._clock,
-            sleep=self._sleep,
-            rng=self._rng,
-            on_retry=self._on_retry,
         )
         self._llms[model] = llm
         return llm
+
+    def limiter(self, provider: str) -> RequestCounter | None:
+        """The provider's rate limiter (None when it has no limits), shared by all its models."""
+        name = normalize_provider(provider)
+        if name not in self._limiters:
+            self._limiters[name] = counter_from_config(
+                name, self.provider_config(name).rate_limit, clock=self._clock, sleep=self._sleep
+            )
+        return self._limiters[name]
 
     # ------------------------------------------------------------------ one-call helpers
 

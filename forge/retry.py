@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -17,8 +17,9 @@ from forge.errors import ForgeError, ProviderError, RateLimitError, RetryAttempt
 
 if TYPE_CHECKING:
     from forge.config import RetryConfig
+    from forge.ratelimit import RequestCounter
 
-__all__ = ["RetryEvent", "RetryPolicy", "backoff_wait", "call_with_retry"]
+__all__ = ["RetryEvent", "RetryPolicy", "RetryWrapper", "backoff_wait", "call_with_retry"]
 
 T = TypeVar("T")
 
@@ -129,3 +130,76 @@ async def call_with_retry(
             if on_retry is not None:
                 on_retry(RetryEvent(attempt, error, wait))
             await sleep(wait)
+
+
+class RetryWrapper:
+    """Applies one provider's retry policy and rate limiter to every attempt of a call.
+
+    :class:`~forge.LLM` runs ``invoke``, the opening of a ``stream`` (up to its first
+    event) and each batch item through :meth:`call`. Before each attempt the
+    limiter (if any) is asked for one request and the estimated tokens; after a
+    success the estimate is settled with the provider's count; a 429 tightens the
+    limiter to the headers it carried.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy | None = None,
+        *,
+        overrides: Mapping[str, RetryPolicy] | None = None,
+        limiter: RequestCounter | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        on_retry: Callable[[RetryEvent], object] | None = None,
+        on_wait: Callable[[float], object] | None = None,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self.overrides = dict(overrides or {})
+        self.limiter = limiter
+        self._sleep = sleep
+        self._rng = rng
+        self.on_retry = on_retry
+        self.on_wait = on_wait
+
+    def policy_for(self, operation: str) -> RetryPolicy:
+        """The policy for ``invoke``, ``stream`` or ``batch`` (an override, else the default)."""
+        return self.overrides.get(operation, self.policy)
+
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        classify: Callable[[BaseException], ForgeError],
+        operation: str = "invoke",
+        estimated_tokens: float = 0.0,
+        settle: Callable[[T], float | None] | None = None,
+    ) -> tuple[T, int]:
+        """Run ``fn`` under the limiter and the retry policy; return ``(result, attempts)``."""
+        limiter = self.limiter
+
+        async def attempt() -> T:
+            reservation = None
+            if limiter is not None and limiter.enabled:
+                reservation = await limiter.acquire(estimated_tokens)
+                if reservation.waited and self.on_wait is not None:
+                    self.on_wait(reservation.waited)
+            try:
+                result = await fn()
+            except BaseException as exc:
+                if limiter is not None and isinstance(exc, ProviderError) and exc.headers:
+                    await limiter.observe(exc.headers)
+                raise
+            if reservation is not None and settle is not None and limiter is not None:
+                actual = settle(result)
+                if actual is not None:
+                    await limiter.settle(reservation, actual)
+            return result
+
+        return await call_with_retry(
+            attempt,
+            policy=self.policy_for(operation),
+            classify=classify,
+            sleep=self._sleep,
+            rng=self._rng,
+            on_retry=self.on_retry,
+        )

@@ -107,7 +107,7 @@ class Stream:
         on_progress: ProgressCallback | None = None,
         keep_text: bool = True,
         clock: Callable[[], float] = time.monotonic,
-        on_complete: Callable[[Response], None] | None = None,
+        on_complete: Callable[[Response], object] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         for name, value in (
@@ -434,6 +434,8 @@ class Stream:
                 self._absorb(ev)
                 yield ev
             self._complete()
+            if self._on_complete is not None and self._response is not None:
+                await _maybe_await(self._on_complete(self._response))
         except BaseException as exc:
             if self._on_error is not None and not isinstance(exc, GeneratorExit):
                 self._on_error(exc)
@@ -505,8 +507,6 @@ class Stream:
             time_to_first_token_s=self._ttft,
             chunks=self._chunks,
         )
-        if self._on_complete is not None:
-            self._on_complete(self._response)
 
     # ------------------------------------------------------------------ to file
 

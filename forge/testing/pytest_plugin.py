@@ -46,10 +46,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 try:
     import pytest_asyncio
-except ImportError:  # pragma: no cover - fixtures need pytest-asyncio
-    pytest_asyncio = None
 
-if pytest_asyncio is not None:
+    _HAVE_ASYNCIO = True
+except ImportError:  # pragma: no cover - fixtures need pytest-asyncio
+    _HAVE_ASYNCIO = False
+
+if _HAVE_ASYNCIO:
     from forge.registry import Registry
     from forge.testing import Emulator
 

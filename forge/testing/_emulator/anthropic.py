@@ -1,0 +1,253 @@
+"""Anthropic Messages (``POST /v1/messages``) and ``POST /v1/messages/count_tokens``."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import ClassVar
+
+from .base import (
+    ChatCall,
+    Dialect,
+    ErrorSpec,
+    JsonBody,
+    JsonResponse,
+    Route,
+    StreamRenderer,
+    Usage,
+    int_field,
+    invalid,
+    messages_text,
+)
+from .http import HttpRequest
+from .limits import Admission, LimitState, rfc3339_in
+from .text import content_text, tokens_for_chars
+
+# (error.type, default message) per kind.
+_ERRORS: dict[str, tuple[str, str]] = {
+    "invalid_request": ("invalid_request_error", "Invalid request."),
+    "invalid_json": (
+        "invalid_request_error",
+        "There was an issue with the format or content of your request.",
+    ),
+    "auth": ("authentication_error", "invalid x-api-key"),
+    "permission": (
+        "permission_error",
+        "Your API key does not have permission to use the specified resource.",
+    ),
+    "not_found": ("not_found_error", "model: {model}"),
+    "context_length": ("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum"),
+    "too_large": ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    "rate_limit": (
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization (emulator-org) of {limit} {unit} per "
+        "minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response "
+        "headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try "
+        "again later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss your "
+        "options for a rate limit increase.",
+    ),
+    "overloaded": ("overloaded_error", "Overloaded"),
+    "server": ("api_error", "Internal server error"),
+    "unavailable": ("api_error", "Service unavailable"),
+    "timeout": ("timeout_error", "Request timed out"),
+}
+
+
+_ERRORS["invalid_key"] = _ERRORS["auth"]
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _usage_fields(usage: Usage) -> JsonBody:
+    return {
+        "input_tokens": max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens),
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+    }
+
+
+def _full_usage(usage: Usage, output_tokens: int) -> JsonBody:
+    return {
+        **_usage_fields(usage),
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens,
+            "ephemeral_1h_input_tokens": 0,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def _event(name: bytes, data: bytes) -> bytes:
+    return b"event: " + name + b"\ndata: " + data + b"\n\n"
+
+
+class _MessageStream(StreamRenderer):
+    """message_start, content_block_start, ping, content_block_delta x N,
+    content_block_stop, message_delta, message_stop."""
+
+    def __init__(self, message_id: str, call: ChatCall, usage: Usage, request_id: str) -> None:
+        self._message_id = message_id
+        self._model = call.model
+        self._usage = usage
+        self._request_id = request_id
+
+    def head(self) -> list[bytes]:
+        message: JsonBody = {
+            "model": self._model,
+            "id": self._message_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": _full_usage(self._usage, 1),
+        }
+        return [
+            _event(b"message_start", _dumps({"type": "message_start", "message": message})),
+            _event(b"content_block_start",
+                   b'{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
+            _event(b"ping", b'{"type": "ping"}'),
+        ]
+
+    _PREFIX = (
+        b"event: content_block_delta\n"
+        b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
+    )
+    _SUFFIX = b"}}\n\n"
+
+    def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
+        return self._PREFIX + text_json + self._SUFFIX
+
+    def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": finish, "stop_sequence": None},
+            "usage": {**_usage_fields(usage), "output_tokens": usage.output_tokens},
+        }
+        return [
+            _event(b"content_block_stop", b'{"type":"content_block_stop","index":0}'),
+            _event(b"message_delta", _dumps(delta)),
+            _event(b"message_stop", b'{"type":"message_stop"}'),
+        ]
+
+    def error_event(self, spec: ErrorSpec) -> bytes:
+        return _event(b"error", _dumps(AnthropicDialect.error_body(spec, self._model, self._request_id)))
+
+
+class AnthropicDialect(Dialect):
+    name = "anthropic"
+    finish_reasons: ClassVar[dict[str, str]] = {
+        "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
+    }
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", re.compile(r"/v1/messages")),
+            Route("POST", re.compile(r"/v1/messages/count_tokens"), self._count_tokens),
+        ]
+
+    def describe(
+        self, req: HttpRequest, match: re.Match[str], body: JsonBody | None
+    ) -> tuple[str | None, bool]:
+        if body is None:
+            return None, False
+        model = body.get("model")
+        return (model if isinstance(model, str) else None), body.get("stream") is True
+
+    @staticmethod
+    def _input(body: JsonBody) -> tuple[int, str]:
+        chars = len(content_text(body.get("system")))
+        last_user = ""
+        for role, text in messages_text(body.get("messages")):
+            chars += len(text)
+            if role == "user":
+                last_user = text
+        return chars, last_user
+
+    def parse_chat(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> ChatCall:
+        if body is None:
+            raise invalid("messages: Field required")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid("model: Field required")
+        if not isinstance(body.get("messages"), list):
+            raise invalid("messages: Field required")
+        max_tokens = int_field(body, "max_tokens")
+        if max_tokens is None:
+            raise invalid("max_tokens: Field required")
+        chars, last_user = self._input(body)
+        return ChatCall(model=model, stream=body.get("stream") is True, max_tokens=max_tokens,
+                        input_chars=chars, last_user_text=last_user)
+
+    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
+        return _dumps({
+            "model": call.model,
+            "id": f"msg_emu{self.ids.next():020d}",
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "text", "text": text}] if text else [],
+            "stop_reason": finish,
+            "stop_sequence": None,
+            "usage": _full_usage(usage, usage.output_tokens),
+        })
+
+    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
+        return _MessageStream(f"msg_emu{self.ids.next():020d}", call, usage, self._request_id())
+
+    @staticmethod
+    def error_body(spec: ErrorSpec, model: str | None, request_id: str) -> JsonBody:
+        err_type, message = _ERRORS.get(spec.kind, _ERRORS["server"])
+        limit, unit = 0, "requests"
+        if spec.admission is not None:
+            tokens = spec.admission.exceeded == "tokens"
+            state = spec.admission.tokens if tokens else spec.admission.requests
+            limit, unit = state.limit, ("input tokens" if tokens else "requests")
+        text = spec.message or message.format(model=model or "unknown", limit=limit, unit=unit)
+        return {"type": "error", "error": {"type": err_type, "message": text}, "request_id": request_id}
+
+    def error(self, spec: ErrorSpec, model: str | None, req: HttpRequest | None = None) -> JsonResponse:
+        request_id = self._request_id()
+        headers = [("request-id", request_id), *self.retry_headers(spec)]
+        if spec.admission is not None:
+            headers += self._limit_headers(spec.admission)
+        if spec.status < 500 and spec.status not in (408, 409, 429):
+            headers.append(("x-should-retry", "false"))
+        headers += spec.headers
+        return JsonResponse(spec.status, _dumps(self.error_body(spec, model, request_id)), tuple(headers))
+
+    def success_headers(self, admission: Admission) -> list[tuple[str, str]]:
+        return [("request-id", self._request_id()), *self._limit_headers(admission)]
+
+    def api_key(self, req: HttpRequest) -> str | None:
+        return req.headers.get("x-api-key") or self.bearer(req)
+
+    def _request_id(self) -> str:
+        return f"req_011CEmu{self.ids.next():018d}"
+
+    @staticmethod
+    def _limit_headers(admission: Admission) -> list[tuple[str, str]]:
+        wall = time.time
+        headers: list[tuple[str, str]] = []
+        states: tuple[tuple[str, LimitState], ...] = (
+            ("requests", admission.requests),
+            ("tokens", admission.tokens),
+            ("input-tokens", admission.tokens),
+            ("output-tokens", admission.tokens),
+        )
+        for name, state in states:
+            headers += [
+                (f"anthropic-ratelimit-{name}-limit", str(state.limit)),
+                (f"anthropic-ratelimit-{name}-remaining", str(state.remaining)),
+                (f"anthropic-ratelimit-{name}-reset", rfc3339_in(state.reset, wall)),
+            ]
+        return headers
+
+    def _count_tokens(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        if body is None or not isinstance(body.get("messages"), list):
+            return self.error(ErrorSpec("invalid_request", 400, "messages: Field required"), None)
+        chars, _ = self._input(body)
+        return JsonResponse(200, _dumps({"input_tokens": tokens_for_chars(chars)}),
+                            (("request-id", self._request_id()),))

@@ -1,0 +1,244 @@
+"""The interface one vendor's wire dialect implements, and the values it trades in.
+
+A :class:`Dialect` knows its routes, how to read a chat request, how to write
+a completion (JSON or stream events) and how to write its errors and
+headers. Everything else (rules, limits, timing, sockets) is shared. New
+endpoints (Responses API, batches, cached contents) are new routes with a
+handler returning a :class:`JsonResponse`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from .http import HttpRequest
+from .limits import Admission, seconds_header
+
+ErrorKind = Literal[
+    "invalid_request",
+    "invalid_json",
+    "invalid_key",
+    "auth",
+    "permission",
+    "not_found",
+    "context_length",
+    "too_large",
+    "rate_limit",
+    "overloaded",
+    "server",
+    "unavailable",
+    "timeout",
+]
+
+JsonBody = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    """A vendor-neutral description of an error answer; dialects render it."""
+
+    kind: ErrorKind
+    status: int
+    message: str | None = None  # None: the vendor's usual wording
+    retry_after: float | None = None
+    retry_after_ms: float | None = None
+    admission: Admission | None = None  # rate-limit state for the headers
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class ApiError(Exception):
+    """Raised while handling a request; answered as ``spec`` in the vendor's shape."""
+
+    def __init__(self, spec: ErrorSpec) -> None:
+        super().__init__(spec.message or spec.kind)
+        self.spec = spec
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(ErrorSpec("invalid_request", 400, message))
+
+
+@dataclass(slots=True)
+class ChatCall:
+    """What the emulator needs from a chat request, whatever the vendor."""
+
+    model: str
+    stream: bool
+    max_tokens: int | None
+    input_chars: int
+    last_user_text: str
+    include_usage: bool = False  # OpenAI stream_options.include_usage
+    sse: bool = True  # Gemini: alt=sse (else a streamed JSON array)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts; ``input_tokens`` includes cached and cache-write tokens."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    """A complete (non-streamed) answer."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "application/json"
+
+
+class StreamRenderer(ABC):
+    """Encodes one streamed completion as wire events (SSE or NDJSON).
+
+    ``chunk`` is the hot path: it receives the chunk text already encoded as
+    a JSON string literal and should be one or two bytes operations.
+    """
+
+    content_type: str = "text/event-stream; charset=utf-8"
+
+    @abstractmethod
+    def head(self) -> list[bytes]:
+        """Events before the first content chunk."""
+
+    @abstractmethod
+    def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
+        """One content event; ``finish`` is set on the last one only."""
+
+    @abstractmethod
+    def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
+        """Events after the last content chunk (``emitted`` content chunks were sent)."""
+
+    @abstractmethod
+    def error_event(self, spec: ErrorSpec) -> bytes:
+        """An in-band error event that ends the stream."""
+
+
+JsonHandler = Callable[[HttpRequest, "re.Match[str]", "JsonBody | None"], JsonResponse]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``method`` + a full-match ``pattern`` on the path.
+
+    ``handler`` None means a chat completion (JSON or streamed, decided by the
+    dialect's ``parse_chat``); otherwise it answers with a JsonResponse.
+    """
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: JsonHandler | None = None
+
+
+class IdSource:
+    """Deterministic ids: a counter shared by all dialects of one emulator."""
+
+    __slots__ = ("_n",)
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def next(self) -> int:
+        self._n += 1
+        return self._n
+
+    def reset(self) -> None:
+        self._n = 0
+
+
+class Dialect(ABC):
+    """One vendor's wire protocol."""
+
+    name: ClassVar[str]
+    finish_reasons: ClassVar[dict[str, str]]  # normalized -> vendor
+
+    def __init__(self, ids: IdSource) -> None:
+        self.ids = ids
+
+    @abstractmethod
+    def routes(self) -> list[Route]: ...
+
+    @abstractmethod
+    def describe(
+        self, req: HttpRequest, match: re.Match[str], body: JsonBody | None
+    ) -> tuple[str | None, bool]:
+        """``(model, stream)`` for the request log, before any validation."""
+
+    @abstractmethod
+    def parse_chat(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> ChatCall:
+        """Read a chat request; raise :class:`ApiError` for what the vendor would reject."""
+
+    @abstractmethod
+    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
+        """The JSON body of a non-streamed completion."""
+
+    @abstractmethod
+    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
+        """A renderer for one streamed completion (``usage.output_tokens`` unknown yet)."""
+
+    @abstractmethod
+    def error(self, spec: ErrorSpec, model: str | None, req: HttpRequest | None = None) -> JsonResponse:
+        """The vendor's error answer for ``spec`` (``req``: the request, when known)."""
+
+    @abstractmethod
+    def success_headers(self, admission: Admission) -> list[tuple[str, str]]:
+        """Request id and rate-limit headers of a successful answer."""
+
+    @abstractmethod
+    def api_key(self, req: HttpRequest) -> str | None:
+        """The credential the client sent, if any."""
+
+    def reset(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
+        """Forget per-emulator state (a hook for stateful endpoints: files, batches, caches)."""
+
+    def vendor_finish(self, finish: str) -> str:
+        return self.finish_reasons.get(finish, finish)
+
+    # -- helpers shared by the dialects -------------------------------------------
+
+    @staticmethod
+    def retry_headers(spec: ErrorSpec) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
+        if spec.retry_after is not None:
+            headers.append(("retry-after", seconds_header(spec.retry_after)))
+        if spec.retry_after_ms is not None:
+            headers.append(("retry-after-ms", seconds_header(spec.retry_after_ms)))
+        return headers
+
+    @staticmethod
+    def bearer(req: HttpRequest) -> str | None:
+        value = req.headers.get("authorization", "")
+        scheme, _, token = value.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def messages_text(messages: object) -> Iterator[tuple[str, str]]:
+    """``(role, text)`` for each message of an OpenAI/Anthropic/Ollama list."""
+    from .text import content_text
+
+    if not isinstance(messages, list):
+        return
+    for message in messages:
+        if isinstance(message, dict):
+            role = message.get("role")
+            yield (role if isinstance(role, str) else "", content_text(message.get("content")))
+
+
+def int_field(body: JsonBody, *names: str) -> int | None:
+    """The first of ``names`` present in ``body`` as a non-negative int (400 otherwise)."""
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise invalid(f"Invalid value for '{name}': expected a non-negative integer, got {value!r}.")
+        return value
+    return None

@@ -1,0 +1,320 @@
+"""Gemini API: ``models/{model}:generateContent``, ``:streamGenerateContent``
+(``?alt=sse``, or a streamed JSON array without it) and ``:countTokens``,
+under ``/v1/``, ``/v1beta/`` or ``/v1alpha/``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import ClassVar
+from urllib.parse import parse_qs
+
+from .base import (
+    ChatCall,
+    Dialect,
+    ErrorSpec,
+    JsonBody,
+    JsonResponse,
+    Route,
+    StreamRenderer,
+    Usage,
+    invalid,
+)
+from .http import HttpRequest
+from .limits import Admission, seconds_header
+from .text import content_text, encode_json_str, tokens_for_chars
+
+_JSON = "application/json; charset=UTF-8"
+
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+# (http status, message) per kind; {model}, {version}, {limit}, {wait} are filled in.
+_ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "Request contains an invalid argument."),
+    "invalid_json": (400, "Invalid JSON payload received. Unexpected token."),
+    "invalid_key": (400, "API key not valid. Please pass a valid API key."),
+    "auth": (
+        401,
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
+        "other valid authentication credential. See "
+        "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+    ),
+    "permission": (
+        403,
+        "Method doesn't allow unregistered callers (callers without established identity). Please use API "
+        "Key or other form of API consumer identity to call this API.",
+    ),
+    "not_found": (
+        404,
+        "models/{model} is not found for API version {version}, or is not supported for generateContent. "
+        "Call ListModels to see the list of available models and their supported methods.",
+    ),
+    "context_length": (
+        400,
+        "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576).",
+    ),
+    "too_large": (400, "Request payload size exceeds the limit."),
+    "rate_limit": (
+        429,
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor "
+        "your current usage, head to: https://ai.dev/usage?tab=rate-limit. \n* Quota exceeded for metric: "
+        "generativelanguage.googleapis.com/generate_content_{metric}, limit: {limit}, model: {model}\n"
+        "Please retry in {wait}s.",
+    ),
+    "overloaded": (503, "The model is overloaded. Please try again later."),
+    "server": (
+        500,
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    "unavailable": (503, "The service is currently unavailable."),
+    "timeout": (504, "The request timed out. Please try again."),
+}
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _duration(seconds: float) -> str:
+    """google.protobuf.Duration JSON: ``"7s"``, ``"0.5s"``."""
+    return seconds_header(round(seconds, 3)) + "s"
+
+
+def _field(body: JsonBody, camel: str, snake: str) -> object:
+    value = body.get(camel)
+    return body.get(snake) if value is None else value
+
+
+def _usage(usage: Usage, output_tokens: int) -> JsonBody:
+    meta: JsonBody = {
+        "promptTokenCount": usage.input_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": usage.input_tokens + output_tokens + usage.reasoning_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": usage.input_tokens}],
+    }
+    if usage.cached_tokens > 0:
+        meta["cachedContentTokenCount"] = usage.cached_tokens
+    if usage.reasoning_tokens > 0:
+        meta["thoughtsTokenCount"] = usage.reasoning_tokens
+    return meta
+
+
+class _GenerateStream(StreamRenderer):
+    """One GenerateContentResponse per chunk, each with running-total usage;
+    ``finishReason`` on the last. SSE events end in CRLF CRLF."""
+
+    def __init__(self, call: ChatCall, usage: Usage, response_id: str) -> None:
+        self.sse = call.sse
+        self._usage = usage
+        self._prompt = usage.input_tokens
+        self._thoughts = usage.reasoning_tokens
+        extra = b""
+        if usage.cached_tokens > 0:
+            extra += b',"cachedContentTokenCount":%d' % usage.cached_tokens
+        if usage.reasoning_tokens > 0:
+            extra += b',"thoughtsTokenCount":%d' % usage.reasoning_tokens
+        extra += b',"promptTokensDetails":[{"modality":"TEXT","tokenCount":%d}]' % usage.input_tokens
+        self._usage_extra = extra
+        self._trailer = b',"modelVersion":%s,"responseId":%s}' % (
+            encode_json_str(call.model).encode(), encode_json_str(response_id).encode())
+        self._first = True
+        self.content_type = "text/event-stream" if self.sse else _JSON
+
+    def _frame(self, body: bytes) -> bytes:
+        if self.sse:
+            return b"data: " + body + b"\r\n\r\n"
+        if self._first:
+            self._first = False
+            return b"[" + body
+        return b"\n,\r\n" + body
+
+    def head(self) -> list[bytes]:
+        return []
+
+    def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
+        fin = b'"finishReason":"%s",' % finish.encode() if finish else b""
+        body = (
+            b'{"candidates":[{"content":{"parts":[{"text":%s}],"role":"model"},%b"index":0}],'
+            b'"usageMetadata":{"promptTokenCount":%d,"candidatesTokenCount":%d,"totalTokenCount":%d%b}%b'
+            % (text_json, fin, self._prompt, output_tokens, self._prompt + output_tokens + self._thoughts,
+               self._usage_extra, self._trailer)
+        )
+        return self._frame(body)
+
+    def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
+        events = [] if emitted else [self.chunk(b'""', usage.output_tokens, finish)]
+        if not self.sse:
+            events.append(b"]")
+        return events
+
+    def error_event(self, spec: ErrorSpec) -> bytes:
+        return self._frame(_dumps(GoogleDialect.error_body(spec, None, "v1")))
+
+
+class GoogleDialect(Dialect):
+    name = "google"
+    finish_reasons: ClassVar[dict[str, str]] = {
+        "stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY",
+    }
+    _PATH = r"/(?P<version>v1|v1beta|v1alpha)/models/(?P<model>[^/:]+)"
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", re.compile(self._PATH + r":(?P<method>generateContent|streamGenerateContent)")),
+            Route("POST", re.compile(self._PATH + r":countTokens"), self._count_tokens),
+        ]
+
+    def describe(
+        self, req: HttpRequest, match: re.Match[str], body: JsonBody | None
+    ) -> tuple[str | None, bool]:
+        groups = match.groupdict()
+        return groups["model"], groups.get("method") == "streamGenerateContent"
+
+    @staticmethod
+    def _input(body: JsonBody) -> tuple[int, str]:
+        chars = 0
+        last_user = ""
+        system = _field(body, "systemInstruction", "system_instruction")
+        if isinstance(system, dict):
+            chars += len(content_text(system.get("parts")))
+        elif isinstance(system, str):
+            chars += len(system)
+        contents = body.get("contents")
+        for content in contents if isinstance(contents, list) else []:
+            if not isinstance(content, dict):
+                continue
+            text = content_text(content.get("parts"))
+            chars += len(text)
+            if content.get("role", "user") == "user":
+                last_user = text
+        return chars, last_user
+
+    def parse_chat(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> ChatCall:
+        contents = None if body is None else body.get("contents")
+        if body is None or not isinstance(contents, list) or not contents:
+            raise invalid("* GenerateContentRequest.contents: contents is not specified\n")
+        config = _field(body, "generationConfig", "generation_config")
+        max_tokens = None
+        if isinstance(config, dict):
+            value = _field(config, "maxOutputTokens", "max_output_tokens")
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise invalid(f"* GenerateContentRequest.generation_config.max_output_tokens: "
+                                  f"must be a non-negative integer, got {value!r}\n")
+                max_tokens = value
+        chars, last_user = self._input(body)
+        stream = match.group("method") == "streamGenerateContent"
+        alt = parse_qs(req.query).get("alt", [""])[0]
+        return ChatCall(model=match.group("model"), stream=stream, max_tokens=max_tokens, input_chars=chars,
+                        last_user_text=last_user, sse=alt == "sse")
+
+    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
+        return _dumps({
+            "candidates": [{
+                "content": {"parts": [{"text": text}], "role": "model"},
+                "finishReason": finish,
+                "index": 0,
+            }],
+            "usageMetadata": _usage(usage, usage.output_tokens),
+            "modelVersion": call.model,
+            "responseId": self._response_id(),
+        })
+
+    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
+        return _GenerateStream(call, usage, self._response_id())
+
+    @staticmethod
+    def error_body(spec: ErrorSpec, model: str | None, version: str) -> JsonBody:
+        status, message = _ERRORS.get(spec.kind, _ERRORS["server"])
+        if spec.kind not in ("invalid_key", "context_length", "too_large", "invalid_json"):
+            status = spec.status
+        details: list[JsonBody] = []
+        wait = spec.retry_after if spec.retry_after is not None else (
+            spec.retry_after_ms / 1000 if spec.retry_after_ms is not None else None)
+        limit: int | str = "unknown"
+        metric = "requests"
+        if spec.kind == "rate_limit":
+            if spec.admission is not None:
+                tokens = spec.admission.exceeded == "tokens"
+                limit = (spec.admission.tokens if tokens else spec.admission.requests).limit
+                metric = "input_token_count" if tokens else "requests"
+            quota_id = ("GenerateContentInputTokensPerModelPerMinute" if metric != "requests"
+                        else "GenerateRequestsPerMinutePerProjectPerModel")
+            details.append({
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{
+                    "quotaMetric": f"generativelanguage.googleapis.com/generate_content_{metric}",
+                    "quotaId": quota_id,
+                    "quotaDimensions": {"location": "global", "model": model or "unknown"},
+                    "quotaValue": str(limit),
+                }],
+            })
+            details.append({
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [{"description": "Learn more about Gemini API quotas",
+                           "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
+            })
+            details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                            "retryDelay": _duration(math.ceil(wait if wait is not None else 1.0))})
+        elif spec.kind == "invalid_key":
+            details += [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+                 "message": message},
+            ]
+        elif wait is not None:
+            details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                            "retryDelay": _duration(wait)})
+        fields = {"model": model or "unknown", "version": version, "limit": limit, "metric": metric,
+                  "wait": seconds_header(round(wait if wait is not None else 1.0, 3))}
+        status_name = _STATUS_NAMES.get(status, "FAILED_PRECONDITION" if status < 500 else "INTERNAL")
+        error: JsonBody = {"code": status, "message": spec.message or message.format(**fields),
+                           "status": status_name}
+        if details:
+            error["details"] = details
+        return {"error": error}
+
+    def error(self, spec: ErrorSpec, model: str | None, req: HttpRequest | None = None) -> JsonResponse:
+        version = req.path.split("/", 2)[1] if req is not None and req.path.count("/") >= 2 else "v1"
+        body = self.error_body(spec, model, version)
+        status = body["error"]["code"]
+        # Google answers with RetryInfo in the body, not with Retry-After headers.
+        return JsonResponse(status, _dumps(body), spec.headers, _JSON)
+
+    def success_headers(self, admission: Admission) -> list[tuple[str, str]]:
+        return [("server-timing", "gfet4t7; dur=1"), ("vary", "Origin, X-Origin, Referer")]
+
+    def api_key(self, req: HttpRequest) -> str | None:
+        key = req.headers.get("x-goog-api-key")
+        if key:
+            return key
+        return parse_qs(req.query).get("key", [None])[0]
+
+    def _response_id(self) -> str:
+        return f"emuResp{self.ids.next():016d}"
+
+    def _count_tokens(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        if body is None:
+            return self.error(ErrorSpec("invalid_request", 400), match.group("model"))
+        request = body.get("generateContentRequest") or body.get("generate_content_request")
+        chars, _ = self._input(request if isinstance(request, dict) else body)
+        tokens = tokens_for_chars(chars)
+        return JsonResponse(200, _dumps({
+            "totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
+        }), (), _JSON)

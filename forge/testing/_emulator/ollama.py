@@ -1,0 +1,169 @@
+"""Ollama: ``POST /api/chat`` (JSON or NDJSON), ``GET /api/tags``, ``GET /api/version``."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from .base import (
+    ChatCall,
+    Dialect,
+    ErrorSpec,
+    JsonBody,
+    JsonResponse,
+    Route,
+    StreamRenderer,
+    Usage,
+    invalid,
+    messages_text,
+)
+from .http import HttpRequest
+from .limits import Admission
+from .text import encode_json_str
+
+_ERRORS: dict[str, str] = {
+    "invalid_request": "invalid request",
+    "invalid_json": "invalid character 'x' looking for beginning of value",
+    "invalid_key": "unauthorized",
+    "auth": "unauthorized",
+    "permission": "forbidden",
+    "not_found": "model '{model}' not found",
+    "context_length": "the input length exceeds the context length",
+    "too_large": "request entity too large",
+    "rate_limit": "too many requests, please retry later",
+    "overloaded": "server busy, please try again.  maximum pending requests exceeded",
+    "server": "an error was encountered while running the model: unexpected EOF",
+    "unavailable": "server busy, please try again.  maximum pending requests exceeded",
+    "timeout": "timed out waiting for llama runner to start",
+}
+
+# Deterministic "timings", in nanoseconds.
+_LOAD_NS = 1_000_000
+_PROMPT_NS_PER_TOKEN = 100_000
+_EVAL_NS_PER_TOKEN = 1_000_000
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _timings(done_reason: str, usage: Usage) -> JsonBody:
+    prompt_ns = usage.input_tokens * _PROMPT_NS_PER_TOKEN
+    eval_ns = usage.output_tokens * _EVAL_NS_PER_TOKEN
+    return {
+        "done_reason": done_reason,
+        "done": True,
+        "total_duration": _LOAD_NS + prompt_ns + eval_ns,
+        "load_duration": _LOAD_NS,
+        "prompt_eval_count": usage.input_tokens,
+        "prompt_eval_duration": prompt_ns,
+        "eval_count": usage.output_tokens,
+        "eval_duration": eval_ns,
+    }
+
+
+class _ChatStream(StreamRenderer):
+    """One JSON object per line; the last has ``done: true`` and the counts."""
+
+    content_type = "application/x-ndjson"
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._created = _now()
+        self._prefix = b'{"model":%s,"created_at":"%s","message":{"role":"assistant","content":' % (
+            encode_json_str(model).encode(), self._created.encode())
+
+    def head(self) -> list[bytes]:
+        return []
+
+    def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
+        return self._prefix + text_json + b'},"done":false}\n'
+
+    def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
+        final = {"model": self._model, "created_at": self._created,
+                 "message": {"role": "assistant", "content": ""}, **_timings(finish, usage)}
+        return [_dumps(final) + b"\n"]
+
+    def error_event(self, spec: ErrorSpec) -> bytes:
+        return _dumps(OllamaDialect.error_body(spec, self._model)) + b"\n"
+
+
+class OllamaDialect(Dialect):
+    name = "ollama"
+    finish_reasons: ClassVar[dict[str, str]] = {
+        "stop": "stop", "length": "length", "tool_calls": "stop", "content_filter": "stop",
+    }
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", re.compile(r"/api/chat")),
+            Route("GET", re.compile(r"/api/tags"), self._tags),
+            Route("GET", re.compile(r"/api/version"), self._version),
+        ]
+
+    def describe(
+        self, req: HttpRequest, match: re.Match[str], body: JsonBody | None
+    ) -> tuple[str | None, bool]:
+        if body is None:
+            return None, False
+        model = body.get("model")
+        return (model if isinstance(model, str) else None), body.get("stream", True) is not False
+
+    def parse_chat(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> ChatCall:
+        if body is None:
+            raise invalid("missing request body")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid("model is required")
+        chars = 0
+        last_user = ""
+        for role, text in messages_text(body.get("messages")):
+            chars += len(text)
+            if role == "user":
+                last_user = text
+        options = body.get("options")
+        max_tokens = None
+        if isinstance(options, dict):
+            value = options.get("num_predict")  # -1: unlimited, -2: fill the context
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                max_tokens = value
+        return ChatCall(model=model, stream=body.get("stream", True) is not False, max_tokens=max_tokens,
+                        input_chars=chars, last_user_text=last_user)
+
+    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
+        return _dumps({"model": call.model, "created_at": _now(),
+                       "message": {"role": "assistant", "content": text}, **_timings(finish, usage)})
+
+    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
+        return _ChatStream(call.model)
+
+    @staticmethod
+    def error_body(spec: ErrorSpec, model: str | None) -> JsonBody:
+        message = spec.message or _ERRORS.get(spec.kind, _ERRORS["server"]).format(model=model or "unknown")
+        return {"error": message}
+
+    def error(self, spec: ErrorSpec, model: str | None, req: HttpRequest | None = None) -> JsonResponse:
+        headers = (*self.retry_headers(spec), *spec.headers)
+        return JsonResponse(spec.status, _dumps(self.error_body(spec, model)), headers,
+                            "application/json; charset=utf-8")
+
+    def success_headers(self, admission: Admission) -> list[tuple[str, str]]:
+        return []
+
+    def api_key(self, req: HttpRequest) -> str | None:
+        return self.bearer(req)
+
+    def _tags(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        models = [{"name": m, "model": m, "modified_at": "2030-01-01T00:00:00Z", "size": 0,
+                   "digest": "0" * 64, "details": {"format": "gguf", "family": "emulator"}}
+                  for m in ("llama-emulator:latest",)]
+        return JsonResponse(200, _dumps({"models": models}))
+
+    def _version(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        return JsonResponse(200, b'{"version":"0.12.0"}')

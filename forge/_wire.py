@@ -18,7 +18,7 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-__all__ = ["NDJSONDecoder", "SSEDecoder", "SSEEvent", "aiter_ndjson", "aiter_sse"]
+__all__ = ["LineSplitter", "NDJSONDecoder", "SSEDecoder", "SSEEvent", "aiter_ndjson", "aiter_sse"]
 
 
 @dataclass(slots=True)
@@ -65,6 +65,11 @@ class _LineSplitter:
         rest = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
         return [rest] if rest else []
+
+
+# Public name for adapters that need lines before SSE decoding (Gemini also accepts
+# un-framed JSON lines in an SSE body, as its SDK does).
+LineSplitter = _LineSplitter
 
 
 class SSEDecoder:

@@ -44,12 +44,17 @@ _ROLES = ("system", "user", "assistant", "tool")
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A call the model asked for: ``arguments`` parsed, ``raw_arguments`` as sent."""
+    """A call the model asked for: ``arguments`` parsed, ``raw_arguments`` as sent.
+
+    ``signature`` is an opaque token some providers attach to a call and require
+    back with it in the next turn (Gemini's ``thoughtSignature``).
+    """
 
     id: str
     name: str
     arguments: Mapping[str, object] = field(default_factory=dict)
     raw_arguments: str = ""
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

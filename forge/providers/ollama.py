@@ -1,0 +1,364 @@
+"""Ollama adapter (``ollama.AsyncClient``, native ``/api/chat``).
+
+The ollama client builds the request (its ``ChatRequest`` model and message /
+tool helpers) and owns the pooled httpx client; forge sends that request on
+that client and decodes the NDJSON body with forge's ``NDJSONDecoder``: one
+``json.loads`` per line, no pydantic model per chunk.
+
+Decisions (see also docs/providers.md):
+
+- Usage: ``prompt_eval_count`` -> input, ``eval_count`` -> output (thinking
+  included; Ollama reports no separate reasoning or cache counts).
+- Tool calls arrive whole; their id is Ollama's when it sends one, else
+  ``call_<n>``. Ollama has no ``tool_choice``: ``"none"`` leaves the tools out,
+  any other value sends them and lets the model choose.
+- ``request.extra``: ``ChatRequest`` fields (``keep_alive``, ``think``,
+  ``format``, ``logprobs``, ``top_logprobs``, ``tools``) go top level;
+  ``options`` is merged over forge's options; a known model option
+  (``num_ctx``, ``top_k``...) may also be given at the top of ``extra``. Any
+  other key is rejected, since the ollama client would silently drop it.
+- No API key is needed; when one is configured it is sent as a Bearer token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+import ollama
+from ollama._client import _copy_messages, _copy_tools
+from ollama._types import ChatRequest, Options
+
+from forge._wire import NDJSONDecoder
+from forge.config import ProviderConfig
+from forge.errors import (
+    BadRequestError,
+    ContextLengthError,
+    ForgeError,
+    ProviderConnectionError,
+    ProviderError,
+    ServerError,
+)
+from forge.providers._common import (
+    error_for_status,
+    is_context_length_message,
+    make_httpx_kwargs,
+    transport_error,
+)
+from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
+
+__all__ = ["OllamaProvider"]
+
+_PROVIDER = "ollama"
+_CHAT_PATH = "/api/chat"
+_TOP_LEVEL = frozenset(ChatRequest.model_fields) - {"model", "messages", "stream"}
+_OPTION_FIELDS = frozenset(Options.model_fields)
+
+
+class OllamaProvider:
+    """Ollama behind forge's :class:`~forge.types.Provider` protocol.
+
+    Args:
+        config: the ``ollama`` provider settings (host via ``base_url`` or
+            ``OLLAMA_HOST``, optional key, timeouts, ``options.keep_alive``).
+        transport: an ``httpx.AsyncBaseTransport`` for the client's httpx
+            client (tests pass an ``httpx.MockTransport``).
+    """
+
+    name = _PROVIDER
+
+    def __init__(self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        key = config.resolve_api_key()
+        kwargs = make_httpx_kwargs(config)
+        if transport is not None:
+            kwargs["transport"] = transport
+        self._keep_alive = config.options.get("keep_alive")
+        self._client = ollama.AsyncClient(
+            host=config.resolve_base_url(),  # None: OLLAMA_HOST, then http://127.0.0.1:11434
+            headers={"authorization": f"Bearer {key}"} if key else None,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ Provider
+
+    async def complete(self, request: Request) -> Response:
+        """Call ``/api/chat`` with ``stream: false`` and return the whole reply."""
+        http = self._http()
+        http_request = self._prepare(request, stream=False)
+        try:
+            response = await http.send(http_request)
+            if not response.is_success:
+                raise ollama.ResponseError(response.text, response.status_code)
+            body = response.json()
+            if not isinstance(body, dict):
+                raise ValueError(f"Ollama answered with a non-object JSON body: {response.text[:200]!r}")
+            reader = _LineReader()
+            events = reader.feed(body)  # raises ResponseError for an {"error": ...} body
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self._classify(exc, request.model) from exc
+        return Response(
+            text="".join(ev.text for ev in events if ev.kind == "text"),
+            provider=_PROVIDER,
+            model=request.model,
+            finish_reason=reader.finish_reason(),
+            usage=reader.usage or Usage(),
+            tool_calls=tuple(reader.calls),
+            reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
+            raw=body,
+        )
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``/api/chat`` as NDJSON; the request goes out on the first ``__anext__``."""
+        http = self._http()
+        http_request = self._prepare(request, stream=True)
+        try:
+            response = await http.send(http_request, stream=True)
+        except Exception as exc:
+            raise self._classify(exc, request.model) from exc
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise ollama.ResponseError(response.text, response.status_code)
+            reader = _LineReader()
+            decoder = NDJSONDecoder()
+            async for data in response.aiter_bytes():
+                for line in decoder.feed(data):
+                    for ev in reader.feed(line):
+                        yield ev
+            for line in decoder.flush():
+                for ev in reader.feed(line):
+                    yield ev
+            if reader.done_line is None:
+                raise ProviderConnectionError(
+                    "Ollama stream ended without its final done line (connection closed early?)",
+                    provider=_PROVIDER,
+                    model=request.model,
+                )
+            yield StreamEvent("finish", finish_reason=reader.finish_reason(), raw=reader.done_line)
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self._classify(exc, request.model) from exc
+        finally:
+            await response.aclose()
+
+    def classify(self, exc: BaseException) -> ForgeError:
+        """Map an ollama, httpx or OS exception onto the forge error tree."""
+        return self._classify(exc, None)
+
+    async def aclose(self) -> None:
+        """Close the ollama client and its httpx connection pool."""
+        await self._client.close()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ internals
+
+    def _http(self) -> httpx.AsyncClient:
+        # The client's own pooled httpx client (``BaseClient._client``); ollama offers no public handle.
+        client: httpx.AsyncClient = self._client._client
+        return client
+
+    def _prepare(self, request: Request, *, stream: bool) -> httpx.Request:
+        try:
+            model, kwargs = ollama_chat_args(request, keep_alive=self._keep_alive)
+            payload = build_ollama_chat_payload(model, kwargs, stream=stream)
+        except (ValueError, TypeError) as exc:  # pydantic ValidationError is a ValueError
+            raise BadRequestError(
+                f"Cannot build an Ollama request for {request.model!r}: {exc}",
+                provider=_PROVIDER,
+                model=request.model,
+            ) from exc
+        # ``AsyncClient._request`` sends ``self._client.stream/request("POST", "/api/chat", json=...)``.
+        return self._http().build_request("POST", _CHAT_PATH, json=payload)
+
+    def _classify(self, exc: BaseException, model: str | None) -> ForgeError:
+        if isinstance(exc, ForgeError):
+            return exc
+        if isinstance(exc, ollama.ResponseError):
+            message = f"ollama said: {exc.error}"
+            if exc.status_code == -1:
+                # An ``{"error": ...}`` line inside a 200 stream: the server failed while generating.
+                cls = ContextLengthError if is_context_length_message(exc.error) else ServerError
+                return cls(message, provider=_PROVIDER, model=model)
+            return error_for_status(exc.status_code, message, provider=_PROVIDER, model=model)
+        if isinstance(exc, ollama.RequestError):
+            return BadRequestError(
+                f"ollama client refused the request: {exc.error}", provider=_PROVIDER, model=model
+            )
+        mapped = transport_error(exc, provider=_PROVIDER, model=model)
+        if mapped is not None:
+            return mapped
+        return ProviderError(
+            f"Ollama call failed: {type(exc).__name__}: {exc}", provider=_PROVIDER, model=model
+        )
+
+
+# ---------------------------------------------------------------------- request
+
+
+def build_ollama_chat_payload(model: str, kwargs: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
+    """The JSON body ``ollama.AsyncClient.chat(model, **kwargs, stream=...)`` sends.
+
+    Mirrors ``AsyncClient.chat`` (ollama 0.6.3, ``_client.py:1040``) with the
+    client's own pieces: ``_types.ChatRequest`` and the private helpers
+    ``_client._copy_messages`` / ``_client._copy_tools``, dumped with
+    ``model_dump(exclude_none=True)``; the caller hands the dict to the
+    client's httpx client as ``json=`` exactly as ``AsyncClient._request`` does.
+    """
+    return ChatRequest(
+        model=model,
+        messages=list(_copy_messages(kwargs.get("messages"))),
+        tools=list(_copy_tools(kwargs.get("tools"))),
+        stream=stream,
+        think=kwargs.get("think"),
+        logprobs=kwargs.get("logprobs"),
+        top_logprobs=kwargs.get("top_logprobs"),
+        format=kwargs.get("format"),
+        options=kwargs.get("options"),
+        keep_alive=kwargs.get("keep_alive"),
+    ).model_dump(exclude_none=True)
+
+
+def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[str, dict[str, Any]]:
+    """Translate a forge Request into ``AsyncClient.chat(model, **kwargs)`` arguments."""
+    options: dict[str, Any] = {}
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.top_p is not None:
+        options["top_p"] = request.top_p
+    if request.seed is not None:
+        options["seed"] = request.seed
+    if request.stop:
+        options["stop"] = list(request.stop)
+    kwargs: dict[str, Any] = {"messages": _messages(request)}
+    if request.tools and request.tool_choice != "none":
+        kwargs["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": dict(t.parameters),
+                },
+            }
+            for t in request.tools
+        ]
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json":
+        kwargs["format"] = "json"
+    elif fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
+        kwargs["format"] = dict(fmt.schema)
+    if keep_alive is not None:
+        kwargs["keep_alive"] = keep_alive
+    for key, value in request.extra.items():
+        if key == "options":
+            if not isinstance(value, Mapping):
+                raise TypeError(f"extra['options'] must be a mapping, got {type(value).__name__}")
+            options.update(value)
+        elif key in _TOP_LEVEL:
+            kwargs[key] = value
+        elif key in _OPTION_FIELDS:
+            options[key] = value
+        else:
+            raise ValueError(
+                f"extra[{key!r}] is not an Ollama chat field or model option; "
+                f"top-level fields: {', '.join(sorted(_TOP_LEVEL))}; put other model options "
+                "under extra['options']"
+            )
+    if options:
+        kwargs["options"] = options
+    return request.model, kwargs
+
+
+def _messages(request: Request) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if request.system:
+        out.append({"role": "system", "content": request.system})
+    call_names: dict[str, str] = {}
+    for m in request.messages:
+        out.append(_message(m, call_names))
+    return out
+
+
+def _message(m: Message, call_names: dict[str, str]) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.role == "assistant":
+        if m.reasoning:
+            msg["thinking"] = m.reasoning
+        if m.tool_calls:
+            msg["tool_calls"] = [
+                {"function": {"name": c.name, "arguments": dict(c.arguments)}} for c in m.tool_calls
+            ]
+            call_names.update((c.id, c.name) for c in m.tool_calls)
+    elif m.role == "tool":
+        name = m.name or call_names.get(m.tool_call_id or "")
+        if name:
+            msg["tool_name"] = name
+    return msg
+
+
+# ---------------------------------------------------------------------- response
+
+
+class _LineReader:
+    """Turns decoded ``/api/chat`` lines into forge events; keeps stream state."""
+
+    __slots__ = ("calls", "done_line", "usage")
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []
+        self.usage: Usage | None = None
+        self.done_line: dict[str, Any] | None = None
+
+    def feed(self, line: Any) -> list[StreamEvent]:
+        if error := line.get("error"):
+            raise ollama.ResponseError(error)  # what the client raises for an in-band error line
+        out: list[StreamEvent] = []
+        message = line.get("message")
+        if message:
+            thinking = message.get("thinking")
+            if thinking:
+                out.append(StreamEvent("reasoning", thinking, raw=line))
+            content = message.get("content")
+            if content:
+                out.append(StreamEvent("text", content, raw=line))
+            tool_calls = message.get("tool_calls")
+            if tool_calls:
+                self._tool_calls(tool_calls, line, out)
+        if line.get("done"):
+            self.done_line = line
+            self.usage = Usage(
+                input_tokens=line.get("prompt_eval_count") or 0,
+                output_tokens=line.get("eval_count") or 0,
+            )
+            out.append(StreamEvent("usage", usage=self.usage, raw=line))
+        return out
+
+    def _tool_calls(
+        self, calls: Sequence[dict[str, Any]], line: dict[str, Any], out: list[StreamEvent]
+    ) -> None:
+        for call in calls:
+            fn = call.get("function") or {}
+            index = len(self.calls)
+            call_id = call.get("id") or f"call_{index}"
+            name = fn.get("name") or ""
+            args = fn.get("arguments") or {}
+            raw_args = json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+            tool_call = ToolCall(call_id, name, args, raw_args)
+            self.calls.append(tool_call)
+            start = ToolCall(call_id, name)
+            out.append(StreamEvent("tool_call_start", index=index, tool_call=start, raw=line))
+            out.append(StreamEvent("tool_call_delta", raw_args, index=index, raw=line))
+            out.append(StreamEvent("tool_call_done", index=index, tool_call=tool_call, raw=line))
+
+    def finish_reason(self) -> FinishReason | None:
+        if self.done_line is None:
+            return None  # the stream ended without its final line
+        if self.done_line.get("done_reason") == "length":
+            return "length"
+        return "tool_calls" if self.calls else "stop"

@@ -13,7 +13,6 @@ from forge.retry import RetryPolicy
 from forge.types import Provider, Request, Response, StreamEvent, Usage
 
 
-
 class FakeClock:
     """A clock that moves only when told; ``sleep`` advances it instead of waiting."""
 

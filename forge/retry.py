@@ -92,9 +92,7 @@ async def call_with_retry(
         attempt += 1
         try:
             return await fn(), attempt
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
+        except Exception as exc:  # cancellation, exit and other BaseExceptions pass through untouched
             error = exc if isinstance(exc, ForgeError) else classify(exc)
             if not error.retryable:
                 if error is exc:

@@ -399,9 +399,9 @@ class Stream:
             try:
                 source, first, self._attempts = await self._wait(self._opener())
                 self._source = source
-            except (StreamTimeout, asyncio.CancelledError, GeneratorExit):
+            except StreamTimeout:
                 raise
-            except BaseException as exc:
+            except Exception as exc:  # BaseExceptions (cancellation, a replay miss...) pass through
                 raise self._fail(exc) from exc
             if first is not None:
                 self._check_late()
@@ -414,9 +414,9 @@ class Stream:
                     ev = await self._wait(nxt())
                 except StopAsyncIteration:
                     break
-                except (StreamTimeout, asyncio.CancelledError, GeneratorExit):
+                except StreamTimeout:
                     raise
-                except BaseException as exc:
+                except Exception as exc:
                     error = self._fail(exc)
                     if self._chars or self._chunks:
                         raise StreamInterrupted(

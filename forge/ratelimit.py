@@ -187,6 +187,11 @@ class RequestCounter:
     budgets. After it: ``await counter.settle(res, actual_tokens)`` corrects the
     tokens bucket with what the provider really counted. ``observe(headers)``
     tightens the buckets to the provider's own remaining counts.
+
+    The buckets start ``initial_fill`` full (half, by default), not full: the first
+    requests of a process open new connections and reach the provider late and
+    unevenly, so a full first burst arrives compressed behind the ones that follow
+    it; and the provider may still be counting a previous process's calls.
     """
 
     def __init__(
@@ -195,10 +200,13 @@ class RequestCounter:
         tokens_per_minute: float | None = None,
         *,
         burst_seconds: float = 1.0,
+        initial_fill: float = 0.5,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        bucket_factory: Callable[[str, float, float], Bucket] | None = None,
+        bucket_factory: Callable[[str, float, float, float], Bucket] | None = None,
     ) -> None:
+        if not 0.0 <= initial_fill <= 1.0:
+            raise ValueError(f"initial_fill must be between 0 and 1, got {initial_fill!r}.")
         if burst_seconds <= 0:
             raise ValueError(f"burst_seconds must be > 0, got {burst_seconds!r}.")
         self.requests_per_minute = requests_per_minute
@@ -208,9 +216,10 @@ class RequestCounter:
         def make(kind: str, per_minute: float) -> Bucket:
             rate = per_minute / 60.0
             capacity = max(1.0, rate * burst_seconds)
+            initial = capacity * initial_fill
             if bucket_factory is not None:
-                return bucket_factory(kind, capacity, rate)
-            return TokenBucket(capacity, rate, clock=clock, sleep=sleep)
+                return bucket_factory(kind, capacity, rate, initial)
+            return TokenBucket(capacity, rate, clock=clock, sleep=sleep, initial=initial)
 
         self.requests: Bucket | None = make("requests", requests_per_minute) if requests_per_minute else None
         self.tokens: Bucket | None = make("tokens", tokens_per_minute) if tokens_per_minute else None
@@ -282,11 +291,12 @@ local cap = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local amount = tonumber(ARGV[3])
 local mode = ARGV[4]
+local fill = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'level', 'ts')
 local level = tonumber(state[1])
 local ts = tonumber(state[2])
 if level == nil or ts == nil then
-  level = cap
+  level = cap * fill
   ts = now
 end
 if now > ts then
@@ -332,10 +342,12 @@ class RedisBucket:
         capacity: float,
         rate: float,
         *,
+        initial: float | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if capacity <= 0 or rate <= 0:
             raise ValueError(f"capacity and rate must be > 0, got capacity={capacity!r}, rate={rate!r}.")
+        self._fill = 1.0 if initial is None else max(0.0, min(1.0, initial / capacity))
         self._client = client
         self.key = key
         self.capacity = float(capacity)
@@ -348,7 +360,7 @@ class RedisBucket:
         if self._script is None:
             self._script = self._client.register_script(_REDIS_BUCKET)  # type: ignore[attr-defined]
         assert self._script is not None
-        result = await self._script(keys=[self.key], args=[self.capacity, self.rate, amount, mode])
+        result = await self._script(keys=[self.key], args=[self.capacity, self.rate, amount, mode, self._fill])
         return float(result.decode() if isinstance(result, bytes) else str(result))
 
     async def acquire(self, amount: float = 1.0) -> float:
@@ -384,7 +396,7 @@ def counter_from_config(
     """Build a provider's :class:`RequestCounter` from its ``rate_limit`` config (None if unlimited)."""
     if not config.requests_per_minute and not config.tokens_per_minute:
         return None
-    factory: Callable[[str, float, float], Bucket] | None = None
+    factory: Callable[[str, float, float, float], Bucket] | None = None
     if config.backend == "redis":
         client = redis_client
         if client is None:
@@ -399,8 +411,9 @@ def counter_from_config(
             client = redis_asyncio.Redis.from_url(config.redis_url or "redis://localhost:6379/0")
         shared = client
 
-        def factory(kind: str, capacity: float, rate: float) -> Bucket:
-            return RedisBucket(shared, f"forge:ratelimit:{provider}:{kind}", capacity, rate, sleep=sleep)
+        def factory(kind: str, capacity: float, rate: float, initial: float) -> Bucket:
+            key = f"forge:ratelimit:{provider}:{kind}"
+            return RedisBucket(shared, key, capacity, rate, initial=initial, sleep=sleep)
 
     return RequestCounter(
         config.requests_per_minute,

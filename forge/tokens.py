@@ -66,4 +66,6 @@ def estimate_tokens(text: str, model: str | None = None, provider: str | None = 
         encode = _tiktoken_encoder(model)
         if encode is not None:
             return encode(text)
-    return _heuristic(text)
+    # Never below ~4 characters per token: an under-estimate would let a rate
+    # limiter admit more than the provider will, and draw 429s.
+    return max(_heuristic(text), -(-len(text) // 4))

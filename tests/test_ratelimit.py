@@ -71,7 +71,7 @@ def test_counter_burst_defaults_to_one_second(clock: FakeClock) -> None:
 
 
 async def test_counter_settles_with_real_usage(clock: FakeClock) -> None:
-    c = RequestCounter(tokens_per_minute=60_000, clock=clock, sleep=clock.sleep)
+    c = RequestCounter(tokens_per_minute=60_000, clock=clock, sleep=clock.sleep, initial_fill=1.0)
     res = await c.acquire(800)
     assert c.tokens is not None
     await c.settle(res, 300)
@@ -81,15 +81,22 @@ async def test_counter_settles_with_real_usage(clock: FakeClock) -> None:
 
 
 async def test_counter_tightens_to_server_remaining(clock: FakeClock) -> None:
-    c = RequestCounter(requests_per_minute=600, clock=clock, sleep=clock.sleep)
+    c = RequestCounter(requests_per_minute=600, clock=clock, sleep=clock.sleep, initial_fill=1.0)
     await c.observe({"x-ratelimit-remaining-requests": "0"})
     assert await c.wait_time() == pytest.approx(0.1)
 
 
 async def test_rate_achieved_matches_configuration(clock: FakeClock) -> None:
-    c = RequestCounter(requests_per_minute=120, clock=clock, sleep=clock.sleep)
+    c = RequestCounter(requests_per_minute=120, clock=clock, sleep=clock.sleep, initial_fill=1.0)
     start = clock()
     for _ in range(62):
         await c.acquire()
     # 2 per second after the 2-request burst: 60 more take 30 s.
     assert clock() - start == pytest.approx(30.0)
+
+
+async def test_counter_starts_half_full_by_default(clock: FakeClock) -> None:
+    c = RequestCounter(requests_per_minute=600, clock=clock, sleep=clock.sleep)
+    assert c.requests is not None
+    assert await c.requests.wait_time(5) == 0.0
+    assert await c.requests.wait_time(6) == pytest.approx(0.1)

@@ -14,7 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, get_type_hints
 
-from forge.errors import ForgeError, ProviderError
+from forge.errors import ForgeError, ProviderError, RetryExhausted
+from forge.pricing import cost_usd
 from forge.ratelimit import Reservation
 from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 from forge.streaming import ChunkCallback, ProgressCallback, Stream
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from forge.config import ProviderConfig
+    from forge.metrics import Metrics
     from forge.ratelimit import RequestCounter
     from forge.types import Provider
 
@@ -260,11 +262,13 @@ class LLM:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         on_retry: Callable[[RetryEvent], object] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.provider = provider
         self.provider_name = provider.name
         self.model = model
         self.config = config
+        self.metrics = metrics
         if isinstance(retry, RetryWrapper):
             self.wrapper = retry
         else:
@@ -275,6 +279,11 @@ class LLM:
                 sleep=sleep,
                 rng=rng,
                 on_retry=on_retry,
+            )
+        if metrics is not None:
+            self.wrapper.add_observers(
+                on_retry=lambda ev: metrics.record_retry(self.provider_name, self.model, ev.error, ev.wait),
+                on_wait=lambda waited: metrics.record_limiter_wait(self.provider_name, self.model, waited),
             )
         self._clock = clock
 
@@ -340,15 +349,35 @@ class LLM:
     async def complete(self, request: Request, *, operation: str = "invoke") -> Response:
         """Send an already built :class:`Request` through the limiter and the retry policy."""
         start = self._clock()
-        response, attempts = await self.wrapper.call(
-            lambda: self.provider.complete(request),
-            classify=self.classify,
-            operation=operation,
-            estimated_tokens=self.estimate_tokens(request),
-            settle=lambda r: self.charged_tokens(request, r.usage),
+        try:
+            response, attempts = await self.wrapper.call(
+                lambda: self.provider.complete(request),
+                classify=self.classify,
+                operation=operation,
+                estimated_tokens=self.estimate_tokens(request),
+                settle=lambda r: self.charged_tokens(request, r.usage),
+            )
+        except Exception as exc:
+            if self.metrics is not None:
+                self._record_failure(exc)
+            raise
+        result: Response = dataclasses.replace(
+            response,
+            attempts=attempts,
+            latency_s=self._clock() - start,
+            cost_usd=cost_usd(self.provider_name, response.model or self.model, response.usage),
         )
-        result: Response = dataclasses.replace(response, attempts=attempts, latency_s=self._clock() - start)
+        if self.metrics is not None:
+            self.metrics.record_success(result)
         return result
+
+    def _record_failure(self, exc: BaseException) -> None:
+        assert self.metrics is not None
+        attempts = len(exc.attempts) if isinstance(exc, RetryExhausted) else 1
+        error = exc.last_error if isinstance(exc, RetryExhausted) else exc
+        self.metrics.record_failure(self.provider_name, self.model, error, attempts=attempts)
+        if getattr(error, "status", None) == 429:
+            self.metrics.record_rate_limited(self.provider_name, self.model)
 
     def stream(
         self,
@@ -413,6 +442,15 @@ class LLM:
             actual = self.charged_tokens(request, response.usage)
             if limiter is not None and limiter.tokens is not None and actual is not None:
                 await limiter.settle(Reservation(estimate, 0.0), actual)
+            if self.metrics is not None:
+                priced = dataclasses.replace(
+                    response, cost_usd=cost_usd(self.provider_name, response.model, response.usage)
+                )
+                self.metrics.record_success(priced, stream=True)
+
+        def failed(exc: BaseException) -> None:
+            if self.metrics is not None and isinstance(exc, Exception):
+                self._record_failure(exc)
 
         return Stream(
             opener,
@@ -421,6 +459,7 @@ class LLM:
             classify=self.classify,
             clock=self._clock,
             on_complete=settle,
+            on_error=failed,
             **options,
         )
 

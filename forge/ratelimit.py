@@ -360,7 +360,8 @@ class RedisBucket:
         if self._script is None:
             self._script = self._client.register_script(_REDIS_BUCKET)  # type: ignore[attr-defined]
         assert self._script is not None
-        result = await self._script(keys=[self.key], args=[self.capacity, self.rate, amount, mode, self._fill])
+        args = [self.capacity, self.rate, amount, mode, self._fill]
+        result = await self._script(keys=[self.key], args=args)
         return float(result.decode() if isinstance(result, bytes) else str(result))
 
     async def acquire(self, amount: float = 1.0) -> float:

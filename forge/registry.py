@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from forge.config import PROVIDER_NAMES, ForgeConfig, ProviderConfig, load_config, normalize_provider
 from forge.errors import ConfigError
 from forge.llm import LLM, Prompt
+from forge.metrics import Metrics
 from forge.ratelimit import RequestCounter, counter_from_config
 from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 
@@ -124,6 +125,7 @@ class Registry:
         self._on_retry = on_retry
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, RequestCounter | None] = {}
+        self.metrics = Metrics(clock)
         self._llms: dict[str, LLM] = {}
         self._closed = False
 
@@ -179,6 +181,7 @@ class Registry:
                 on_retry=self._on_retry,
             ),
             clock=self._clock,
+            metrics=self.metrics,
         )
         self._llms[model] = llm
         return llm

@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from forge.errors import ForgeError, ProviderError, RateLimitError, RetryAttempt, RetryExhausted
 
@@ -159,6 +159,22 @@ class RetryWrapper:
         self.on_retry = on_retry
         self.on_wait = on_wait
 
+    def add_observers(
+        self,
+        *,
+        on_retry: Callable[[RetryEvent], object] | None = None,
+        on_wait: Callable[[float], object] | None = None,
+    ) -> None:
+        """Also call these on each retry / limiter wait (metrics), after any existing hooks."""
+        for name, extra in (("on_retry", on_retry), ("on_wait", on_wait)):
+            if extra is None:
+                continue
+            first = getattr(self, name)
+            if first is None:
+                setattr(self, name, extra)
+            else:
+                setattr(self, name, _chain(first, extra))
+
     def policy_for(self, operation: str) -> RetryPolicy:
         """The policy for ``invoke``, ``stream`` or ``batch`` (an override, else the default)."""
         return self.overrides.get(operation, self.policy)
@@ -201,3 +217,11 @@ class RetryWrapper:
             rng=self._rng,
             on_retry=self.on_retry,
         )
+
+
+def _chain(first: Callable[[Any], object], second: Callable[[Any], object]) -> Callable[[Any], None]:
+    def both(value: Any) -> None:
+        first(value)
+        second(value)
+
+    return both

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import tempfile
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from forge.errors import ForgeError, StreamInterrupted, StreamTimeout, ToolCallError
+from forge.errors import ForgeError, StreamInterrupted, StreamTimeout
 from forge.tokens import chars_per_token
 from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
 
@@ -107,7 +108,7 @@ class Stream:
         keep_text: bool = True,
         clock: Callable[[], float] = time.monotonic,
         on_complete: Callable[[Response], object] | None = None,
-        on_error: Callable[[BaseException], None] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
     ) -> None:
         for name, value in (
             ("first_token_timeout", first_token_timeout),
@@ -144,7 +145,6 @@ class Stream:
         # Reassembly state.
         self._parts: list[str] = []
         self._reasoning: list[str] = []
-        self._signature: str | None = None
         self._chars = 0
         self._chunks = 0
         self._delivered = 0
@@ -421,8 +421,7 @@ class Stream:
                     raise
                 except Exception as exc:
                     error = self._fail(exc)
-                    # Bad tool-call arguments are the reply's fault, not a broken stream.
-                    if (self._chars or self._chunks) and not isinstance(error, ToolCallError):
+                    if self._chars or self._chunks:
                         raise StreamInterrupted(
                             f"{self.provider}:{self.model} stream broke after {self._chunks} chunks "
                             f"({self._chars} characters, kept in .partial_text): {error}",
@@ -473,11 +472,8 @@ class Stream:
             self._finish = ev.finish_reason
             self._response_id = ev.text or self._response_id
         elif kind == "reasoning":
-            if ev.text:
-                self._reasoning.append(ev.text)
-                self._chunks += 1
-            if ev.signature is not None:
-                self._signature = ev.signature
+            self._reasoning.append(ev.text)
+            self._chunks += 1
         elif kind == "tool_call_start":
             call = ev.tool_call
             self._tools[ev.index] = _ToolCallBuilder(call.id if call else "", call.name if call else "")
@@ -493,8 +489,13 @@ class Stream:
     def _complete(self) -> None:
         for index, builder in self._tools.items():
             if index not in self._tool_calls:
-                self._tool_calls[index] = ToolCall.from_json(
-                    builder.id, builder.name, "".join(builder.args), provider=self.provider, model=self.model
+                raw = "".join(builder.args)
+                try:
+                    parsed = json.loads(raw) if raw.strip() else {}
+                except json.JSONDecodeError:
+                    parsed = {}
+                self._tool_calls[index] = ToolCall(
+                    builder.id, builder.name, parsed if isinstance(parsed, dict) else {}, raw
                 )
         now = self._clock()
         self._response = Response(
@@ -505,7 +506,6 @@ class Stream:
             usage=self._usage or Usage(),
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
             reasoning="".join(self._reasoning) or None,
-            reasoning_signature=self._signature,
             id=self._response_id,
             attempts=self._attempts,
             latency_s=now - self._t0,

@@ -42,6 +42,8 @@ from forge.errors import ConfigError
 
 __all__ = [
     "PROVIDER_NAMES",
+    "ProviderRetryConfig",
+    "default_retry",
     "ForgeConfig",
     "ProviderConfig",
     "RateLimitConfig",
@@ -100,6 +102,26 @@ class RetryConfig:
     max_wait: float = 30.0
     jitter: bool = True
     respect_retry_after: bool = True
+
+
+# Each provider fails differently, and its default policy says so:
+# - OpenAI: 429s carry reset headers and clear within seconds; 5xx are rare.
+# - Anthropic: 529 overloaded can last a while; start slower and wait longer.
+# - Gemini: RESOURCE_EXHAUSTED carries a RetryInfo delay of often 10-60 s,
+#   which max_wait must admit or the call fails fast instead.
+# - Ollama: a local server; a failure is rarely transient (a model still
+#   loading is the exception), so retry once, briefly.
+_DEFAULT_RETRY: dict[str, RetryConfig] = {
+    "openai": RetryConfig(max_attempts=3, initial_wait=0.5, max_wait=30.0),
+    "anthropic": RetryConfig(max_attempts=4, initial_wait=1.0, max_wait=60.0),
+    "google": RetryConfig(max_attempts=4, initial_wait=1.0, max_wait=60.0),
+    "ollama": RetryConfig(max_attempts=2, initial_wait=0.25, max_wait=5.0),
+}
+
+
+def default_retry(provider: str) -> RetryConfig:
+    """The retry policy a provider gets when its config sets none."""
+    return _DEFAULT_RETRY.get(provider, RetryConfig())
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +185,11 @@ class ProviderConfig:
             source=self.source,
         )
 
+    @property
+    def retry_config(self) -> ProviderRetryConfig:
+        """This provider's retry and rate-limit settings as one value."""
+        return ProviderRetryConfig(self.name, self.retry, self.retry_overrides, self.rate_limit)
+
     def resolve_base_url(self, environ: Mapping[str, str] | None = None) -> str | None:
         env = os.environ if environ is None else environ
         if self.base_url:
@@ -171,6 +198,43 @@ class ProviderConfig:
             if env.get(var):
                 return env[var]
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRetryConfig:
+    """One provider's retry and rate-limit settings: the default policy, per-operation
+    overrides (``invoke`` / ``stream`` / ``batch``) and the limits.
+
+    ``ProviderRetryConfig.parse("anthropic", {"retry": {...}, "rate_limit": {...}})``
+    validates a provider section's ``retry`` and ``rate_limit`` tables on their own,
+    starting from the provider's defaults (:func:`default_retry`).
+    """
+
+    provider: str
+    retry: RetryConfig
+    overrides: Mapping[str, RetryConfig] = field(default_factory=dict)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+    @classmethod
+    def parse(
+        cls, provider: str, section: Mapping[str, object] | None = None, *, source: str = "config dict"
+    ) -> ProviderRetryConfig:
+        name = normalize_provider(provider)
+        data = dict(section or {})
+        unknown = [k for k in data if k not in ("retry", "rate_limit")]
+        if unknown:
+            raise ConfigError(
+                f"{source}: providers.{name}: {unknown[0]!r} is not a retry setting; "
+                "expected 'retry' and/or 'rate_limit'.",
+                key=f"providers.{name}.{unknown[0]}",
+                source=source,
+            )
+        parsed = _Validator(source).provider(name, data)
+        return parsed.retry_config
+
+    def for_operation(self, operation: str) -> RetryConfig:
+        """The policy for ``invoke``, ``stream`` or ``batch``."""
+        return self.overrides.get(operation, self.retry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +249,9 @@ class ForgeConfig:
     def provider(self, name: str) -> ProviderConfig:
         canonical = normalize_provider(name)
         cfg = self.providers.get(canonical)
-        return cfg if cfg is not None else ProviderConfig(name=canonical, source=self.source)
+        if cfg is not None:
+            return cfg
+        return ProviderConfig(name=canonical, retry=default_retry(canonical), source=self.source)
 
 
 # --------------------------------------------------------------------------- loading
@@ -371,9 +437,11 @@ class _Validator:
             )
         return value
 
-    def retry(self, value: object, key: str, base: RetryConfig | None = None) -> RetryConfig:
+    def retry(
+        self, value: object, key: str, base: RetryConfig | None = None, *, operations: bool = True
+    ) -> RetryConfig:
         data = self.table(value, key)
-        allowed = (*RetryConfig.__slots__, *(() if base else _RETRY_OPERATIONS))
+        allowed = (*RetryConfig.__slots__, *(_RETRY_OPERATIONS if operations else ()))
         self.known_keys(data, key, tuple(allowed))
         b = base or RetryConfig()
         cfg = RetryConfig(
@@ -447,13 +515,16 @@ class _Validator:
                 f"{key}.api_key_env",
                 f"expected the NAME of an environment variable (like 'OPENAI_API_KEY'), got {api_key_env!r}.",
             )
-        retry = self.retry(data["retry"], f"{key}.retry") if "retry" in data else RetryConfig()
+        defaults = default_retry(canonical)
+        retry = self.retry(data["retry"], f"{key}.retry", defaults) if "retry" in data else defaults
         overrides: dict[str, RetryConfig] = {}
         if "retry" in data:
             retry_table = self.table(data["retry"], f"{key}.retry")
             for op in _RETRY_OPERATIONS:
                 if op in retry_table:
-                    overrides[op] = self.retry(retry_table[op], f"{key}.retry.{op}", retry)
+                    overrides[op] = self.retry(
+                        retry_table[op], f"{key}.retry.{op}", retry, operations=False
+                    )
         optimizations = dict(self.table(data.get("optimizations", {}), f"{key}.optimizations"))
         return ProviderConfig(
             name=canonical,

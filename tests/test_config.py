@@ -148,3 +148,33 @@ def test_per_operation_retry_overrides() -> None:
     p = cfg.provider("openai")
     assert p.retry.max_attempts == 4
     assert p.retry_overrides["stream"].max_attempts == 2
+
+
+def test_per_provider_retry_defaults_differ() -> None:
+    cfg = load_config({})
+    assert cfg.provider("anthropic").retry.max_wait == 60.0  # 529 overloaded can last
+    assert cfg.provider("google").retry.max_wait == 60.0  # RetryInfo delays of tens of seconds
+    assert cfg.provider("ollama").retry.max_attempts == 2  # a local server
+    assert cfg.provider("openai").retry.max_attempts == 3
+
+
+def test_configured_retry_starts_from_the_provider_defaults() -> None:
+    cfg = load_config({"providers": {"anthropic": {"retry": {"max_attempts": 6}}}})
+    retry = cfg.provider("anthropic").retry
+    assert (retry.max_attempts, retry.initial_wait, retry.max_wait) == (6, 1.0, 60.0)
+
+
+def test_provider_retry_config_parses_a_section() -> None:
+    from forge.config import ProviderRetryConfig
+
+    prc = ProviderRetryConfig.parse(
+        "gemini", {"retry": {"batch": {"max_attempts": 8}}, "rate_limit": {"requests_per_minute": 60}}
+    )
+    assert prc.provider == "google"
+    assert prc.for_operation("batch").max_attempts == 8
+    assert prc.for_operation("invoke").max_attempts == 4
+    assert prc.rate_limit.requests_per_minute == 60
+    with pytest.raises(ConfigError, match="'timeout' is not a retry setting"):
+        ProviderRetryConfig.parse("openai", {"timeout": 3})
+    with pytest.raises(ConfigError, match=r"retry\.stream\.invoke: unknown key"):
+        ProviderRetryConfig.parse("openai", {"retry": {"stream": {"invoke": {}}}})

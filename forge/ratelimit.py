@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Bucket",
+    "response_observer",
     "RedisBucket",
     "RequestCounter",
     "Reservation",
@@ -36,6 +38,13 @@ __all__ = [
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
+
+# The limiter of the call being sent, if any: the pooled HTTP clients' response hook
+# passes every response's headers to it (forge.providers._common), so the buckets
+# tighten to the provider's remaining counts on successes too, not just on 429s.
+response_observer: ContextVar[Callable[[Mapping[str, str]], Awaitable[None]] | None] = ContextVar(
+    "forge_response_observer", default=None
+)
 
 
 class Bucket(Protocol):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from forge.errors import ForgeError, ProviderError, RateLimitError, RetryAttempt, RetryExhausted
+from forge.ratelimit import response_observer
 
 if TYPE_CHECKING:
     from forge.config import RetryConfig
@@ -197,12 +198,18 @@ class RetryWrapper:
                 reservation = await limiter.acquire(estimated_tokens)
                 if reservation.waited and self.on_wait is not None:
                     self.on_wait(reservation.waited)
+            token = None
+            if limiter is not None and reservation is not None:
+                token = response_observer.set(limiter.observe)
             try:
                 result = await fn()
             except BaseException as exc:
                 if limiter is not None and isinstance(exc, ProviderError) and exc.headers:
                     await limiter.observe(exc.headers)
                 raise
+            finally:
+                if token is not None:
+                    response_observer.reset(token)
             if reservation is not None and settle is not None and limiter is not None:
                 actual = settle(result)
                 if actual is not None:

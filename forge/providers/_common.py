@@ -25,6 +25,7 @@ from forge.errors import (
     RateLimitError,
     ServerError,
 )
+from forge.ratelimit import response_observer
 
 if TYPE_CHECKING:
     import httpx
@@ -200,11 +201,25 @@ def transport_error(exc: BaseException, *, provider: str, model: str | None = No
     return None
 
 
+async def _observe_rate_limit_headers(response: httpx2.Response | httpx.Response) -> None:
+    # Runs for every HTTP response (success or not) before its body is read, so a
+    # limiter can tighten to the provider's own remaining counts (see forge.ratelimit).
+    observer = response_observer.get()
+    if observer is not None:
+        await observer(headers_dict(response.headers))
+
+
 def make_httpx2_client(
     config: ProviderConfig, *, event_hooks: Mapping[str, list[object]] | None = None
 ) -> httpx2.AsyncClient:
-    """One pooled httpx2 client per provider, with forge's timeouts and limits."""
+    """One pooled httpx2 client per provider, with forge's timeouts and limits.
+
+    Every response's headers go to the rate limiter of the call that sent it.
+    """
     import httpx2
+
+    hooks: dict[str, list[object]] = {k: list(v) for k, v in (event_hooks or {}).items()}
+    hooks.setdefault("response", []).insert(0, _observe_rate_limit_headers)
 
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(config.timeout, connect=config.connect_timeout),
@@ -213,7 +228,7 @@ def make_httpx2_client(
             max_keepalive_connections=min(config.max_connections, 100),
         ),
         follow_redirects=True,
-        event_hooks=dict(event_hooks) if event_hooks else None,  # type: ignore[arg-type]
+        event_hooks=hooks,  # type: ignore[arg-type]
     )
 
 
@@ -228,4 +243,5 @@ def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
     return {
         "timeout": httpx.Timeout(config.timeout, connect=config.connect_timeout),
         "limits": limits,
+        "event_hooks": {"response": [_observe_rate_limit_headers]},
     }

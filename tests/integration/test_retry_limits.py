@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import forge
+import forge.ratelimit
 from forge.testing import Emulator, Fault
 
 MODELS = {
@@ -151,6 +152,7 @@ async def test_stream_is_retried_before_its_first_chunk_only() -> None:
 WORKER = """
 import asyncio, json, sys
 import forge
+import forge.ratelimit
 
 async def main() -> None:
     cfg = json.loads(sys.argv[1])
@@ -207,3 +209,15 @@ async def test_four_processes_share_one_redis_budget(tmp_path: Path) -> None:
     assert [int(o[0].decode().strip()) for o in outputs] == [0, 0, 0, 0]
     assert len(statuses) == 60
     assert statuses.count(429) == 0
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_success_headers_tighten_the_limiter(provider: str) -> None:
+    async with Emulator() as emu:
+        emu.set_limits(provider, requests_per_minute=600)  # the server allows 10 per second
+        cfg = _config(emu, provider, rate_limit={"requests_per_minute": 6000})  # we were told 100
+        async with forge.Registry(config=cfg) as reg:
+            await reg.invoke(MODELS[provider], "hi")
+            limiter = reg.limiter(provider)
+            assert limiter is not None and isinstance(limiter.requests, forge.ratelimit.TokenBucket)
+            assert limiter.requests.level <= 9.5  # what the server said remains, not our 49

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
     "ConfigError",
     "ContextLengthError",
     "ForgeError",
@@ -248,3 +249,20 @@ class RetryExhausted(ForgeError):
         super().__init__(message)
         self.last_error = last_error
         self.attempts = attempts
+
+
+class BatchError(ProviderError):
+    """A batch job or one of its items ended without a reply.
+
+    ``code`` says why: ``cancelled`` / ``expired`` (the provider batch ended
+    before the item ran), ``batch_failed`` (the provider rejected the whole
+    batch; ``message`` has its reason), ``missing_result`` (the provider
+    returned no result for the item), ``unknown_job`` (no such job in the
+    job store), ``ambiguous`` (a job's submission could not be matched to
+    one provider batch; see docs/batch.md). ``job_id`` names the job.
+    """
+
+    def __init__(self, message: str, *, code: str, job_id: str | None = None, provider: str = "",
+                 model: str | None = None) -> None:
+        super().__init__(message, provider=provider, model=model, code=code)
+        self.job_id = job_id

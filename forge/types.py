@@ -13,6 +13,9 @@ from typing import Literal, Protocol, runtime_checkable
 from forge.errors import ForgeError
 
 __all__ = [
+    "BatchProvider",
+    "BatchState",
+    "BatchStatus",
     "FinishReason",
     "Message",
     "Provider",
@@ -231,6 +234,79 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Close the vendor client and its connections."""
+        ...
+
+
+BatchState = Literal["running", "completed", "failed", "cancelling", "cancelled", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """Where a provider-side batch stands.
+
+    ``state`` is normalized: ``running`` (queued, validating or in progress),
+    ``completed`` (results ready), ``failed`` (the batch as a whole was
+    rejected), ``cancelling``, ``cancelled`` or ``expired`` (the last two may
+    still have results for the items that finished). Counts are the
+    provider's; some report them only once the batch has ended.
+    ``retry_after`` is the poll interval the server asked for, if any.
+    """
+
+    id: str
+    state: BatchState
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    message: str | None = None
+    retry_after: float | None = None
+    raw: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """The batch will not change any more: collect its results."""
+        return self.state in ("completed", "failed", "cancelled", "expired")
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """A provider's batch API (half price, results within the provider's window).
+
+    Only providers that have one implement it (OpenAI Batch, Anthropic Message
+    Batches, Gemini batch mode); :class:`forge.batch.BatchProcessor` drives it.
+    Methods raise forge errors, already classified.
+    """
+
+    name: str
+
+    async def submit(self, requests: Sequence[tuple[str, Request]], *, marker: str) -> str:
+        """Create one batch of ``(custom_id, request)`` pairs; return the provider's batch id.
+
+        ``marker`` is recorded with the batch on the provider side (metadata,
+        display name or custom ids) so that :meth:`find` can recognize it.
+        """
+        ...
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        """The batch's current state and counts."""
+        ...
+
+    async def results(
+        self, batch_id: str, custom_ids: Sequence[str]
+    ) -> Mapping[str, Response | ForgeError]:
+        """Every result of an ended batch, by custom id: the reply, or that item's error.
+
+        ``custom_ids`` are the ids as submitted, in order (for results that
+        come back in order without their id).
+        """
+        ...
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        """Ask the provider to stop the batch; items already done keep their results."""
+        ...
+
+    async def find(self, marker: str, *, count: int, created_after: float) -> str | None:
+        """The id of a batch submitted with ``marker`` (``count`` requests, created after
+        ``created_after``, unix seconds), or None when the provider has none."""
         ...
 
 

@@ -106,6 +106,47 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def _metrics_demo(out: TextIO) -> None:
+    from forge.registry import Registry
+    from forge.testing import Emulator, Fault
+
+    async with Emulator(chunk_count=6) as emu:
+        emu.script(Fault.rate_limit(retry_after=0.05), provider="openai", times=1)
+        emu.script(Fault.overloaded(), provider="anthropic", times=1)
+        async with Registry(config=emu.config()) as reg:
+            for model in (m for _, m in DEMO_MODELS):
+                for i in range(5):
+                    await reg.invoke(model, f"metrics demo {i}", max_tokens=50)
+                await reg.stream(model, "metrics demo stream", max_tokens=50).collect()
+            out.write("Metrics of a short workload on the built-in emulator (one 429 and one 529 injected):\n")
+            out.write(reg.metrics.format_table() + "\n")
+
+
+def _metrics(args: argparse.Namespace, out: TextIO) -> int:
+    import json
+
+    from forge.metrics import format_snapshot
+
+    if args.demo:
+        asyncio.run(_metrics_demo(out))
+        return 0
+    if args.snapshot is None:
+        print(
+            "forge metrics: give a snapshot file (a service writes one with "
+            "json.dump(reg.metrics.snapshot(), f)) or --demo to run a short workload on the emulator.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with open(args.snapshot, encoding="utf-8") as fh:
+            snapshot = json.load(fh)
+        out.write(format_snapshot(snapshot) + "\n")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"forge metrics: cannot read {args.snapshot}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _emulator(args: argparse.Namespace, out: TextIO) -> int:
     from forge.testing import serve
 
@@ -135,6 +176,9 @@ def _parser() -> argparse.ArgumentParser:
     call_args(p_invoke)
     p_demo = sub.add_parser("demo", help="stream from all four providers on the built-in emulator")
     p_demo.add_argument("--chunks", type=int, default=12, help="chunks per emulated reply")
+    p_metrics = sub.add_parser("metrics", help="print a metrics snapshot as a table")
+    p_metrics.add_argument("snapshot", nargs="?", help="a JSON file written from reg.metrics.snapshot()")
+    p_metrics.add_argument("--demo", action="store_true", help="run a short workload on the emulator")
     p_emu = sub.add_parser("emulator", help="run the provider emulator until Ctrl-C")
     p_emu.add_argument("--host", default="127.0.0.1")
     p_emu.add_argument("--port", type=int, default=8000)
@@ -154,6 +198,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return asyncio.run(_invoke(args, stream))
         if args.command == "demo":
             return asyncio.run(_demo(args, stream))
+        if args.command == "metrics":
+            return _metrics(args, stream)
         if args.command == "emulator":
             return _emulator(args, stream)
     except ConfigError as exc:

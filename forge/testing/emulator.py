@@ -20,6 +20,14 @@ Endpoints
     Gemini     ``POST /{v1,v1beta}/models/{m}:generateContent``, ``:streamGenerateContent``
                (``?alt=sse``; a streamed JSON array without it), ``:countTokens``
     Ollama     ``POST /api/chat`` (JSON, NDJSON), ``GET /api/tags``, ``GET /api/version``
+    Batches    OpenAI ``POST /v1/files`` (multipart), ``GET /v1/files/{id}[/content]``,
+               ``POST|GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST .../cancel``;
+               Anthropic ``POST|GET /v1/messages/batches``, ``GET .../{id}``, ``.../{id}/results``
+               (JSONL), ``POST .../{id}/cancel``; Gemini ``POST /v1/models/{m}:batchGenerateContent``
+               (inlined requests), ``GET /v1/batches[/{id}]``, ``POST /v1/batches/{id}:cancel``.
+               A batch ends :meth:`Emulator.set_batch_delay` seconds (on ``clock``) after it was
+               created; each item is answered like a chat call and can be failed on its own
+               with a rule on the path ``batch:<custom_id>`` (see ``_emulator/batch.py``).
     anything else: 404 JSON.
 
 Replies are deterministic functions of the request. By default the text is
@@ -68,6 +76,7 @@ from typing import TextIO, TypeVar
 
 from ._emulator.anthropic import AnthropicDialect
 from ._emulator.base import ApiError, Dialect, ErrorSpec, IdSource, JsonBody, JsonResponse, Route, Usage
+from ._emulator.batch import BatchQueue
 from ._emulator.engine import ReplyDefaults, fault_spec, plan_chunks, send_chat, send_json
 from ._emulator.google import GoogleDialect
 from ._emulator.http import BadRequest, ClientGone, Connection, HttpRequest, response_head
@@ -156,6 +165,10 @@ class Emulator:
             (route, dialect) for dialect in self._dialects.values() for route in dialect.routes()
         ]
         self._rules: list[Rule] = []
+        self._batches = BatchQueue(clock=clock, rules=self._rules, defaults=self._defaults,
+                                   models=self._models, routes=self._routes)
+        for dialect in self._dialects.values():
+            dialect.batches = self._batches
         self._limits: dict[str, ProviderLimits] = {}
         self._keys: dict[str, str] = {}
         self._requests: list[RecordedRequest] = []
@@ -319,6 +332,13 @@ class Emulator:
         self._requests.clear()
         for dialect in self._dialects.values():
             dialect.reset()
+        self._batches.reset()
+
+    def set_batch_delay(self, seconds: float) -> None:
+        """Batches created from now on end ``seconds`` after creation, on the emulator's clock (default 0)."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        self._batches.delay = seconds
 
     # -- connections -------------------------------------------------------------
 
@@ -397,7 +417,9 @@ class Emulator:
 
     def _route(self, req: HttpRequest) -> tuple[Route, re.Match[str], Dialect] | None:
         for route, dialect in self._routes:
-            if route.method == req.method and (match := route.pattern.fullmatch(req.path)):
+            if route.method == req.method and (match := route.pattern.fullmatch(req.path)) and (
+                route.accepts is None or route.accepts(req)
+            ):
                 return route, match, dialect
         return None
 
@@ -473,7 +495,7 @@ class Emulator:
                 missing_google = sent is None and dialect.name == "google"
                 spec = ErrorSpec("permission", 403) if missing_google else ErrorSpec("invalid_key", 401)
                 raise ApiError(spec)
-        if not body_ok:
+        if not body_ok and not route.raw_body:
             raise ApiError(ErrorSpec("invalid_json", 400))
         if route.handler is not None:
             await send_json(conn, rec, route.handler(req, match, body), req.keep_alive)
@@ -643,6 +665,10 @@ class EmulatorThread:
 
     def reset(self) -> None:
         self.call(lambda emu: emu.reset())
+
+    def set_batch_delay(self, seconds: float) -> None:
+        """:meth:`Emulator.set_batch_delay`, on the loop thread."""
+        self.call(lambda emu: emu.set_batch_delay(seconds))
 
 
 def serve(

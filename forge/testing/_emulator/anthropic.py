@@ -6,6 +6,7 @@ import json
 import re
 import time
 from typing import ClassVar
+from urllib.parse import parse_qs
 
 from .base import (
     ChatCall,
@@ -20,6 +21,7 @@ from .base import (
     invalid,
     messages_text,
 )
+from .batch import BatchItem, BatchJob, counts, jsonl, rfc3339
 from .http import HttpRequest
 from .limits import Admission, LimitState, rfc3339_in
 from .text import content_text, tokens_for_chars
@@ -147,6 +149,7 @@ class AnthropicDialect(Dialect):
         return [
             Route("POST", re.compile(r"/v1/messages")),
             Route("POST", re.compile(r"/v1/messages/count_tokens"), self._count_tokens),
+            *self._batch_routes(),
         ]
 
     def describe(
@@ -251,3 +254,100 @@ class AnthropicDialect(Dialect):
         chars, _ = self._input(body)
         return JsonResponse(200, _dumps({"input_tokens": tokens_for_chars(chars)}),
                             (("request-id", self._request_id()),))
+
+    # -- Message Batches: /v1/messages/batches ---------------------------------------
+
+    def _batch_routes(self) -> list[Route]:
+        base = r"/v1/messages/batches"
+        return [
+            Route("POST", re.compile(base), self._create_batch),
+            Route("GET", re.compile(base), self._list_batches),
+            Route("GET", re.compile(base + r"/(?P<batch_id>[^/]+)"), self._get_batch),
+            Route("GET", re.compile(base + r"/(?P<batch_id>[^/]+)/results"), self._batch_results),
+            Route("POST", re.compile(base + r"/(?P<batch_id>[^/]+)/cancel"), self._cancel_batch),
+        ]
+
+    def _json(self, body: object) -> JsonResponse:
+        return JsonResponse(200, _dumps(body), (("request-id", self._request_id()),))
+
+    def _create_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        requests = None if body is None else body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise invalid("requests: Field required")
+        items: list[BatchItem] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(requests):
+            custom_id = entry.get("custom_id") if isinstance(entry, dict) else None
+            params = entry.get("params") if isinstance(entry, dict) else None
+            if not isinstance(custom_id, str) or not _CUSTOM_ID.fullmatch(custom_id) or custom_id in seen:
+                raise invalid(f"requests.{i}.custom_id: must be 1-64 letters, digits, '-' or '_', unique "
+                              "within the batch")
+            if not isinstance(params, dict):
+                raise invalid(f"requests.{i}.params: Field required")
+            seen.add(custom_id)
+            items.append(BatchItem(custom_id, "/v1/messages", params))
+        model = items[0].body.get("model")
+        job = self.batches.create(f"msgbatch_emu{self.ids.next():020d}", self.name,
+                                  model if isinstance(model, str) else None, items)
+        return self._json(self._batch_object(job, req, fresh=True))
+
+    def _batch_object(self, job: BatchJob, req: HttpRequest, *, fresh: bool = False) -> JsonBody:
+        if not fresh:
+            self.batches.advance(job, self)
+        ended = job.state != "running"
+        ok, failed, cancelled = counts(job)
+        status = "ended" if ended else ("canceling" if job.cancel_requested is not None else "in_progress")
+        host = req.headers.get("host", "127.0.0.1")
+        return {
+            "id": job.id, "type": "message_batch", "processing_status": status,
+            "request_counts": {
+                "processing": 0 if ended else len(job.items), "succeeded": ok, "errored": failed,
+                "canceled": cancelled, "expired": 0,
+            },
+            "ended_at": rfc3339(job.ended_wall) if job.ended_wall is not None else None,
+            "created_at": rfc3339(job.created_wall),
+            "expires_at": rfc3339(job.created_wall + 86400),
+            "archived_at": None,
+            "cancel_initiated_at": rfc3339(job.created_wall) if job.cancel_requested is not None else None,
+            "results_url": f"http://{host}/v1/messages/batches/{job.id}/results" if ended else None,
+        }
+
+    def _get_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        job = self.batches.find(self.name, match.group("batch_id"))
+        return self._json(self._batch_object(job, req))
+
+    def _cancel_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        job = self.batches.cancel(self.batches.find(self.name, match.group("batch_id")), self)
+        return self._json(self._batch_object(job, req, fresh=True))
+
+    def _batch_results(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        job = self.batches.advance(self.batches.find(self.name, match.group("batch_id")), self)
+        if job.results is None:
+            raise invalid(f"Batch {job.id} has not finished processing; its results are not available yet.")
+        lines: list[JsonBody] = []
+        for r in job.results:
+            if r.outcome == "succeeded":
+                result: JsonBody = {"type": "succeeded", "message": r.body}
+            elif r.outcome == "errored":
+                result = {"type": "errored", "error": r.body}
+            else:
+                result = {"type": "canceled"}
+            lines.append({"custom_id": r.custom_id, "result": result})
+        return JsonResponse(200, jsonl(lines), (("request-id", self._request_id()),), "application/binary")
+
+    def _list_batches(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        query = parse_qs(req.query)
+        limit = int(query.get("limit", ["20"])[0])
+        after = query.get("after_id", [None])[0]
+        jobs = self.batches.listed(self.name)
+        if after is not None:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        page = [self._batch_object(j, req) for j in jobs[:limit]]
+        return self._json({
+            "data": page, "has_more": len(jobs) > limit,
+            "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None,
+        })
+
+
+_CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -13,10 +13,13 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .http import HttpRequest
 from .limits import Admission, seconds_header
+
+if TYPE_CHECKING:
+    from .batch import BatchQueue
 
 ErrorKind = Literal[
     "invalid_request",
@@ -136,6 +139,9 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     handler: JsonHandler | None = None
+    raw_body: bool = False  # the handler reads a non-JSON body (a multipart upload) itself
+    # Extra test on the request, for paths two vendors share (``/v1/batches``: OpenAI and Gemini).
+    accepts: Callable[[HttpRequest], bool] | None = None
 
 
 class IdSource:
@@ -159,6 +165,8 @@ class Dialect(ABC):
 
     name: ClassVar[str]
     finish_reasons: ClassVar[dict[str, str]]  # normalized -> vendor
+    # The emulator's batch jobs and uploaded files (set by the Emulator), for the batch endpoints.
+    batches: BatchQueue
 
     def __init__(self, ids: IdSource) -> None:
         self.ids = ids

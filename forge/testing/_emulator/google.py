@@ -21,6 +21,7 @@ from .base import (
     Usage,
     invalid,
 )
+from .batch import BatchItem, BatchJob, counts, rfc3339
 from .http import HttpRequest
 from .limits import Admission, seconds_header
 from .text import content_text, encode_json_str, tokens_for_chars
@@ -177,13 +178,14 @@ class GoogleDialect(Dialect):
         return [
             Route("POST", re.compile(self._PATH + r":(?P<method>generateContent|streamGenerateContent)")),
             Route("POST", re.compile(self._PATH + r":countTokens"), self._count_tokens),
+            *self._batch_routes(),
         ]
 
     def describe(
         self, req: HttpRequest, match: re.Match[str], body: JsonBody | None
     ) -> tuple[str | None, bool]:
         groups = match.groupdict()
-        return groups["model"], groups.get("method") == "streamGenerateContent"
+        return groups.get("model"), groups.get("method") == "streamGenerateContent"
 
     @staticmethod
     def _input(body: JsonBody) -> tuple[int, str]:
@@ -318,3 +320,118 @@ class GoogleDialect(Dialect):
         return JsonResponse(200, _dumps({
             "totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
         }), (), _JSON)
+
+    # -- batch mode: models/{m}:batchGenerateContent, batches/{id} ------------------
+
+    _BATCHES = r"/(?P<version>v1|v1beta|v1alpha)/batches"
+
+    def _batch_routes(self) -> list[Route]:
+        return [
+            Route("POST", re.compile(self._PATH + r":batchGenerateContent"), self._create_batch),
+            Route("GET", re.compile(self._BATCHES), self._list_batches),
+            Route("GET", re.compile(self._BATCHES + r"/(?P<batch>[^/:]+)"), self._get_batch),
+            Route("POST", re.compile(self._BATCHES + r"/(?P<batch>[^/:]+):cancel"), self._cancel_batch),
+        ]
+
+    def _create_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        batch = None if body is None else body.get("batch")
+        config = batch.get("inputConfig") if isinstance(batch, dict) else None
+        listed = config.get("requests") if isinstance(config, dict) else None
+        requests = listed.get("requests") if isinstance(listed, dict) else None
+        if not isinstance(batch, dict) or not isinstance(requests, list) or not requests:
+            raise invalid("* BatchGenerateContentRequest.batch.input_config: inlined requests are required\n")
+        model, version = match.group("model"), match.group("version")
+        items: list[BatchItem] = []
+        for i, entry in enumerate(requests):
+            request = entry.get("request") if isinstance(entry, dict) else None
+            if not isinstance(request, dict):
+                raise invalid(f"* requests[{i}].request: a GenerateContentRequest is required\n")
+            metadata = entry.get("metadata")
+            key = metadata.get("key") if isinstance(metadata, dict) else None
+            items.append(BatchItem(str(key) if key is not None else str(i),
+                                   f"/{version}/models/{model}:generateContent", request))
+        metadata = [e.get("metadata") if isinstance(e, dict) else None for e in requests]
+        job = self.batches.create(f"batches/emu{self.ids.next():020d}", self.name, model, items,
+                                  display_name=batch.get("displayName"), metadata=metadata)
+        return JsonResponse(200, _dumps(self._operation(job, fresh=True)), (), _JSON)
+
+    def _operation(self, job: BatchJob, *, fresh: bool = False) -> JsonBody:
+        if not fresh:
+            self.batches.advance(job, self)
+        ok, failed, cancelled = counts(job)
+        total = len(job.items)
+        if job.state == "completed":
+            state = "BATCH_STATE_SUCCEEDED"
+        elif job.state == "cancelled":
+            state = "BATCH_STATE_CANCELLED"
+        else:
+            state = "BATCH_STATE_PENDING" if fresh else "BATCH_STATE_RUNNING"
+        meta: JsonBody = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+            "model": f"models/{job.model}",
+            "displayName": job.info.get("display_name"),
+            "createTime": rfc3339(job.created_wall),
+            "updateTime": rfc3339(job.ended_wall or job.created_wall),
+            "batchStats": {
+                "requestCount": str(total), "successfulRequestCount": str(ok),
+                "failedRequestCount": str(failed),
+                "pendingRequestCount": str(total - ok - failed - cancelled),
+            },
+            "state": state,
+            "name": job.id,
+        }
+        if job.ended_wall is not None:
+            meta["endTime"] = rfc3339(job.ended_wall)
+        operation: JsonBody = {"name": job.id, "metadata": meta}
+        if job.results is not None:
+            output = {"inlinedResponses": {"inlinedResponses": self._inlined(job)}}
+            meta["output"] = output
+            operation["done"] = True
+            operation["response"] = {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
+                **output,
+            }
+        return operation
+
+    @staticmethod
+    def _inlined(job: BatchJob) -> list[JsonBody]:
+        metadata = job.info.get("metadata") or []
+        out: list[JsonBody] = []
+        for i, r in enumerate(job.results or []):
+            item: JsonBody
+            if r.outcome == "succeeded":
+                item = {"response": r.body}
+            else:
+                error = r.body.get("error", {}) if r.outcome == "errored" else {}
+                status = str(error.get("status") or "CANCELLED")
+                item = {"error": {"code": _RPC_CODES.get(status, 2),
+                                  "message": error.get("message") or "The batch was cancelled.",
+                                  "details": error.get("details") or []}}
+            if i < len(metadata) and metadata[i] is not None:
+                item["metadata"] = metadata[i]
+            out.append(item)
+        return out
+
+    def _get_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        job = self.batches.find(self.name, "batches/" + match.group("batch"))
+        return JsonResponse(200, _dumps(self._operation(job)), (), _JSON)
+
+    def _cancel_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        self.batches.cancel(self.batches.find(self.name, "batches/" + match.group("batch")), self)
+        return JsonResponse(200, b"{}", (), _JSON)
+
+    def _list_batches(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        query = parse_qs(req.query)
+        size = int(query.get("pageSize", ["50"])[0])
+        start = int(query.get("pageToken", ["0"])[0] or 0)
+        jobs = self.batches.listed(self.name)
+        page: JsonBody = {"operations": [self._operation(j) for j in jobs[start:start + size]]}
+        if start + size < len(jobs):
+            page["nextPageToken"] = str(start + size)
+        return JsonResponse(200, _dumps(page), (), _JSON)
+
+
+# google.rpc.Code by status name, for the errors of inlined batch responses.
+_RPC_CODES = {"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+              "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10,
+              "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from typing import ClassVar
+from urllib.parse import parse_qs
 
 from .base import (
     ChatCall,
@@ -20,6 +21,7 @@ from .base import (
     invalid,
     messages_text,
 )
+from .batch import BatchItem, BatchJob, StoredFile, counts, jsonl, parse_multipart, usage_total
 from .http import HttpRequest
 from .limits import Admission, go_duration
 from .text import encode_json_str
@@ -106,6 +108,10 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def _not_gemini(req: HttpRequest) -> bool:
+    return "x-goog-api-key" not in req.headers and "key=" not in req.query
+
+
 class _ChatStream(StreamRenderer):
     """``data: {chat.completion.chunk}`` events, ``data: [DONE]`` at the end."""
 
@@ -161,6 +167,7 @@ class OpenAIDialect(Dialect):
         return [
             Route("POST", re.compile(r"/v1/chat/completions")),
             Route("GET", re.compile(r"/v1/models"), self._list_models),
+            *self._batch_routes(),
         ]
 
     def describe(
@@ -281,3 +288,157 @@ class OpenAIDialect(Dialect):
                   for m in ("gpt-emulator", "gpt-emulator-mini")]
         return JsonResponse(200, _dumps({"object": "list", "data": models}),
                             (("x-request-id", self._request_id()),))
+
+    # -- Batch API: files and /v1/batches ------------------------------------------
+
+    def _batch_routes(self) -> list[Route]:
+        return [
+            Route("POST", re.compile(r"/v1/files"), self._upload_file, raw_body=True),
+            Route("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)"), self._get_file),
+            Route("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)/content"), self._file_content),
+            Route("POST", re.compile(r"/v1/batches"), self._create_batch),
+            # Gemini lists and reads its batches under the same paths, with its own key header.
+            Route("GET", re.compile(r"/v1/batches"), self._list_batches, accepts=_not_gemini),
+            Route("GET", re.compile(r"/v1/batches/(?P<batch_id>[^/:]+)"), self._get_batch,
+                  accepts=_not_gemini),
+            Route("POST", re.compile(r"/v1/batches/(?P<batch_id>[^/]+)/cancel"), self._cancel_batch),
+        ]
+
+    def _json(self, body: object) -> JsonResponse:
+        return JsonResponse(200, _dumps(body), (("x-request-id", self._request_id()),))
+
+    @staticmethod
+    def _file_object(stored: StoredFile) -> JsonBody:
+        return {
+            "object": "file", "id": stored.id, "purpose": stored.purpose, "filename": stored.filename,
+            "bytes": len(stored.data), "created_at": int(stored.created_wall),
+            "expires_at": int(stored.created_wall) + 30 * 86400, "status": "processed",
+            "status_details": None,
+        }
+
+    def _upload_file(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        fields = parse_multipart(req)
+        if "file" not in fields or "purpose" not in fields:
+            raise invalid("Missing required parameter: 'file' and 'purpose' are required.")
+        filename, data = fields["file"]
+        purpose = fields["purpose"][1].decode()
+        stored = self.batches.add_file(f"file-emu{self.ids.next():020d}", filename or "upload", purpose, data)
+        return self._json(self._file_object(stored))
+
+    def _get_file(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        return self._json(self._file_object(self.batches.file(match.group("file_id"))))
+
+    def _file_content(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        stored = self.batches.file(match.group("file_id"))
+        return JsonResponse(200, stored.data, (("x-request-id", self._request_id()),),
+                            "application/octet-stream")
+
+    def _create_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        if body is None:
+            raise invalid("You must provide a JSON body.")
+        endpoint = body.get("endpoint")
+        if endpoint != "/v1/chat/completions":
+            raise invalid(f"Invalid endpoint {endpoint!r}: the emulator batches '/v1/chat/completions'.")
+        if body.get("completion_window") != "24h":
+            raise invalid("Invalid completion_window: only '24h' is supported.")
+        stored = self.batches.file(str(body.get("input_file_id")))
+        items: list[BatchItem] = []
+        seen: set[str] = set()
+        for n, text in enumerate(stored.data.decode().splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except ValueError:
+                raise invalid(f"Line {n} of the input file is not valid JSON.") from None
+            custom_id, url = line.get("custom_id"), line.get("url")
+            if not isinstance(custom_id, str) or custom_id in seen:
+                raise invalid(f"Line {n}: 'custom_id' must be a string unique within the batch.")
+            if url != endpoint or line.get("method") != "POST" or not isinstance(line.get("body"), dict):
+                raise invalid(f"Line {n}: expected method 'POST', url {endpoint!r} and a JSON 'body'.")
+            seen.add(custom_id)
+            items.append(BatchItem(custom_id, endpoint, line["body"]))
+        if not items:
+            raise invalid("The input file contains no requests.")
+        model = items[0].body.get("model")
+        job = self.batches.create(
+            f"batch_emu{self.ids.next():020d}", self.name, model if isinstance(model, str) else None, items,
+            endpoint=endpoint, input_file_id=stored.id, metadata=body.get("metadata"),
+        )
+        return self._json(self._batch_object(job, new=True))
+
+    def _batch_object(self, job: BatchJob, *, new: bool = False, advance: bool = True) -> JsonBody:
+        if advance and not new:
+            self.batches.advance(job, self)
+        created = int(job.created_wall)
+        ended = int(job.ended_wall) if job.ended_wall is not None else None
+        status = {"completed": "completed", "cancelled": "cancelled"}.get(job.state, "in_progress")
+        if new:
+            status = "validating"
+        elif job.state == "running" and job.cancel_requested is not None:
+            status = "cancelling"
+        ok, failed, _ = counts(job)
+        if job.results is not None and "output_file_id" not in job.info:
+            self._write_result_files(job)
+        usage = usage_total(job)
+        return {
+            "id": job.id, "object": "batch", "endpoint": job.info["endpoint"], "model": job.model,
+            "errors": None, "input_file_id": job.info["input_file_id"], "completion_window": "24h",
+            "status": status, "output_file_id": job.info.get("output_file_id"),
+            "error_file_id": job.info.get("error_file_id"), "created_at": created, "in_progress_at": created,
+            "expires_at": created + 86400, "finalizing_at": ended if status == "completed" else None,
+            "completed_at": ended if status == "completed" else None, "failed_at": None, "expired_at": None,
+            "cancelling_at": int(job.created_wall) if job.cancel_requested is not None else None,
+            "cancelled_at": ended if status == "cancelled" else None,
+            "request_counts": {"total": len(job.items), "completed": ok, "failed": failed},
+            "usage": {
+                "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+                "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+                "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+            },
+            "metadata": job.info.get("metadata"),
+        }
+
+    def _write_result_files(self, job: BatchJob) -> None:
+        output: list[JsonBody] = []
+        errors: list[JsonBody] = []
+        for result in job.results or []:
+            line: JsonBody = {"id": f"batch_req_emu{self.ids.next():020d}", "custom_id": result.custom_id}
+            if result.outcome == "cancelled":
+                line.update(response=None, error={
+                    "code": "batch_cancelled", "message": "This request was cancelled before it ran."})
+                errors.append(line)
+                continue
+            line.update(response={"status_code": result.status, "request_id": self._request_id(),
+                                  "body": result.body}, error=None)
+            (output if result.outcome == "succeeded" else errors).append(line)
+        for key, lines in (("output_file_id", output), ("error_file_id", errors)):
+            if lines:
+                name = f"{job.id}_{key.removesuffix('_file_id')}.jsonl"
+                stored = self.batches.add_file(f"file-emu{self.ids.next():020d}", name, "batch_output",
+                                               jsonl(lines))
+                job.info[key] = stored.id
+            else:
+                job.info[key] = None
+
+    def _get_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        return self._json(self._batch_object(self.batches.find(self.name, match.group("batch_id"))))
+
+    def _cancel_batch(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        job = self.batches.cancel(self.batches.find(self.name, match.group("batch_id")), self)
+        return self._json(self._batch_object(job, advance=False))
+
+    def _list_batches(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        query = parse_qs(req.query)
+        limit = int(query.get("limit", ["20"])[0])
+        after = query.get("after", [None])[0]
+        jobs = self.batches.listed(self.name)
+        if after is not None:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        page = [self._batch_object(j) for j in jobs[:limit]]
+        return self._json({
+            "object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(jobs) > limit,
+        })

@@ -35,6 +35,7 @@ from forge.errors import (
     StreamError,
     StreamInterrupted,
     StreamTimeout,
+    ToolCallError,
 )
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ __all__ = [
     "StreamTimeout",
     "Tool",
     "ToolCall",
+    "ToolCallError",
     "Usage",
     "__version__",
     "backoff_wait",

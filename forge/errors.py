@@ -8,7 +8,7 @@ what a caller can do about it:
   are either retryable (:class:`RateLimitError`, :class:`OverloadedError`,
   :class:`ServerError`, :class:`ProviderTimeout`, :class:`ProviderConnectionError`)
   or not (:class:`AuthenticationError`, :class:`BadRequestError`,
-  :class:`ContextLengthError`, :class:`NotFoundError`).
+  :class:`ContextLengthError`, :class:`NotFoundError`, :class:`ToolCallError`).
 - :class:`StreamTimeout` and :class:`StreamInterrupted`: a stream broke; both keep
   the partial text and usage received so far.
 - :class:`RetryExhausted`: every attempt failed; wraps the last error and the history.
@@ -42,6 +42,7 @@ __all__ = [
     "StreamError",
     "StreamInterrupted",
     "StreamTimeout",
+    "ToolCallError",
 ]
 
 
@@ -161,6 +162,34 @@ class ContextLengthError(BadRequestError):
 
 class NotFoundError(ProviderError):
     """Unknown model or resource (HTTP 404): check the model name."""
+
+
+class ToolCallError(ProviderError):
+    """The model called a tool with arguments that are not a JSON object.
+
+    Not retryable by default (the same prompt may well produce the same
+    arguments); a caller may retry or answer the model with the error.
+
+    Attributes:
+        raw_arguments: the arguments exactly as the model sent them.
+        tool_name: the tool the model called.
+        tool_call_id: the call's id.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_arguments: str,
+        tool_name: str = "",
+        tool_call_id: str = "",
+        provider: str = "",
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.raw_arguments = raw_arguments
+        self.tool_name = tool_name
+        self.tool_call_id = tool_call_id
 
 
 class StreamError(ForgeError):

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import inspect
 import random
+import re
 import time
+import types
+import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any
 
 from forge.errors import ForgeError, ProviderError, RetryExhausted
 from forge.pricing import cost_usd
@@ -54,7 +58,10 @@ _REQUEST_PARAMS = (
     "tools",
     "tool_choice",
     "extra",
+    "reasoning_effort",
+    "reasoning_budget",
 )
+_EFFORTS = ("none", "low", "medium", "high")
 _STREAM_PARAMS = (
     "buffer_size",
     "flush_interval",
@@ -133,32 +140,135 @@ _JSON_TYPES: dict[object, str] = {
     float: "number",
     bool: "boolean",
     list: "array",
+    tuple: "array",
+    set: "array",
+    frozenset: "array",
     dict: "object",
 }
 
 
+def _enum_schema(values: list[object]) -> dict[str, object]:
+    kinds = {_JSON_TYPES.get(type(v)) for v in values}
+    schema: dict[str, object] = {"enum": values}
+    if len(kinds) == 1 and None not in kinds:
+        schema["type"] = kinds.pop()
+    return schema
+
+
+def _schema_for(hint: object) -> dict[str, object]:
+    """The JSON schema of a parameter's type hint (``str`` when nothing better is known)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Annotated:
+        notes = [a for a in args[1:] if isinstance(a, str)]
+        inner = _schema_for(args[0])
+        return {**inner, "description": " ".join(notes)} if notes else inner
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # Optional[X]: optionality is the default value's business
+            return _schema_for(members[0])
+        return {"anyOf": [_schema_for(m) for m in members]}
+    if origin is typing.Literal:
+        return _enum_schema(list(args))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _enum_schema([m.value for m in hint])
+    if hint is None or hint is type(None):
+        return {"type": "null"}
+    kind = _JSON_TYPES.get(origin if origin is not None else hint)
+    if kind is None:
+        return {"type": "string"}
+    schema: dict[str, object] = {"type": kind}
+    if kind == "array" and args and args[-1] is not Ellipsis:
+        schema["items"] = _schema_for(args[0])
+    elif kind == "object" and len(args) == 2:
+        schema["additionalProperties"] = _schema_for(args[1])
+    return schema
+
+
+_ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _docstring_args(doc: str) -> dict[str, str]:
+    """Parameter descriptions from a Google-style ``Args:`` section."""
+    out: dict[str, str] = {}
+    lines = doc.splitlines()
+    inside = False
+    current: str | None = None
+    indent = 0
+    for line in lines:
+        stripped = line.strip()
+        if not inside:
+            inside = stripped in ("Args:", "Arguments:", "Parameters:")
+            continue
+        if not stripped:
+            current = None
+            continue
+        level = len(line) - len(line.lstrip())
+        if current is not None and level > indent:
+            out[current] = f"{out[current]} {stripped}".strip()
+            continue
+        match = _ARG_LINE.match(line)
+        if match is None or (out and level < indent):
+            break
+        current, indent = match.group(1).lstrip("*"), level
+        out[current] = match.group(2).strip()
+    return out
+
+
 def tool_from_function(fn: Callable[..., object]) -> Tool:
-    """Build a :class:`Tool` from a typed Python function: its name, docstring and signature."""
-    hints = get_type_hints(fn)
+    """Build a :class:`Tool` from a typed Python function: its name, docstring and signature.
+
+    The first paragraph of the docstring is the description; a Google-style
+    ``Args:`` section describes the parameters. Parameters without a default are
+    required. Supported hints: ``str``, ``int``, ``float``, ``bool``,
+    ``list[X]``, ``dict[str, X]``, ``X | None``, unions, ``Literal[...]``,
+    ``enum.Enum`` subclasses and ``Annotated[X, "description"]``; anything
+    else is described as a string.
+
+    Example::
+
+        def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
+            \"\"\"Current weather for a city.
+
+            Args:
+                city: the city name, e.g. "Paris".
+            \"\"\"
+
+        tool = tool_from_function(get_weather)
+    """
+    hints = typing.get_type_hints(fn, include_extras=True)
+    doc = inspect.getdoc(fn) or ""
+    described = _docstring_args(doc)
     props: dict[str, object] = {}
     required: list[str] = []
     for name, param in inspect.signature(fn).parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        hint = hints.get(name, str)
-        origin = getattr(hint, "__origin__", hint)
-        props[name] = {"type": _JSON_TYPES.get(origin, "string")}
+        schema = _schema_for(hints.get(name, str))
+        if name in described and "description" not in schema:
+            schema = {**schema, "description": described[name]}
+        props[name] = schema
         if param.default is param.empty:
             required.append(name)
-    doc = inspect.getdoc(fn) or ""
-    schema: dict[str, object] = {"type": "object", "properties": props}
+    schema_out: dict[str, object] = {"type": "object", "properties": props}
     if required:
-        schema["required"] = required
-    return Tool(fn.__name__, doc.split("\n\n")[0], schema)
+        schema_out["required"] = required
+    summary = doc.split("\n\n")[0].strip()
+    return Tool(fn.__name__, summary, schema_out)
 
 
 def build_request(model: str, prompt: Prompt, **params: object) -> Request:
     """Validate ``prompt`` and request parameters into a :class:`Request`.
+
+    Parameters (all optional): ``system``, ``max_tokens``, ``temperature``,
+    ``top_p``, ``seed``, ``response_format``, ``stop``; ``tools`` (each a
+    :class:`Tool`, a ``{"name", "description", "parameters"}`` dict, OpenAI's
+    ``{"type": "function", "function": {...}}`` or a typed function, see
+    :func:`tool_from_function`); ``tool_choice`` (``"auto"``, ``"none"``,
+    ``"required"`` or a tool name); ``reasoning_effort`` (``"none"``, ``"low"``,
+    ``"medium"``, ``"high"``) and ``reasoning_budget`` (thinking tokens, 0 =
+    off), mapped per provider as docs/tools.md describes; ``extra`` (vendor
+    fields merged into the call).
 
     Raises:
         TypeError / ValueError: an unknown parameter or a bad value, with what is allowed.
@@ -204,6 +314,10 @@ def build_request(model: str, prompt: Prompt, **params: object) -> Request:
         raise TypeError(f"tools must be a list, got {type(tools_param).__name__}.")
     tools = tuple(_tool(t, i) for i, t in enumerate(tools_param))
     tool_choice = params.get("tool_choice")
+    if isinstance(tool_choice, Mapping):  # OpenAI's {"type": "function", "function": {"name": ...}}
+        function = tool_choice.get("function")
+        named = function.get("name") if isinstance(function, Mapping) else tool_choice.get("name")
+        tool_choice = named if isinstance(named, str) else tool_choice
     if tool_choice is not None:
         if not isinstance(tool_choice, str) or not tool_choice:
             raise TypeError(
@@ -218,6 +332,14 @@ def build_request(model: str, prompt: Prompt, **params: object) -> Request:
     extra = params.get("extra") or {}
     if not isinstance(extra, Mapping):
         raise TypeError(f"extra must be a dict of vendor fields, got {type(extra).__name__}.")
+    effort = params.get("reasoning_effort")
+    if effort is not None and effort not in _EFFORTS:
+        raise ValueError(f"reasoning_effort must be one of {', '.join(map(repr, _EFFORTS))}; got {effort!r}.")
+    budget = params.get("reasoning_budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+        raise ValueError(
+            f"reasoning_budget must be a number of tokens >= 0 (0 turns reasoning off); got {budget!r}."
+        )
     return Request(
         model=model,
         messages=messages,
@@ -231,6 +353,8 @@ def build_request(model: str, prompt: Prompt, **params: object) -> Request:
         tools=tools,
         tool_choice=tool_choice,
         extra=dict(extra),
+        reasoning_effort=effort,  # type: ignore[arg-type]  # checked against _EFFORTS above
+        reasoning_budget=budget,
     )
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import os
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from forge.errors import ForgeError, StreamInterrupted, StreamTimeout
+from forge.errors import ForgeError, StreamInterrupted, StreamTimeout, ToolCallError
 from forge.tokens import chars_per_token
 from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
 
@@ -145,6 +144,7 @@ class Stream:
         # Reassembly state.
         self._parts: list[str] = []
         self._reasoning: list[str] = []
+        self._signature: str | None = None
         self._chars = 0
         self._chunks = 0
         self._delivered = 0
@@ -421,7 +421,8 @@ class Stream:
                     raise
                 except Exception as exc:
                     error = self._fail(exc)
-                    if self._chars or self._chunks:
+                    # Bad tool-call arguments are the reply's fault, not a broken stream.
+                    if (self._chars or self._chunks) and not isinstance(error, ToolCallError):
                         raise StreamInterrupted(
                             f"{self.provider}:{self.model} stream broke after {self._chunks} chunks "
                             f"({self._chars} characters, kept in .partial_text): {error}",
@@ -472,8 +473,11 @@ class Stream:
             self._finish = ev.finish_reason
             self._response_id = ev.text or self._response_id
         elif kind == "reasoning":
-            self._reasoning.append(ev.text)
-            self._chunks += 1
+            if ev.text:
+                self._reasoning.append(ev.text)
+                self._chunks += 1
+            if ev.signature is not None:
+                self._signature = ev.signature
         elif kind == "tool_call_start":
             call = ev.tool_call
             self._tools[ev.index] = _ToolCallBuilder(call.id if call else "", call.name if call else "")
@@ -489,13 +493,8 @@ class Stream:
     def _complete(self) -> None:
         for index, builder in self._tools.items():
             if index not in self._tool_calls:
-                raw = "".join(builder.args)
-                try:
-                    parsed = json.loads(raw) if raw.strip() else {}
-                except json.JSONDecodeError:
-                    parsed = {}
-                self._tool_calls[index] = ToolCall(
-                    builder.id, builder.name, parsed if isinstance(parsed, dict) else {}, raw
+                self._tool_calls[index] = ToolCall.from_json(
+                    builder.id, builder.name, "".join(builder.args), provider=self.provider, model=self.model
                 )
         now = self._clock()
         self._response = Response(
@@ -506,6 +505,7 @@ class Stream:
             usage=self._usage or Usage(),
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
             reasoning="".join(self._reasoning) or None,
+            reasoning_signature=self._signature,
             id=self._response_id,
             attempts=self._attempts,
             latency_s=now - self._t0,

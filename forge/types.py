@@ -6,11 +6,12 @@ adapter in :mod:`forge.providers` maps its vendor's shapes onto these.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from forge.errors import ForgeError
+from forge.errors import ForgeError, ToolCallError
 
 __all__ = [
     "BatchProvider",
@@ -19,6 +20,7 @@ __all__ = [
     "FinishReason",
     "Message",
     "Provider",
+    "ReasoningEffort",
     "Request",
     "Response",
     "ResponseFormat",
@@ -32,6 +34,7 @@ __all__ = [
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+ReasoningEffort = Literal["none", "low", "medium", "high"]
 StreamEventKind = Literal[
     "text",
     "reasoning",
@@ -58,6 +61,47 @@ class ToolCall:
     arguments: Mapping[str, object] = field(default_factory=dict)
     raw_arguments: str = ""
     signature: str | None = None
+
+    @classmethod
+    def from_json(
+        cls,
+        id: str,
+        name: str,
+        raw: str,
+        *,
+        signature: str | None = None,
+        provider: str = "",
+        model: str | None = None,
+    ) -> ToolCall:
+        """A call whose arguments arrived as JSON text (empty text means no arguments).
+
+        Raises:
+            ToolCallError: ``raw`` is not a JSON object; the error keeps ``raw``.
+        """
+        if not raw or raw.isspace():
+            return cls(id, name, {}, raw, signature)
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise _bad_arguments(id, name, raw, provider, model, f"invalid JSON ({exc})") from exc
+        if not isinstance(value, dict):
+            raise _bad_arguments(id, name, raw, provider, model, f"a JSON {type(value).__name__}")
+        return cls(id, name, value, raw, signature)
+
+
+def _bad_arguments(
+    call_id: str, name: str, raw: str, provider: str, model: str | None, what: str
+) -> ToolCallError:
+    shown = raw if len(raw) <= 200 else raw[:200] + "..."
+    return ToolCallError(
+        f"{provider or 'the model'} called tool {name!r} (call {call_id!r}) with arguments that are "
+        f"not a JSON object but {what}: {shown!r}. The full text is in .raw_arguments.",
+        raw_arguments=raw,
+        tool_name=name,
+        tool_call_id=call_id,
+        provider=provider,
+        model=model,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +168,8 @@ class Request:
     tools: tuple[Tool, ...] = ()
     tool_choice: str | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
+    reasoning_effort: ReasoningEffort | None = None
+    reasoning_budget: int | None = None
 
     def prompt_text(self) -> str:
         """All input text joined (system first), for token estimates and cache keys."""
@@ -181,6 +227,22 @@ class Response:
     chunks: int = 0
     raw: object = field(default=None, repr=False, compare=False)
 
+    def to_message(self) -> Message:
+        """This reply as the assistant turn of a conversation (text, tool calls, reasoning).
+
+        Append it to the messages, then one ``Message("tool", ...)`` per tool call,
+        and send the list again::
+
+            messages.append(reply.to_message())
+        """
+        return Message(
+            "assistant",
+            self.text,
+            tool_calls=self.tool_calls,
+            reasoning=self.reasoning,
+            reasoning_signature=self.reasoning_signature,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
@@ -188,7 +250,10 @@ class StreamEvent:
 
     ``kind`` says which fields matter:
 
-    - ``text`` / ``reasoning``: ``text`` is the delta.
+    - ``text`` / ``reasoning``: ``text`` is the delta. A ``reasoning`` event may
+      carry ``signature`` instead (Anthropic's ``signature_delta``, Gemini's
+      ``thoughtSignature`` on a text part): the opaque token a follow-up turn
+      sends back, reassembled into ``Response.reasoning_signature``.
     - ``tool_call_start``: ``index`` and ``tool_call`` (id and name; no arguments yet).
     - ``tool_call_delta``: ``index`` and ``text`` (a fragment of the JSON arguments).
     - ``tool_call_done``: ``index`` and the complete ``tool_call``.
@@ -205,6 +270,7 @@ class StreamEvent:
     usage: Usage | None = None
     finish_reason: FinishReason | None = None
     raw: object = field(default=None, repr=False, compare=False)
+    signature: str | None = None
 
 
 @runtime_checkable
@@ -326,15 +392,57 @@ def coerce_messages(prompt: str | Message | Sequence[Message | Mapping[str, obje
         if isinstance(item, Message):
             out.append(item)
         elif isinstance(item, Mapping):
-            role = item.get("role")
-            content = item.get("content", "")
-            if role not in _ROLES or not isinstance(content, str):
-                raise TypeError(
-                    f"prompt[{i}] must have 'role' in {_ROLES} and a str 'content'; got {dict(item)!r}."
-                )
-            out.append(Message(role, content))  # type: ignore[arg-type]
+            out.append(_message_from_dict(item, i))
         else:
             raise TypeError(f"prompt[{i}] must be a Message or a dict, got {type(item).__name__}.")
     if not out:
         raise ValueError("prompt is an empty list; pass at least one message.")
     return tuple(out)
+
+
+def _message_from_dict(item: Mapping[str, object], i: int) -> Message:
+    """A ``{"role", "content"}`` dict, with ``tool_call_id`` / ``name`` / ``tool_calls`` when present.
+
+    ``tool_calls`` items may be :class:`ToolCall` values, ``{"id", "name", "arguments"}``
+    dicts or OpenAI's ``{"id", "function": {"name", "arguments"}}`` shape.
+    """
+    role = item.get("role")
+    content = item.get("content") or ""
+    if role not in _ROLES or not isinstance(content, str):
+        raise TypeError(
+            f"prompt[{i}] must have 'role' in {_ROLES} and a str 'content'; got {dict(item)!r}."
+        )
+    call_id = item.get("tool_call_id")
+    name = item.get("name")
+    if call_id is not None and not isinstance(call_id, str):
+        raise TypeError(f"prompt[{i}]['tool_call_id'] must be a str, got {call_id!r}.")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"prompt[{i}]['name'] must be a str, got {name!r}.")
+    raw_calls = item.get("tool_calls") or ()
+    if not isinstance(raw_calls, Sequence) or isinstance(raw_calls, (str, bytes)):
+        raise TypeError(f"prompt[{i}]['tool_calls'] must be a list, got {type(raw_calls).__name__}.")
+    calls = tuple(_tool_call_from(c, f"prompt[{i}]['tool_calls'][{j}]") for j, c in enumerate(raw_calls))
+    return Message(role, content, tool_calls=calls, tool_call_id=call_id, name=name)  # type: ignore[arg-type]
+
+
+def _tool_call_from(value: object, where: str) -> ToolCall:
+    if isinstance(value, ToolCall):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a forge.ToolCall or a dict, got {type(value).__name__}.")
+    spec = value.get("function") if isinstance(value.get("function"), Mapping) else value
+    assert isinstance(spec, Mapping)
+    call_id, name, args = value.get("id"), spec.get("name"), spec.get("arguments", {})
+    if not isinstance(call_id, str) or not isinstance(name, str) or not name:
+        raise TypeError(f"{where} needs a str 'id' and a non-empty 'name'; got {dict(value)!r}.")
+    if isinstance(args, str):
+        try:
+            parsed = json.loads(args) if args.strip() else {}
+        except ValueError:
+            raise ValueError(f"{where} 'arguments' is not valid JSON: {args!r}.") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{where} 'arguments' must encode a JSON object, got {args!r}.")
+        return ToolCall(call_id, name, parsed, args)
+    if not isinstance(args, Mapping):
+        raise TypeError(f"{where} 'arguments' must be a dict or a JSON string, got {args!r}.")
+    return ToolCall(call_id, name, dict(args))

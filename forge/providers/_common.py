@@ -32,14 +32,18 @@ if TYPE_CHECKING:
     import httpx2
 
     from forge.config import ProviderConfig
+    from forge.types import ReasoningEffort, Request
 
 __all__ = [
+    "REASONING_BUDGETS",
     "error_for_status",
     "headers_dict",
     "is_context_length_message",
     "make_httpx2_client",
     "make_httpx_kwargs",
     "parse_retry_after",
+    "reasoning_budget",
+    "reasoning_effort",
     "transport_error",
 ]
 
@@ -245,3 +249,32 @@ def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
         "limits": limits,
         "event_hooks": {"response": [_observe_rate_limit_headers]},
     }
+
+
+REASONING_BUDGETS: dict[str, int] = {"none": 0, "low": 1024, "medium": 8192, "high": 24576}
+"""Thinking tokens per ``reasoning_effort`` for providers that take a budget (Anthropic, Gemini 2.x)."""
+
+
+def reasoning_budget(request: Request) -> int | None:
+    """The request's thinking budget: ``reasoning_budget``, else the tier of ``reasoning_effort``."""
+    if request.reasoning_budget is not None:
+        return request.reasoning_budget
+    if request.reasoning_effort is not None:
+        return REASONING_BUDGETS[request.reasoning_effort]
+    return None
+
+
+def reasoning_effort(request: Request) -> ReasoningEffort | None:
+    """The request's effort: ``reasoning_effort``, else the tier its ``reasoning_budget`` falls in.
+
+    Budgets map to the nearest tier of :data:`REASONING_BUDGETS`: 0 is ``none``,
+    below 4096 ``low``, below 16384 ``medium``, anything larger ``high``.
+    """
+    if request.reasoning_effort is not None:
+        return request.reasoning_effort
+    budget = request.reasoning_budget
+    if budget is None:
+        return None
+    if budget == 0:
+        return "none"
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"

@@ -23,9 +23,14 @@ Request mapping (see docs/providers.md for the full table):
   required for large max_tokens" guard never fires: forge's configured
   timeout is the one that applies.
 
+- ``reasoning_budget`` (or the tier of ``reasoning_effort``, see
+  ``REASONING_BUDGETS``) -> ``thinking={"type": "enabled", "budget_tokens": N}``
+  (0 -> ``{"type": "disabled"}``); without ``max_tokens`` the budget is added
+  to the default, since thinking counts toward it.
+
 Stream events: a thinking block's ``signature_delta`` is surfaced as a
-``reasoning`` event with empty ``text``; the signature is in
-``event.raw["delta"]["signature"]``.
+``reasoning`` event with empty ``text`` and the signature in
+``event.signature`` (``Stream`` puts it in ``Response.reasoning_signature``).
 """
 
 from __future__ import annotations
@@ -41,14 +46,24 @@ import httpx2
 
 from forge._wire import SSEDecoder
 from forge.config import ProviderConfig
-from forge.errors import ForgeError, ProviderConnectionError, ProviderError, ProviderTimeout
-from forge.providers._common import error_for_status, headers_dict, make_httpx2_client, transport_error
+from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError, ProviderTimeout
+from forge.providers._common import (
+    error_for_status,
+    headers_dict,
+    make_httpx2_client,
+    reasoning_budget,
+    transport_error,
+)
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
-__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
+__all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "AnthropicProvider"]
 
 DEFAULT_MAX_TOKENS = 4096
-"""``max_tokens`` sent when the request sets none (Anthropic requires one)."""
+"""``max_tokens`` sent when the request sets none (Anthropic requires one); with thinking
+on, the thinking budget is added to it."""
+
+MIN_THINKING_BUDGET = 1024
+"""The smallest ``budget_tokens`` Anthropic accepts."""
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -185,6 +200,13 @@ def _params(request: Request) -> dict[str, Any]:
         "max_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
         "messages": _messages(request.messages),
     }
+    budget = reasoning_budget(request)
+    if budget == 0:
+        params["thinking"] = {"type": "disabled"}
+    elif budget is not None:
+        params["thinking"] = _thinking(request, budget)
+        if request.max_tokens is None:
+            params["max_tokens"] = budget + DEFAULT_MAX_TOKENS  # thinking counts toward max_tokens
     if system_parts:
         params["system"] = "\n\n".join(system_parts)
     if request.stop:
@@ -219,6 +241,24 @@ def _params(request: Request) -> dict[str, Any]:
     if body:
         params["extra_body"] = body
     return params
+
+
+def _thinking(request: Request, budget: int) -> dict[str, Any]:
+    if budget < MIN_THINKING_BUDGET:
+        raise BadRequestError(
+            f"anthropic needs a thinking budget of at least {MIN_THINKING_BUDGET} tokens; "
+            f"reasoning_budget={budget} (use 0 to turn thinking off).",
+            provider="anthropic",
+            model=request.model,
+        )
+    if request.max_tokens is not None and request.max_tokens <= budget:
+        raise BadRequestError(
+            f"anthropic counts thinking toward max_tokens, so max_tokens ({request.max_tokens}) must be "
+            f"larger than the thinking budget ({budget}, from reasoning_budget / reasoning_effort).",
+            provider="anthropic",
+            model=request.model,
+        )
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -314,16 +354,6 @@ def _usage(start: Mapping[str, Any], latest: Mapping[str, Any]) -> Usage:
     )
 
 
-def _parse_arguments(raw: str) -> dict[str, Any]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 class _MessageStream:
     """Turns Anthropic SSE events into forge stream events."""
 
@@ -358,13 +388,13 @@ class _MessageStream:
             if kind == "thinking_delta":
                 return [StreamEvent("reasoning", delta["thinking"], raw=obj)] if delta["thinking"] else []
             if kind == "signature_delta":
-                return [StreamEvent("reasoning", "", raw=obj)]
+                return [StreamEvent("reasoning", "", raw=obj, signature=delta.get("signature"))]
             return []
         if event == "content_block_start":
             return self._on_block_start(obj)
         if event == "content_block_stop":
             block = self._blocks.pop(obj.get("index", 0), None)
-            return [] if block is None else [block.done(obj)]
+            return [] if block is None else [block.done(obj, self._model)]
         if event == "message_start":
             message = obj.get("message") or {}
             self._id = message.get("id") or ""
@@ -422,7 +452,7 @@ class _MessageStream:
                 model=self._model,
                 request_id=self.request_id,
             )
-        events = [block.done(None) for _, block in sorted(self._blocks.items())]
+        events = [block.done(None, self._model) for _, block in sorted(self._blocks.items())]
         self._blocks.clear()
         events.append(StreamEvent("finish", self._id, finish_reason=self._finish or "stop"))
         return events
@@ -438,9 +468,9 @@ class _ToolBlock:
     start_input: object
     parts: list[str] = field(default_factory=list)
 
-    def done(self, obj: object) -> StreamEvent:
+    def done(self, obj: object, model: str) -> StreamEvent:
         raw = "".join(self.parts) or json.dumps(self.start_input)
-        call = ToolCall(self.id, self.name, _parse_arguments(raw), raw)
+        call = ToolCall.from_json(self.id, self.name, raw, provider="anthropic", model=model)
         return StreamEvent("tool_call_done", index=self.ordinal, tool_call=call, raw=obj)
 
 

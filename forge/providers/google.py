@@ -21,6 +21,11 @@ Decisions (see also docs/providers.md):
   Such forge-made ids are not sent back to Gemini in later turns. A part's
   ``thoughtSignature`` rides on ``ToolCall.signature`` (or, for text, on
   ``Response.reasoning_signature``) and is sent back on the same part.
+- Reasoning: ``reasoning_budget`` -> ``thinkingConfig.thinkingBudget`` (0 turns
+  thinking off); ``reasoning_effort`` -> ``thinkingLevel`` (Gemini 3+), or the
+  budget tier of ``REASONING_BUDGETS`` on ``gemini-1.x`` / ``gemini-2.x``
+  models, which know no levels; ``includeThoughts`` is on whenever thinking is,
+  so thought summaries come back as ``reasoning``.
 - ``request.extra``: keys that are ``GenerateContentConfig`` fields
   (``thinking_config``, ``cached_content``, ``safety_settings``, ``top_k``...)
   go into the config; any other key is merged into the JSON body as is
@@ -56,6 +61,7 @@ from forge.providers._common import (
     headers_dict,
     make_httpx2_client,
     parse_retry_after,
+    reasoning_budget,
     transport_error,
 )
 from forge.types import (
@@ -94,6 +100,9 @@ _AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVIC
 _FORGE_CALL_ID = re.compile(r"call_\d+")
 _CONFIG_FIELDS = frozenset(gt.GenerateContentConfig.model_fields)
 _TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "any": "ANY"}
+# Gemini 3 takes thinkingLevel; older models only a thinkingBudget. "none" is as low as Gemini 3 goes.
+_THINKING_LEVELS = {"none": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
+_BUDGET_MODELS = re.compile(r"(models/)?gemini-[12][.-]")
 
 
 class GoogleProvider:
@@ -339,6 +348,9 @@ def gemini_call_args(request: Request) -> tuple[str, list[gt.Content], gt.Genera
             else gt.FunctionCallingConfig(mode="ANY", allowed_function_names=[request.tool_choice])  # type: ignore[arg-type]
         )
         cfg["tool_config"] = gt.ToolConfig(function_calling_config=calling)
+    thinking = _thinking_config(request)
+    if thinking is not None:
+        cfg["thinking_config"] = thinking
     extra_body: dict[str, Any] = {}
     for key, value in request.extra.items():
         if key in _CONFIG_FIELDS:
@@ -348,6 +360,20 @@ def gemini_call_args(request: Request) -> tuple[str, list[gt.Content], gt.Genera
     if extra_body:
         cfg["http_options"] = gt.HttpOptions(extra_body=extra_body)
     return request.model, _contents(request.messages), gt.GenerateContentConfig(**cfg)
+
+
+def _thinking_config(request: Request) -> gt.ThinkingConfig | None:
+    """``thinkingBudget`` for a budget (and on Gemini 1.x/2.x), ``thinkingLevel`` for an effort."""
+    effort, budget = request.reasoning_effort, request.reasoning_budget
+    if effort is None and budget is None:
+        return None
+    if budget is None and _BUDGET_MODELS.match(request.model):
+        budget = reasoning_budget(request)
+    if budget is not None:
+        return gt.ThinkingConfig(thinking_budget=budget, include_thoughts=budget != 0 or None)
+    assert effort is not None
+    level = _THINKING_LEVELS[effort]
+    return gt.ThinkingConfig(thinking_level=level, include_thoughts=True)  # type: ignore[arg-type]
 
 
 def _contents(messages: tuple[Message, ...]) -> list[gt.Content]:
@@ -463,7 +489,8 @@ class _ChunkReader:
                             kind: StreamEventKind = "reasoning" if part.get("thought") else "text"
                             out.append(StreamEvent(kind, text, raw=chunk))
                         if self.text_signature is None and "thoughtSignature" in part:
-                            self.text_signature = part["thoughtSignature"]
+                            self.text_signature = sig = part["thoughtSignature"]
+                            out.append(StreamEvent("reasoning", "", raw=chunk, signature=sig))
                     elif "functionCall" in part:
                         self._tool_call(part, chunk, out)
             reason = cand.get("finishReason")
@@ -487,12 +514,17 @@ class _ChunkReader:
         index = self._tools
         self._tools += 1
         args = fc.get("args") or {}
-        raw_args = json.dumps(args, ensure_ascii=False, separators=(",", ":"))
         call_id = fc.get("id") or f"call_{index}"
         name = fc.get("name") or ""
+        signature = part.get("thoughtSignature")
+        if isinstance(args, str):  # not what Gemini sends, but never pass text off as arguments
+            raw_args = args
+            call = ToolCall.from_json(call_id, name, args, signature=signature, provider=_PROVIDER)
+        else:
+            raw_args = json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+            call = ToolCall(call_id, name, args, raw_args, signature=signature)
         out.append(StreamEvent("tool_call_start", index=index, tool_call=ToolCall(call_id, name), raw=chunk))
         out.append(StreamEvent("tool_call_delta", raw_args, index=index, raw=chunk))
-        call = ToolCall(call_id, name, args, raw_args, signature=part.get("thoughtSignature"))
         out.append(StreamEvent("tool_call_done", index=index, tool_call=call, raw=chunk))
 
     def finish_reason(self) -> FinishReason | None:

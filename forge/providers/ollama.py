@@ -11,7 +11,12 @@ Decisions (see also docs/providers.md):
   included; Ollama reports no separate reasoning or cache counts).
 - Tool calls arrive whole; their id is Ollama's when it sends one, else
   ``call_<n>``. Ollama has no ``tool_choice``: ``"none"`` leaves the tools out,
-  any other value sends them and lets the model choose.
+  ``"auto"`` sends them; ``"required"`` or a tool name cannot be expressed and
+  raise ``BadRequestError`` naming the field. So does a tool schema the client
+  would cut down (nested ``properties``, ``anyOf``, ``minimum``...).
+- Reasoning: ``reasoning_effort`` (or the tier of ``reasoning_budget``) ->
+  ``think``: ``False`` for ``none``, else ``True``, or the effort string for
+  gpt-oss models, which take levels.
 - ``request.extra``: ``ChatRequest`` fields (``keep_alive``, ``think``,
   ``format``, ``logprobs``, ``top_logprobs``, ``tools``) go top level;
   ``options`` is merged over forge's options; a known model option
@@ -23,6 +28,7 @@ Decisions (see also docs/providers.md):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +51,7 @@ from forge.providers._common import (
     error_for_status,
     is_context_length_message,
     make_httpx_kwargs,
+    reasoning_effort,
     transport_error,
 )
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
@@ -55,6 +62,8 @@ _PROVIDER = "ollama"
 _CHAT_PATH = "/api/chat"
 _TOP_LEVEL = frozenset(ChatRequest.model_fields) - {"model", "messages", "stream"}
 _OPTION_FIELDS = frozenset(Options.model_fields)
+_ANNOTATIONS = frozenset({"title", "$schema", "$comment", "examples"})
+_LEVELLED_THINKING = re.compile(r"gpt-oss")  # models that take think="low"/"medium"/"high"
 
 
 class OllamaProvider:
@@ -165,6 +174,7 @@ class OllamaProvider:
         try:
             model, kwargs = ollama_chat_args(request, keep_alive=self._keep_alive)
             payload = build_ollama_chat_payload(model, kwargs, stream=stream)
+            check_tools_survive(request, payload)
         except (ValueError, TypeError) as exc:  # pydantic ValidationError is a ValueError
             raise BadRequestError(
                 f"Cannot build an Ollama request for {request.model!r}: {exc}",
@@ -236,6 +246,16 @@ def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[st
     if request.stop:
         options["stop"] = list(request.stop)
     kwargs: dict[str, Any] = {"messages": _messages(request)}
+    choice = request.tool_choice
+    if request.tools and choice not in (None, "auto", "none"):
+        forced = "a call to some tool" if choice == "required" else f"a call to {choice!r}"
+        raise ValueError(
+            f"tool_choice={choice!r}: Ollama has no tool_choice, so it cannot force {forced}; "
+            "use 'auto' (or leave it unset) and check response.tool_calls, or 'none' to send no tools"
+        )
+    think = _think(request)
+    if think is not None:
+        kwargs["think"] = think
     if request.tools and request.tool_choice != "none":
         kwargs["tools"] = [
             {
@@ -273,6 +293,59 @@ def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[st
     if options:
         kwargs["options"] = options
     return request.model, kwargs
+
+
+def _think(request: Request) -> bool | str | None:
+    """``think``: on or off, or the effort string for the models that take one (gpt-oss)."""
+    effort = reasoning_effort(request)
+    if effort is None:
+        return None
+    if effort == "none":
+        return False
+    return effort if _LEVELLED_THINKING.search(request.model) else True
+
+
+def check_tools_survive(request: Request, payload: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first tool-schema field the ollama client dropped.
+
+    Ollama's ``Tool`` model keeps only ``type``, ``items``, ``description`` and
+    ``enum`` per property (no nested ``properties``, ``anyOf``, ``minimum``...);
+    what it drops would silently stop constraining the model. Pure annotations
+    (``title``, ``$schema``, ``$comment``, ``examples``) and
+    ``additionalProperties: false`` may go.
+    """
+    sent = payload.get("tools") or []
+    for i, (tool, wire) in enumerate(zip(request.tools, sent, strict=False)):
+        kept = (wire.get("function") or {}).get("parameters") or {}
+        lost = _first_dropped(tool.parameters, kept, f"tools[{i}].parameters")
+        if lost is not None:
+            raise ValueError(
+                f"{lost} (tool {tool.name!r}) cannot be expressed in an Ollama tool schema, which keeps "
+                "only type, items, description and enum per property; flatten the parameters or "
+                "describe the constraint in a description"
+            )
+
+
+def _first_dropped(original: object, kept: object, path: str) -> str | None:
+    if isinstance(original, Mapping):
+        if not isinstance(kept, Mapping):
+            return path
+        for key, value in original.items():
+            if key in _ANNOTATIONS or (key == "additionalProperties" and value is False):
+                continue
+            if key not in kept:
+                return f"{path}.{key}"
+            lost = _first_dropped(value, kept[key], f"{path}.{key}")
+            if lost is not None:
+                return lost
+        return None
+    if isinstance(original, list) and isinstance(kept, list) and len(original) == len(kept):
+        for j, (a, b) in enumerate(zip(original, kept, strict=True)):
+            lost = _first_dropped(a, b, f"{path}[{j}]")
+            if lost is not None:
+                return lost
+        return None
+    return None if original == kept else path
 
 
 def _messages(request: Request) -> list[dict[str, Any]]:
@@ -348,8 +421,12 @@ class _LineReader:
             call_id = call.get("id") or f"call_{index}"
             name = fn.get("name") or ""
             args = fn.get("arguments") or {}
-            raw_args = json.dumps(args, ensure_ascii=False, separators=(",", ":"))
-            tool_call = ToolCall(call_id, name, args, raw_args)
+            if isinstance(args, str):  # OpenAI-style JSON text, from some compatible servers
+                tool_call = ToolCall.from_json(call_id, name, args, provider=_PROVIDER)
+                raw_args = args
+            else:
+                raw_args = json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+                tool_call = ToolCall(call_id, name, args, raw_args)
             self.calls.append(tool_call)
             start = ToolCall(call_id, name)
             out.append(StreamEvent("tool_call_start", index=index, tool_call=start, raw=line))

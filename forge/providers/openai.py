@@ -1,4 +1,4 @@
-"""OpenAI adapter: Chat Completions through the official ``openai`` async client.
+"""OpenAI adapter: Chat Completions (or, with ``api = "responses"``, the Responses API) via ``openai``.
 
 The client builds, authenticates and sends the request and turns a non-2xx
 answer into its typed error; forge reads the body itself. Non-streaming calls
@@ -15,6 +15,8 @@ Request mapping (see docs/providers.md for the full table):
   only know ``max_tokens`` can get it through ``extra``.
 - ``response_format`` json -> ``json_object``; json_schema -> ``json_schema``
   with name, schema and strict.
+- ``reasoning_effort`` (or the tier of ``reasoning_budget``) -> ``reasoning_effort``.
+- Tool-call arguments that are not a JSON object raise ``ToolCallError``.
 - ``extra`` is merged into the JSON body (``extra_body``) and wins over the
   fields forge sets.
 """
@@ -38,7 +40,14 @@ from forge.errors import (
     ProviderError,
     ProviderTimeout,
 )
-from forge.providers._common import error_for_status, headers_dict, make_httpx2_client, transport_error
+from forge.providers import openai_responses
+from forge.providers._common import (
+    error_for_status,
+    headers_dict,
+    make_httpx2_client,
+    reasoning_effort,
+    transport_error,
+)
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
@@ -62,20 +71,25 @@ class OpenAIProvider:
             one (tests inject one with a ``MockTransport``); the provider owns
             and closes it.
 
+    ``options.api = "responses"`` switches every call to the Responses API
+    (:mod:`forge.providers.openai_responses`); the default is Chat Completions.
+
     Raises:
-        ConfigError: no API key, or ``api = "responses"`` (not supported yet).
+        ConfigError: no API key, or an ``api`` other than ``chat`` / ``responses``.
     """
 
     name = "openai"
 
     def __init__(self, config: ProviderConfig, *, http_client: httpx2.AsyncClient | None = None) -> None:
         api = config.options.get("api", "chat")
-        if api != "chat":
+        if api not in ("chat", "responses"):
             raise ConfigError(
-                f"providers.openai.api = {api!r} is not supported yet; use 'chat' (Chat Completions).",
+                f"providers.openai.api = {api!r} is not supported; use 'chat' (Chat Completions, the "
+                "default) or 'responses' (the Responses API).",
                 key="providers.openai.api",
                 source=config.source,
             )
+        self.api = api
         api_key = config.require_api_key()
         organization = config.options.get("organization")
         project = config.options.get("project")
@@ -96,6 +110,8 @@ class OpenAIProvider:
         Raises:
             ProviderError: the call failed (already classified, see :meth:`classify`).
         """
+        if self.api == "responses":
+            return await openai_responses.complete(self._client, request, self.classify)
         try:
             raw = await self._client.chat.completions.with_raw_response.create(**_params(request))
             return _response(json.loads(raw.http_response.content), request.model)
@@ -104,12 +120,17 @@ class OpenAIProvider:
         except Exception as exc:
             raise self.classify(exc, model=request.model) from exc
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
-        """Stream ``request``: text / tool-call / usage events, then exactly one ``finish``.
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
 
         The request goes out on the first ``__anext__``; closing the generator
         closes the HTTP response. Errors are raised already classified.
         """
+        if self.api == "responses":
+            return openai_responses.stream(self._client, request, self.classify)
+        return self._stream_chat(request)
+
+    async def _stream_chat(self, request: Request) -> AsyncIterator[StreamEvent]:
         params = _params(request)
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}
@@ -216,6 +237,9 @@ def _params(request: Request) -> dict[str, Any]:
             if choice in ("auto", "none", "required")
             else {"type": "function", "function": {"name": choice}}
         )
+    effort = reasoning_effort(request)
+    if effort is not None:
+        params["reasoning_effort"] = effort
     if request.extra:
         params["extra_body"] = dict(request.extra)
     return params
@@ -268,6 +292,7 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
             tc.get("id") or "",
             (tc.get("function") or {}).get("name") or "",
             (tc.get("function") or {}).get("arguments") or "",
+            model,
         )
         for tc in message.get("tool_calls") or ()
     )
@@ -304,14 +329,8 @@ def _usage(u: Mapping[str, Any]) -> Usage:
     )
 
 
-def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
-    args: object = None
-    if raw:
-        try:
-            args = json.loads(raw)
-        except ValueError:
-            args = None
-    return ToolCall(call_id, name, args if isinstance(args, dict) else {}, raw)
+def _tool_call(call_id: str, name: str, raw: str, model: str) -> ToolCall:
+    return ToolCall.from_json(call_id, name, raw, provider="openai", model=model)
 
 
 class _ChatStream:
@@ -386,7 +405,7 @@ class _ChatStream:
     def _flush_calls(self, events: list[StreamEvent]) -> None:
         for index in sorted(self._calls):
             call_id, name, parts = self._calls[index]
-            done = _tool_call(call_id, name, "".join(parts))
+            done = _tool_call(call_id, name, "".join(parts), self._model)
             events.append(StreamEvent("tool_call_done", index=index, tool_call=done))
         self._calls.clear()
 

@@ -183,12 +183,17 @@ def typed_events(chunks: list[gt.GenerateContentResponse]) -> list[StreamEvent]:
     emitted: Usage | None = None
     finish: str | None = None
     response_id = None
+    text_signed = False
     for chunk in chunks:
         cand = chunk.candidates[0] if chunk.candidates else None
         for part in (cand.content.parts or []) if cand and cand.content else []:
             if part.text is not None:
                 if part.text:
                     events.append(StreamEvent("reasoning" if part.thought else "text", part.text))
+                if part.thought_signature and not text_signed:  # the first text signature, for the next turn
+                    text_signed = True
+                    sig = base64.b64encode(part.thought_signature).decode()
+                    events.append(StreamEvent("reasoning", "", signature=sig))
             elif part.function_call is not None:
                 fc = part.function_call
                 call_id = fc.id or f"call_{calls}"
@@ -255,6 +260,8 @@ def _without_signatures(events: list[StreamEvent]) -> list[StreamEvent]:
             ev = StreamEvent(
                 ev.kind, ev.text, ev.index, ToolCall(tc.id, tc.name, tc.arguments, tc.raw_arguments)
             )
+        elif ev.signature is not None:
+            ev = StreamEvent(ev.kind, ev.text, ev.index, signature="<signature>")
         out.append(ev)
     return out
 
@@ -738,11 +745,15 @@ async def test_thoughts_are_reasoning_and_finish_reasons_map() -> None:
     )
     provider, _ = await _run([body])
     events = await _events(provider, _request())
-    assert [(e.kind, e.text) for e in events[:2]] == [("reasoning", "hmm"), ("text", "Hi")]
-    assert events[2].usage == Usage(
+    assert [(e.kind, e.text, e.signature) for e in events[:3]] == [
+        ("reasoning", "hmm", None),
+        ("text", "Hi", None),
+        ("reasoning", "", "c2ln"),  # the text part's thoughtSignature, for the next turn
+    ]
+    assert events[3].usage == Usage(
         input_tokens=8, output_tokens=3, cached_input_tokens=4, reasoning_tokens=2
     )
-    assert events[3].finish_reason == "length"
+    assert events[4].finish_reason == "length"
     await _close(provider)
 
 

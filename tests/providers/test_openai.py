@@ -674,9 +674,17 @@ def test_missing_key_is_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
         OpenAIProvider(ProviderConfig(name="openai"))
 
 
-def test_responses_api_not_supported_yet() -> None:
+def test_api_option_selects_chat_or_responses() -> None:
+    """The Responses API itself is tested in test_openai_responses.py."""
+    chat = OpenAIProvider(ProviderConfig(name="openai", api_key="k"), http_client=httpx2.AsyncClient())
+    responses = OpenAIProvider(
+        ProviderConfig(name="openai", api_key="k", options={"api": "responses"}), http_client=httpx2.AsyncClient()
+    )
+    assert (chat.api, responses.api) == ("chat", "responses")
     with pytest.raises(ConfigError, match="api"):
-        OpenAIProvider(ProviderConfig(name="openai", api_key="k", options={"api": "responses"}))
+        OpenAIProvider(ProviderConfig(name="openai", api_key="k", options={"api": "assistants"}))
+    asyncio.run(chat.aclose())
+    asyncio.run(responses.aclose())
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,435 @@
+"""OpenAI Responses API (``POST /v1/responses``) for :class:`~forge.providers.openai.OpenAIProvider`.
+
+Chosen with ``providers.openai.api = "responses"``. As for Chat Completions, the
+official client builds, authenticates and sends the request and raises its
+typed errors for a non-2xx answer; forge reads the body itself: one
+``json.loads`` of the JSON body, or forge's :class:`~forge._wire.SSEDecoder`
+over ``with_streaming_response`` and one ``json.loads`` per event.
+
+Request mapping (docs/tools.md has the table):
+
+- ``system`` -> ``instructions``; messages -> ``input`` items: user and
+  assistant text as ``{"role", "content"}``, an assistant tool call as a
+  ``function_call`` item, a ``tool`` message as ``function_call_output``.
+- ``max_tokens`` -> ``max_output_tokens``; ``temperature``, ``top_p`` as is;
+  ``seed`` is not sent (the API has none; it is best effort everywhere);
+  ``stop`` cannot be expressed and raises :class:`~forge.errors.BadRequestError`.
+- ``response_format`` -> ``text.format``; tools -> flat ``function`` tools
+  (``strict: false``, as on Chat Completions); a named ``tool_choice`` ->
+  ``{"type": "function", "name"}``.
+- ``reasoning_effort`` (or the tier of ``reasoning_budget``) -> ``reasoning.effort``.
+- ``extra`` is merged into the body and wins (``previous_response_id``,
+  ``store``, ``include``, ``reasoning.summary``...); an ``extra["reasoning"]``
+  dict is merged with the effort forge sets.
+
+Response: ``output_text`` parts -> text (``refusal`` parts too, finish
+``content_filter``); ``function_call`` items -> tool calls (keyed by
+``call_id``); ``reasoning`` items -> ``reasoning`` (summary texts, and
+``reasoning_text`` content when a server sends it, joined by a blank line),
+and the items themselves, as JSON, -> ``reasoning_signature`` so a stateless
+follow-up turn with tool results can send them back. Finish: ``completed`` ->
+stop (tool_calls with function calls); ``incomplete`` -> length
+(``content_filter`` when that was the reason); ``failed`` and ``error`` events
+raise the classified error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from forge._wire import SSEDecoder
+from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
+from forge.providers._common import error_for_status, reasoning_effort
+from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
+
+if TYPE_CHECKING:
+    import openai
+
+__all__ = ["complete", "responses_params", "stream"]
+
+_PROVIDER = "openai"
+Classify = Callable[..., ForgeError]
+
+
+async def complete(client: openai.AsyncOpenAI, request: Request, classify: Classify) -> Response:
+    """``POST /v1/responses`` and the whole reply."""
+    try:
+        raw = await client.responses.with_raw_response.create(**responses_params(request))
+        return _response(json.loads(raw.http_response.content), request.model)
+    except ForgeError:
+        raise
+    except Exception as exc:
+        raise classify(exc, model=request.model) from exc
+
+
+async def stream(
+    client: openai.AsyncOpenAI, request: Request, classify: Classify
+) -> AsyncIterator[StreamEvent]:
+    """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
+    try:
+        params = responses_params(request)
+        params["stream"] = True
+        state = _ResponseStream(request.model)
+        decoder = SSEDecoder()
+        async with (
+            client.responses.with_streaming_response.create(**params) as resp,
+            aclosing(resp.http_response.aiter_bytes()) as chunks,
+        ):
+            async for chunk in chunks:
+                for sse in decoder.feed(chunk):
+                    for event in state.on_data(sse.data):
+                        yield event
+            for sse in decoder.flush():
+                for event in state.on_data(sse.data):
+                    yield event
+        for event in state.close():
+            yield event
+    except ForgeError:
+        raise
+    except Exception as exc:
+        raise classify(exc, model=request.model) from exc
+
+
+# --------------------------------------------------------------------------- request
+
+
+def responses_params(request: Request) -> dict[str, Any]:
+    """The ``client.responses.create(**params)`` arguments for a forge Request."""
+    if request.stop:
+        raise BadRequestError(
+            f"The OpenAI Responses API has no stop sequences, so stop={list(request.stop)!r} cannot be "
+            "sent; drop it or use providers.openai.api = 'chat'.",
+            provider=_PROVIDER,
+            model=request.model,
+        )
+    params: dict[str, Any] = {"model": request.model, "input": _input(request.messages)}
+    if request.system:
+        params["instructions"] = request.system
+    if request.max_tokens is not None:
+        params["max_output_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.top_p is not None:
+        params["top_p"] = request.top_p
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        if fmt.type == "json_schema" and fmt.schema is not None:
+            schema = dict(fmt.schema)
+            params["text"] = {
+                "format": {"type": "json_schema", "name": fmt.name, "schema": schema, "strict": fmt.strict}
+            }
+        else:
+            params["text"] = {"format": {"type": "json_object"}}
+    if request.tools:
+        tools = []
+        for tool in request.tools:
+            spec: dict[str, Any] = {"type": "function", "name": tool.name}
+            if tool.description:
+                spec["description"] = tool.description
+            spec["parameters"] = dict(tool.parameters)
+            spec["strict"] = False
+            tools.append(spec)
+        params["tools"] = tools
+    if request.tool_choice:
+        choice = request.tool_choice
+        params["tool_choice"] = (
+            choice if choice in ("auto", "none", "required") else {"type": "function", "name": choice}
+        )
+    effort = reasoning_effort(request)
+    extra = dict(request.extra)
+    if effort is not None:
+        reasoning: dict[str, Any] = {"effort": effort}
+        more = extra.pop("reasoning", None)
+        if isinstance(more, Mapping):
+            reasoning.update(more)
+        params["reasoning"] = reasoning
+    if extra:
+        params["extra_body"] = extra
+    return params
+
+
+def _input(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            call_id = m.tool_call_id or ""
+            items.append({"type": "function_call_output", "call_id": call_id, "output": m.content})
+        elif m.role == "assistant" and m.tool_calls:
+            items.extend(_reasoning_items(m.reasoning_signature))
+            if m.content:
+                items.append({"role": "assistant", "content": m.content})
+            for tc in m.tool_calls:
+                items.append(
+                    {
+                        "type": "function_call",
+                        "call_id": tc.id,
+                        "name": tc.name,
+                        "arguments": tc.raw_arguments or json.dumps(tc.arguments),
+                    }
+                )
+        else:
+            items.append({"role": m.role, "content": m.content})
+    return items
+
+
+def _reasoning_items(signature: str | None) -> list[dict[str, Any]]:
+    """The reasoning items a Responses reply kept in ``reasoning_signature`` (none for other providers')."""
+    if not signature or signature[:1] != "[":
+        return []
+    try:
+        items = json.loads(signature)
+    except ValueError:
+        return []
+    if not isinstance(items, list):
+        return []
+    return [i for i in items if isinstance(i, dict) and i.get("type") == "reasoning" and i.get("id")]
+
+
+# --------------------------------------------------------------------------- response
+
+
+def _usage(u: Mapping[str, Any]) -> Usage:
+    inp = u.get("input_tokens_details") or {}
+    out = u.get("output_tokens_details") or {}
+    return Usage(
+        input_tokens=u.get("input_tokens") or 0,
+        output_tokens=u.get("output_tokens") or 0,
+        cached_input_tokens=inp.get("cached_tokens") or 0,
+        cache_write_tokens=inp.get("cache_write_tokens") or 0,
+        reasoning_tokens=out.get("reasoning_tokens") or 0,
+    )
+
+
+def _reasoning_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What a later turn needs to send a reasoning item back (id, summary, encrypted content)."""
+    kept: dict[str, Any] = {"type": "reasoning", "id": item.get("id"), "summary": item.get("summary") or []}
+    if item.get("encrypted_content"):
+        kept["encrypted_content"] = item["encrypted_content"]
+    return kept
+
+
+def _reasoning_texts(item: Mapping[str, Any]) -> list[str]:
+    texts = [s.get("text") or "" for s in item.get("summary") or () if isinstance(s, dict)]
+    texts.extend(c.get("text") or "" for c in item.get("content") or () if isinstance(c, dict))
+    return [t for t in texts if t]
+
+
+def _finish(data: Mapping[str, Any], has_calls: bool, refused_only: bool) -> FinishReason:
+    if data.get("status") == "incomplete":
+        reason = (data.get("incomplete_details") or {}).get("reason")
+        return "content_filter" if reason == "content_filter" else "length"
+    if refused_only:
+        return "content_filter"
+    return "tool_calls" if has_calls else "stop"
+
+
+def _failure(error: object, model: str, default: str = "the response failed") -> ProviderError:
+    body = error if isinstance(error, Mapping) else {}
+    message = body.get("message") or default
+    code = body.get("code") or body.get("type")
+    return error_for_status(
+        None, f"openai said: {message}", code=str(code) if code else None, provider=_PROVIDER, model=model
+    )
+
+
+def _response(data: Mapping[str, Any], model: str) -> Response:
+    if data.get("status") == "failed" or (data.get("error") and not data.get("output")):
+        raise _failure(data.get("error"), model)
+    texts: list[str] = []
+    refusals: list[str] = []
+    reasoning: list[str] = []
+    items: list[dict[str, Any]] = []
+    calls: list[ToolCall] = []
+    for item in data.get("output") or ():
+        kind = item.get("type")
+        if kind == "message":
+            for part in item.get("content") or ():
+                if part.get("type") == "output_text":
+                    texts.append(part.get("text") or "")
+                elif part.get("type") == "refusal":
+                    refusals.append(part.get("refusal") or "")
+        elif kind == "function_call":
+            calls.append(
+                ToolCall.from_json(
+                    item.get("call_id") or "",
+                    item.get("name") or "",
+                    item.get("arguments") or "",
+                    provider=_PROVIDER,
+                    model=model,
+                )
+            )
+        elif kind == "reasoning":
+            reasoning.extend(_reasoning_texts(item))
+            items.append(_reasoning_item(item))
+    text = "".join(texts)
+    usage = data.get("usage")
+    return Response(
+        text=text or "".join(refusals),
+        provider=_PROVIDER,
+        model=model,
+        finish_reason=_finish(data, bool(calls), bool(refusals) and not text),
+        usage=_usage(usage) if usage else Usage(),
+        tool_calls=tuple(calls),
+        reasoning="\n\n".join(reasoning) or None,
+        reasoning_signature=json.dumps(items) if items else None,
+        id=data.get("id"),
+        raw=data,
+    )
+
+
+class _Call:
+    __slots__ = ("call_id", "name", "ordinal", "parts")
+
+    def __init__(self, ordinal: int, call_id: str, name: str) -> None:
+        self.ordinal = ordinal
+        self.call_id = call_id
+        self.name = name
+        self.parts: list[str] = []
+
+
+class _ResponseStream:
+    """Turns decoded Responses API stream events into forge stream events.
+
+    Events are told apart by their ``type`` field (the official client does the
+    same; the ``event:`` line carries the same name).
+    """
+
+    __slots__ = (
+        "_calls",
+        "_done",
+        "_finish",
+        "_id",
+        "_items",
+        "_model",
+        "_ordinals",
+        "_reasoned",
+        "_refused",
+        "_text_seen",
+    )
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._id = ""
+        self._calls: dict[str, _Call] = {}  # by output item id
+        self._ordinals = 0
+        self._items: list[dict[str, Any]] = []
+        self._reasoned = False
+        self._refused = False
+        self._text_seen = False
+        self._done = False
+        self._finish: FinishReason | None = None
+
+    def on_data(self, data: str) -> list[StreamEvent]:
+        if not data or self._done:
+            return []
+        obj = json.loads(data)
+        kind = obj.get("type")
+        if kind == "response.output_text.delta":
+            delta = obj.get("delta")
+            if not delta:
+                return []
+            self._text_seen = True
+            return [StreamEvent("text", delta, raw=obj)]
+        if kind == "response.function_call_arguments.delta":
+            call = self._calls.get(obj.get("item_id") or "")
+            fragment = obj.get("delta")
+            if call is None or not fragment:
+                return []
+            call.parts.append(fragment)
+            return [StreamEvent("tool_call_delta", fragment, index=call.ordinal, raw=obj)]
+        if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            delta = obj.get("delta")
+            if not delta:
+                return []
+            self._reasoned = True
+            return [StreamEvent("reasoning", delta, raw=obj)]
+        if kind == "response.output_item.added":
+            return self._on_item_added(obj)
+        if kind == "response.output_item.done":
+            return self._on_item_done(obj)
+        if kind in ("response.reasoning_summary_part.added", "response.content_part.added"):
+            part = obj.get("part") or {}
+            if self._reasoned and part.get("type") in ("summary_text", "reasoning_text"):
+                return [StreamEvent("reasoning", "\n\n", raw=obj)]  # as the parts are joined in complete()
+            return []
+        if kind == "response.refusal.delta":
+            delta = obj.get("delta")
+            if not delta:
+                return []
+            self._refused = True
+            return [StreamEvent("text", delta, raw=obj)]
+        if kind in ("response.created", "response.in_progress"):
+            self._id = (obj.get("response") or {}).get("id") or self._id
+            return []
+        if kind in ("response.completed", "response.incomplete"):
+            return self._on_end(obj)
+        if kind == "response.failed":
+            response = obj.get("response") or {}
+            raise _failure(response.get("error"), self._model)
+        if kind == "error":
+            raise _failure(obj, self._model, "error during streaming")
+        return []
+
+    def _on_item_added(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        item = obj.get("item") or {}
+        if item.get("type") != "function_call":
+            return []
+        call = _Call(self._ordinals, item.get("call_id") or "", item.get("name") or "")
+        self._ordinals += 1
+        self._calls[item.get("id") or ""] = call
+        start = ToolCall(call.call_id, call.name)
+        return [StreamEvent("tool_call_start", index=call.ordinal, tool_call=start, raw=obj)]
+
+    def _on_item_done(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        item = obj.get("item") or {}
+        kind = item.get("type")
+        if kind == "reasoning":
+            self._items.append(_reasoning_item(item))
+            return []
+        if kind != "function_call":
+            return []
+        call = self._calls.pop(item.get("id") or "", None)
+        if call is None:  # no output_item.added seen: report the call whole
+            call = _Call(self._ordinals, item.get("call_id") or "", item.get("name") or "")
+            self._ordinals += 1
+        raw = item.get("arguments")
+        done = ToolCall.from_json(
+            item.get("call_id") or call.call_id,
+            item.get("name") or call.name,
+            raw if isinstance(raw, str) else "".join(call.parts),
+            provider=_PROVIDER,
+            model=self._model,
+        )
+        return [StreamEvent("tool_call_done", index=call.ordinal, tool_call=done, raw=obj)]
+
+    def _on_end(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        self._done = True
+        response = obj.get("response") or {}
+        self._id = response.get("id") or self._id
+        events: list[StreamEvent] = []
+        for call in sorted(self._calls.values(), key=lambda c: c.ordinal):
+            done = ToolCall.from_json(
+                call.call_id, call.name, "".join(call.parts), provider=_PROVIDER, model=self._model
+            )
+            events.append(StreamEvent("tool_call_done", index=call.ordinal, tool_call=done))
+        self._calls.clear()
+        if self._items:
+            events.append(StreamEvent("reasoning", "", signature=json.dumps(self._items)))
+        usage = response.get("usage")
+        if usage:
+            events.append(StreamEvent("usage", usage=_usage(usage), raw=obj))
+        self._finish = _finish(response, self._ordinals > 0, self._refused and not self._text_seen)
+        return events
+
+    def close(self) -> list[StreamEvent]:
+        """End of body: the ``finish`` event, or an error if the terminal event never came."""
+        if self._finish is None:
+            raise ProviderConnectionError(
+                "openai Responses stream ended before response.completed; the connection was cut",
+                provider=_PROVIDER,
+                model=self._model,
+            )
+        return [StreamEvent("finish", self._id, finish_reason=self._finish)]

@@ -186,9 +186,13 @@ class Recording:
 def read_recording(name: str) -> Recording:
     if not name.endswith((".yaml", ".yml")):
         return Recording(name, [], [_NOT_A_CASSETTE])
+    try:
+        interactions = load_interactions(REAL / name)
+    except Exception as exc:  # reported by the classification test, not a collection error
+        return Recording(name, [], [f"unreadable as a vcrpy cassette: {type(exc).__name__}: {exc}"])
     calls: list[Call] = []
     gaps: list[str] = []
-    for index, item in enumerate(load_interactions(REAL / name)):
+    for index, item in enumerate(interactions):
         result = classify(index, item)
         if isinstance(result, Call):
             calls.append(result)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from forge.errors import (
     AuthenticationError,
     BadRequestError,
+    BatchError,
     ConfigError,
     ContextLengthError,
     ForgeError,
@@ -39,13 +40,17 @@ from forge.errors import (
 )
 
 if TYPE_CHECKING:
+    from forge.batch import BatchProcessor, BatchProgress, PollSchedule
     from forge.config import ForgeConfig, ProviderConfig, RateLimitConfig, RetryConfig, load_config
+    from forge.jobs import BatchJob, JobStore, RedisJobStore, SQLiteJobStore
     from forge.llm import LLM, build_request, tool_from_function
     from forge.registry import Registry
     from forge.retry import RetryEvent, RetryPolicy, backoff_wait
     from forge.streaming import Stream, StreamProgress, stream, stream_to_file, stream_with_callback
     from forge.tokens import estimate_tokens
     from forge.types import (
+        BatchProvider,
+        BatchStatus,
         Message,
         Provider,
         Request,
@@ -86,6 +91,15 @@ _LAZY = {
     "stream_to_file": "forge.streaming",
     "stream_with_callback": "forge.streaming",
     "estimate_tokens": "forge.tokens",
+    "BatchProvider": "forge.types",
+    "BatchStatus": "forge.types",
+    "BatchProcessor": "forge.batch",
+    "BatchProgress": "forge.batch",
+    "PollSchedule": "forge.batch",
+    "BatchJob": "forge.jobs",
+    "JobStore": "forge.jobs",
+    "RedisJobStore": "forge.jobs",
+    "SQLiteJobStore": "forge.jobs",
 }
 
 
@@ -108,13 +122,21 @@ __all__ = [
     "LLM",
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
+    "BatchJob",
+    "BatchProcessor",
+    "BatchProgress",
+    "BatchProvider",
+    "BatchStatus",
     "ConfigError",
     "ContextLengthError",
     "ForgeConfig",
     "ForgeError",
     "Message",
+    "JobStore",
     "NotFoundError",
     "OverloadedError",
+    "PollSchedule",
     "Provider",
     "ProviderConfig",
     "ProviderConnectionError",
@@ -122,6 +144,7 @@ __all__ = [
     "ProviderTimeout",
     "RateLimitConfig",
     "RateLimitError",
+    "RedisJobStore",
     "Registry",
     "Request",
     "Response",
@@ -131,6 +154,7 @@ __all__ = [
     "RetryEvent",
     "RetryExhausted",
     "RetryPolicy",
+    "SQLiteJobStore",
     "ServerError",
     "Stream",
     "StreamError",

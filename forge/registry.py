@@ -21,15 +21,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from forge.config import PROVIDER_NAMES, ForgeConfig, ProviderConfig, load_config, normalize_provider
-from forge.errors import ConfigError
+from forge.errors import BatchError, ConfigError
 from forge.llm import LLM, Prompt
 from forge.metrics import Metrics
 from forge.ratelimit import RequestCounter, counter_from_config
 from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from forge.batch import BatchMode, BatchProcessor, PollSchedule, ProgressHandler
+    from forge.errors import ForgeError
+    from forge.jobs import BatchJob, JobStore
     from forge.streaming import Stream
-    from forge.types import Provider, Response
+    from forge.types import BatchStatus, Provider, Request, Response
 
 __all__ = ["Registry", "parse_model_ref"]
 
@@ -219,11 +224,145 @@ class Registry:
         async with s:
             return await s.collect()
 
+    # ------------------------------------------------------------------ batches
+
+    @property
+    def job_store(self) -> JobStore:
+        """Where batch jobs are recorded (see :mod:`forge.jobs`).
+
+        Default: ``$FORGE_JOB_STORE`` (a path, ``sqlite:///path`` or ``redis://...``),
+        else the SQLite file ``$XDG_DATA_HOME/forge/jobs.sqlite3``. Assign a
+        store (e.g. a :class:`~forge.jobs.RedisJobStore` shared by several hosts)
+        before the first batch; the registry closes only a store it opened.
+        """
+        store: JobStore | None = getattr(self, "_job_store", None)
+        if store is None:
+            from forge.jobs import open_job_store
+
+            store = open_job_store()
+            self._job_store = store
+            self._owns_job_store = True
+        return store
+
+    @job_store.setter
+    def job_store(self, store: JobStore) -> None:
+        self._job_store = store
+        self._owns_job_store = False
+
+    def batch_processor(self, model: str, *, poll: PollSchedule | None = None) -> BatchProcessor:
+        """A :class:`~forge.batch.BatchProcessor` for ``model``, on this registry's job store."""
+        from forge.batch import BatchProcessor, batch_provider_for
+
+        llm = self.get_llm(model)
+        return BatchProcessor(
+            llm,
+            batch_provider=batch_provider_for(llm.provider),
+            store=self.job_store,
+            clock=self._clock,
+            sleep=self._sleep,
+            poll=poll,
+        )
+
+    async def batch_invoke(
+        self,
+        model: str,
+        prompts: Sequence[Prompt | Request],
+        *,
+        mode: BatchMode = "auto",
+        max_concurrent: int = 16,
+        on_progress: ProgressHandler | None = None,
+        max_wait: float | None = None,
+        poll: PollSchedule | None = None,
+        **params: object,
+    ) -> list[Response | ForgeError]:
+        """Run every prompt; return one result per prompt, in order: the Response or that item's error.
+
+        ``mode``: ``"batch_api"`` (the provider's batch API, half price, results
+        within 24 h; the job is recorded in :attr:`job_store` first, so
+        :meth:`batch_resume` can finish it after a restart), ``"concurrent"``
+        (ordinary calls, at most ``max_concurrent`` in flight, paced by the
+        provider's rate limiter, retried per item) or ``"auto"`` (the batch API
+        when the provider has one and ``max_wait`` is None or at least 24 h).
+        ``on_progress`` (sync or async) receives a :class:`~forge.batch.BatchProgress`.
+        ``max_wait`` (seconds) cancels a provider batch still running after that
+        long. ``params`` are request parameters for every prompt (``max_tokens``...).
+
+        ::
+
+            results = await reg.batch_invoke("openai:gpt-4o-mini", ["Hi", "Hello"], max_tokens=50)
+            for r in results:
+                print(r.text if isinstance(r, forge.Response) else f"failed: {r}")
+
+        Raises:
+            TypeError / ValueError: a bad prompt or parameter (nothing was sent).
+            ConfigError: ``mode="batch_api"`` for a provider without a batch API.
+        """
+        processor = self.batch_processor(model, poll=poll)
+        requests = processor.requests(prompts, params)
+        return await processor.run(
+            requests, mode=mode, max_concurrent=max_concurrent, on_progress=on_progress, max_wait=max_wait
+        )
+
+    async def batch_submit(
+        self, model: str, prompts: Sequence[Prompt | Request], **params: object
+    ) -> BatchJob:
+        """Record and submit a provider batch, and return its job at once (``job.id`` resumes it).
+
+        Raises:
+            ConfigError: the provider has no batch API (use :meth:`batch_invoke`).
+        """
+        processor = self.batch_processor(model)
+        return await processor.submit(processor.requests(prompts, params))
+
+    async def batch_job(self, job_id: str) -> BatchJob:
+        """The job as recorded in :attr:`job_store`.
+
+        Raises:
+            BatchError: code ``unknown_job``.
+        """
+        job = await self.job_store.get(job_id)
+        if job is None:
+            raise BatchError(
+                f"No batch job {job_id!r} in {self.job_store!r}; is FORGE_JOB_STORE the store it was "
+                "submitted with?",
+                code="unknown_job", job_id=job_id,
+            )
+        return job
+
+    async def batch_resume(
+        self,
+        job_id: str,
+        *,
+        on_progress: ProgressHandler | None = None,
+        max_wait: float | None = None,
+        poll: PollSchedule | None = None,
+    ) -> list[Response | ForgeError]:
+        """Finish a recorded job (in this or any other process) and return its results, in input order.
+
+        Never submits a job twice: a job whose submission was interrupted is
+        looked up at the provider first. A finished job's results come from the store.
+        """
+        job = await self.batch_job(job_id)
+        processor = self.batch_processor(f"{job.provider}:{job.model}", poll=poll)
+        return await processor.resume(job, on_progress=on_progress, max_wait=max_wait)
+
+    async def batch_status(self, job_id: str) -> BatchStatus | None:
+        """The provider's view of a job's batch (None before submission or once the job is done)."""
+        job = await self.batch_job(job_id)
+        return await self.batch_processor(f"{job.provider}:{job.model}").status(job)
+
+    async def batch_cancel(self, job_id: str) -> BatchJob:
+        """Cancel a job's provider batch; :meth:`batch_resume` then returns what finished before it."""
+        job = await self.batch_job(job_id)
+        return await self.batch_processor(f"{job.provider}:{job.model}").cancel(job)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def aclose(self) -> None:
         """Close every vendor client this registry created."""
         self._closed = True
+        if getattr(self, "_owns_job_store", False):
+            await self._job_store.aclose()
         providers, self._providers = list(self._providers.values()), {}
         self._llms.clear()
         for provider in providers:

@@ -384,9 +384,10 @@ class GoogleDialect(Dialect):
             meta["endTime"] = rfc3339(job.ended_wall)
         operation: JsonBody = {"name": job.id, "metadata": meta}
         if job.results is not None:
+            operation["done"] = True
+        if job.state == "completed":  # a cancelled batch has no output
             output = {"inlinedResponses": {"inlinedResponses": self._inlined(job)}}
             meta["output"] = output
-            operation["done"] = True
             operation["response"] = {
                 "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
                 **output,

@@ -1,0 +1,180 @@
+"""OpenAI Batch API (``/v1/batches``) behind :class:`~forge.types.BatchProvider`.
+
+One JSONL line per request (``{"custom_id", "method": "POST", "url":
+"/v1/chat/completions", "body"}``, the body built by the chat adapter's own
+request mapping) is uploaded with ``files.create(purpose="batch")``, then
+``batches.create(completion_window="24h", metadata={"forge_job": marker})``.
+Results come from the output file (replies) and the error file (per-item
+errors), matched by ``custom_id``; each reply body goes through the chat
+adapter's response mapping. Everything uses the adapter's own client (vendor
+retries off); forge retries above.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from forge.errors import BatchError, ForgeError
+from forge.providers._common import error_for_status, headers_dict, parse_retry_after
+from forge.providers.openai import OpenAIProvider, _params, _response
+from forge.types import BatchState, BatchStatus, Request, Response
+
+__all__ = ["OpenAIBatch", "batch_line", "parse_result_line"]
+
+_MARKER_KEY = "forge_job"
+_UNRUN = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
+_STATES: dict[str, BatchState] = {
+    "validating": "running",
+    "in_progress": "running",
+    "finalizing": "running",
+    "completed": "completed",
+    "failed": "failed",
+    "expired": "expired",
+    "cancelling": "cancelling",
+    "cancelled": "cancelled",
+}
+
+
+def batch_line(custom_id: str, request: Request) -> dict[str, Any]:
+    """The JSONL input line for one request (``extra`` merged into the body, as the adapter sends it)."""
+    body = _params(request)
+    extra = body.pop("extra_body", None)
+    if extra:
+        body.update(extra)
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def parse_result_line(line: Mapping[str, Any], model: str) -> tuple[str, Response | ForgeError]:
+    """``(custom_id, reply or error)`` from one line of an output or error file."""
+    custom_id = str(line.get("custom_id", ""))
+    response = line.get("response") or {}
+    status = response.get("status_code")
+    body = response.get("body")
+    if status == 200 and isinstance(body, Mapping):
+        try:
+            return custom_id, _response(body, str(body.get("model") or model))
+        except ForgeError as exc:
+            return custom_id, exc
+    error = line.get("error") or (body.get("error") if isinstance(body, Mapping) else None) or {}
+    if not isinstance(error, Mapping):
+        error = {"message": str(error)}
+    message = error.get("message") or f"the batch item failed (status {status})"
+    code = error.get("code") or error.get("type")
+    if code in _UNRUN:  # the batch ended (cancelled, expired) before this item ran
+        return custom_id, BatchError(f"openai said: {message}", code=_UNRUN[code], provider="openai",
+                                     model=model)
+    return custom_id, error_for_status(
+        status if isinstance(status, int) else None,
+        f"openai said: {message}",
+        provider="openai",
+        model=model,
+        code=str(code) if code else None,
+        request_id=response.get("request_id"),
+    )
+
+
+class OpenAIBatch:
+    """The OpenAI Batch API over an :class:`~forge.providers.openai.OpenAIProvider`'s client."""
+
+    name = "openai"
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        self._provider = provider
+        self._client = provider._client
+
+    def _error(self, exc: Exception) -> ForgeError:
+        return self._provider.classify(exc)
+
+    async def submit(self, requests: Sequence[tuple[str, Request]], *, marker: str) -> str:
+        """Upload the JSONL file and create the batch; returns its id (``batch_...``)."""
+        data = b"".join(
+            json.dumps(batch_line(cid, r), separators=(",", ":")).encode() + b"\n" for cid, r in requests
+        )
+        try:
+            uploaded = await self._client.files.create(
+                file=(f"forge-{marker}.jsonl", data, "application/jsonl"), purpose="batch"
+            )
+            batch = await self._client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={_MARKER_KEY: marker},
+            )
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return batch.id
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        try:
+            raw = await self._client.batches.with_raw_response.retrieve(batch_id)
+            batch = raw.parse()
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return _status(batch, parse_retry_after(headers_dict(raw.headers)))
+
+    async def results(self, batch_id: str, custom_ids: Sequence[str]) -> Mapping[str, Response | ForgeError]:
+        """Replies from the output file and errors from the error file, by custom id."""
+        try:
+            batch = await self._client.batches.retrieve(batch_id)
+            out: dict[str, Response | ForgeError] = {}
+            model = batch.model or ""
+            for file_id in (batch.output_file_id, batch.error_file_id):
+                if not file_id:
+                    continue
+                content = await self._client.files.content(file_id)
+                for text in content.text.splitlines():
+                    if text.strip():
+                        custom_id, result = parse_result_line(json.loads(text), model)
+                        out[custom_id] = result
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return out
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        try:
+            batch = await self._client.batches.cancel(batch_id)
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return _status(batch, None)
+
+    async def find(self, marker: str, *, count: int, created_after: float) -> str | None:
+        """The newest batch whose metadata carries ``marker`` (batches are listed newest first)."""
+        try:
+            async for batch in self._client.batches.list(limit=100):
+                if (batch.metadata or {}).get(_MARKER_KEY) == marker:
+                    return batch.id
+                if batch.created_at < created_after:
+                    return None
+        except ForgeError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return None
+
+
+def _status(batch: Any, retry_after: float | None) -> BatchStatus:
+    counts = batch.request_counts
+    message = None
+    errors = batch.errors
+    if errors is not None and errors.data:
+        message = "; ".join(str(e.message or e.code) for e in errors.data)
+    return BatchStatus(
+        id=batch.id,
+        state=_STATES.get(batch.status, "running"),
+        total=counts.total if counts else 0,
+        succeeded=counts.completed if counts else 0,
+        failed=counts.failed if counts else 0,
+        message=message,
+        retry_after=retry_after,
+        raw=batch,
+    )

@@ -51,7 +51,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:Depre
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL = SHARED / "cassettes-real"
 
-_RESPONSES = "OpenAI Responses API (/v1/responses): not covered yet (forge speaks Chat Completions)"
+_RESPONSES_OTHER = "OpenAI Responses API beyond creating a response (retrieve, cancel, input items): not covered"
 _OPENAI_BATCH = "OpenAI Files + Batch API (/v1/files, /v1/batches): batch processing is not built yet"
 _ANTHROPIC_BATCH = "Anthropic Message Batches API (/v1/messages/batches): batch processing is not built yet"
 _GEMINI_BATCH = "Gemini Batch API (:batchGenerateContent, batches/): batch processing is not built yet"
@@ -64,8 +64,6 @@ _NOT_A_CASSETTE = "not a vcrpy cassette (a data file)"
 _NOT_PROVIDER = "not a provider API call (e.g. a pricing table download)"
 
 EXPECTED_GAPS: dict[str, str] = {
-    "openai/responses-nonstream-basic-gzip.yaml": _RESPONSES,
-    "openai/responses-stream-basic.yaml": _RESPONSES,
     "openai/batch-full-flow-gzip.yaml": _OPENAI_BATCH,
     "openai/batch-submit.yaml": _OPENAI_BATCH,
     "anthropic/batch-create-poll-results-gzip.yaml": _ANTHROPIC_BATCH,
@@ -142,8 +140,11 @@ def classify(index: int, item: Mapping[str, Any]) -> Call | str:
 
     if method == "POST" and path.endswith("/chat/completions"):
         return call("openai", sent.get("model", "gpt-4o-mini"), bool(sent.get("stream")))
+    if method == "POST" and path == "/v1/responses":
+        stream = bool(sent.get("stream"))
+        return call("openai", sent.get("model", "gpt-4o-mini"), stream, options={"api": "responses"})
     if path.startswith("/v1/responses"):
-        return _RESPONSES
+        return _RESPONSES_OTHER
     if path.startswith("/v1/files") or path.startswith("/v1/batches"):
         return _OPENAI_BATCH
     if path.startswith("/v1/messages/batches"):
@@ -299,6 +300,51 @@ def expected_openai(call: Call) -> Expected:
     return Expected("".join(text), finish or "stop", usage, calls)
 
 
+def _responses_outcome(data: Mapping[str, Any]) -> Expected:
+    """A Responses API ``response`` object: output items, status and usage."""
+    texts, refusals, calls = [], [], []
+    for item in data.get("output") or ():
+        if item.get("type") == "message":
+            for part in item.get("content") or ():
+                if part.get("type") == "output_text":
+                    texts.append(part.get("text") or "")
+                elif part.get("type") == "refusal":
+                    refusals.append(part.get("refusal") or "")
+        elif item.get("type") == "function_call":
+            calls.append((item.get("name") or "", _args(item.get("arguments"))))
+    if data.get("status") == "incomplete":
+        reason = (data.get("incomplete_details") or {}).get("reason")
+        finish = "content_filter" if reason == "content_filter" else "length"
+    elif refusals and not texts:
+        finish = "content_filter"
+    else:
+        finish = "tool_calls" if calls else "stop"
+    u = data.get("usage") or {}
+    usage = forge.Usage(
+        input_tokens=u.get("input_tokens") or 0,
+        output_tokens=u.get("output_tokens") or 0,
+        cached_input_tokens=(u.get("input_tokens_details") or {}).get("cached_tokens") or 0,
+        cache_write_tokens=(u.get("input_tokens_details") or {}).get("cache_write_tokens") or 0,
+        reasoning_tokens=(u.get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
+    )
+    return Expected("".join(texts) or "".join(refusals), finish, usage, calls)
+
+
+def expected_openai_responses(call: Call) -> Expected:
+    if not call.stream:
+        return _responses_outcome(call.json())
+    deltas, final = [], None
+    for event in _sse_data(call.text()):
+        if event.get("type") == "response.output_text.delta":
+            deltas.append(event.get("delta") or "")
+        elif event.get("type") in ("response.completed", "response.incomplete"):
+            final = event.get("response") or {}
+    assert final is not None, f"call {call.index}: the recorded stream has no response.completed"
+    outcome = _responses_outcome(final)
+    outcome.text = "".join(deltas)
+    return outcome
+
+
 def _anthropic_usage(start: Mapping[str, Any], latest: Mapping[str, Any]) -> forge.Usage:
     def pick(name: str) -> int:
         value = latest.get(name)
@@ -435,6 +481,8 @@ _EXPECTED: dict[str, Callable[[Call], Expected]] = {
 def expected(call: Call) -> Expected:
     if call.status >= 400:
         return Expected(error=expected_error(call))
+    if call.options.get("api") == "responses":
+        return expected_openai_responses(call)
     return _EXPECTED[call.provider](call)
 
 
@@ -450,7 +498,7 @@ def _same_alt(new: Any, recorded: Any) -> None:
 
 
 def _config(call: Call) -> forge.ForgeConfig | dict[str, object]:
-    section: dict[str, object] = {"retry": {"max_attempts": 1}}  # a recorded error is one answer, no retry
+    section: dict[str, object] = {"retry": {"max_attempts": 1}, **call.options}  # one answer: no retry
     if call.api_version:
         section["api_version"] = call.api_version
     return replay_config({"providers": {call.provider: section}})

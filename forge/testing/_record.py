@@ -17,7 +17,7 @@ connection cannot be recorded (vcrpy reads the whole body first).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from forge.config import ForgeConfig, RetryConfig
@@ -47,7 +47,9 @@ class Flow:
 
     ``run(registry, "provider:model")`` makes the calls; ``script`` is what the
     emulator does (each action fires once, in order); ``max_attempts`` is
-    forge's retry setting for the flow (1: an error surfaces as its class).
+    forge's retry setting for the flow (1: an error surfaces as its class);
+    ``settings`` go into the provider's config section (e.g. ``{"api":
+    "responses"}`` with ``providers=("openai",)`` for the Responses API).
     """
 
     name: str
@@ -56,6 +58,7 @@ class Flow:
     script: tuple[Fault | Reply, ...] = ()
     max_attempts: int = 1
     providers: tuple[str, ...] = PROVIDERS
+    settings: Mapping[str, object] = field(default_factory=dict)
 
 
 def invoke(prompt: str, **params: object) -> Run:
@@ -186,8 +189,9 @@ async def run_flow(
     attempts: object = {"max_attempts": flow.max_attempts}
     if isinstance(config, ForgeConfig):
         attempts = RetryConfig(max_attempts=flow.max_attempts)
-    retry = {name: {"retry": attempts} for name in PROVIDERS}
-    async with Registry(config=_with_providers(config, retry), sleep=_no_sleep) as registry:
+    sections: dict[str, dict[str, object]] = {name: {"retry": attempts} for name in PROVIDERS}
+    sections[provider].update(flow.settings)
+    async with Registry(config=_with_providers(config, sections), sleep=_no_sleep) as registry:
         try:
             result = await flow.run(registry, f"{provider}:{MODELS[provider]}")
         except ForgeError as exc:

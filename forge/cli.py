@@ -5,6 +5,7 @@
     forge demo                                  # stream from all four providers on the built-in emulator
     forge stream openai:gpt-4o-mini "Say hi"    # print a reply as it arrives, then its usage
     forge invoke anthropic:claude-haiku-4-5 "Say hi"
+    forge batch openai:gpt-4o-mini in.jsonl --out out.jsonl   # a batch at half price (or concurrent)
     forge emulator --port 8000                  # run the provider emulator in the foreground
 """
 
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from forge._batch_cli import add_batch_parser, run_batch
 from forge.errors import ConfigError, ForgeError
 
 __all__ = ["main"]
@@ -179,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     p_metrics = sub.add_parser("metrics", help="print a metrics snapshot as a table")
     p_metrics.add_argument("snapshot", nargs="?", help="a JSON file written from reg.metrics.snapshot()")
     p_metrics.add_argument("--demo", action="store_true", help="run a short workload on the emulator")
+    add_batch_parser(sub)
     p_emu = sub.add_parser("emulator", help="run the provider emulator until Ctrl-C")
     p_emu.add_argument("--host", default="127.0.0.1")
     p_emu.add_argument("--port", type=int, default=8000)
@@ -200,6 +203,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return asyncio.run(_demo(args, stream))
         if args.command == "metrics":
             return _metrics(args, stream)
+        if args.command == "batch":
+            return asyncio.run(run_batch(args, stream))
         if args.command == "emulator":
             return _emulator(args, stream)
     except ConfigError as exc:

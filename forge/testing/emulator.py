@@ -15,7 +15,8 @@ enough for the official async clients, with scriptable faults::
         assert emu.requests[-1].body["model"] == "gpt-small"
 
 Endpoints
-    OpenAI     ``POST /v1/chat/completions`` (JSON, SSE), ``GET /v1/models``
+    OpenAI     ``POST /v1/chat/completions`` (JSON, SSE), ``POST /v1/responses`` (the
+               Responses API: JSON, and SSE with its full typed event sequence), ``GET /v1/models``
     Anthropic  ``POST /v1/messages`` (JSON, SSE), ``POST /v1/messages/count_tokens``
     Gemini     ``POST /{v1,v1beta}/models/{m}:generateContent``, ``:streamGenerateContent``
                (``?alt=sse``; a streamed JSON array without it), ``:countTokens``
@@ -36,6 +37,26 @@ first 60 chars>"`` split into ``chunk_count`` nearly equal chunks; with
 ``chunk_size`` it is ``chunk_count`` chunks of exactly ``chunk_size``
 characters of filler words, generated lazily (10 MB+ streams are cheap).
 :class:`Reply` overrides either per rule.
+
+Tool calls and reasoning, by a rule on the request when no :class:`Reply`
+is scripted (``_emulator/tools.py``): a request that offers tools gets a call
+to the first tool (or the one ``tool_choice`` names; ``required`` forces a
+call, ``none`` forbids one) unless its last input is a tool result, which
+gets the text ``"Hello from the emulator (<provider>, <model>). The tool
+said: <result>"``. Arguments fill every required parameter from its schema
+(default, first enum value, ``"example"``, ``1``, ``true``...). A request
+that asks to see reasoning (Anthropic ``thinking``, Gemini
+``includeThoughts``, Ollama ``think``, a Responses ``reasoning.summary``)
+gets ``"Thinking about: <last user text>"`` first, with a signature; one
+that only turns reasoning on reports its tokens. ``Reply(tool_calls=...,
+reasoning=...)`` scripts both, invalid argument JSON included. Each vendor
+gets its own shapes: OpenAI ``delta.tool_calls`` fragments by index,
+Anthropic ``thinking`` / ``signature_delta`` / ``tool_use`` +
+``input_json_delta`` blocks, Gemini ``thought`` parts, ``thoughtSignature``
+and whole ``functionCall`` parts, Ollama ``message.thinking`` and
+``message.tool_calls``, Responses ``reasoning`` / ``function_call`` items.
+Tool-call arguments count as output tokens; reasoning tokens are output
+too (Gemini reports them apart, as ``thoughtsTokenCount``).
 
 Token accounting (no tokenizer):
     input tokens  = ceil(chars / 4) of all input text (system + messages;
@@ -94,6 +115,7 @@ from ._emulator.script import (
     resolve,
 )
 from ._emulator.text import tokens_for_chars
+from ._emulator.tools import plan_extras
 
 __all__ = ["Emulator", "EmulatorThread", "Fault", "RecordedRequest", "Reply", "Rule", "serve"]
 
@@ -503,7 +525,9 @@ class Emulator:
         call = dialect.parse_chat(req, match, body)
         if self._models is not None and call.model not in self._models:
             raise ApiError(ErrorSpec("not_found", 404))
-        reply = plan.reply or _DEFAULT_REPLY
+        extras, reply, reasoning_tokens = plan_extras(
+            dialect.name, call, plan.reply, call_prefix=dialect.call_id_prefix, next_id=self._ids.next
+        )
         chunks, planned = plan_chunks(dialect.name, call, reply, self._defaults)
         input_tokens = reply.input_tokens
         if input_tokens is None:
@@ -514,9 +538,9 @@ class Emulator:
             wait = None if admission.too_large else float(max(1, math.ceil(admission.retry_after)))
             raise ApiError(ErrorSpec("rate_limit", 429, retry_after=wait, admission=admission))
         usage = Usage(input_tokens, planned, reply.cached_tokens, reply.cache_write_tokens,
-                      reply.reasoning_tokens)
+                      reasoning_tokens)
         return await send_chat(conn, req, rec, dialect, call, plan, reply, chunks, usage, admission,
-                               req.keep_alive, self._coalesce)
+                               req.keep_alive, self._coalesce, extras)
 
 
 class EmulatorThread:

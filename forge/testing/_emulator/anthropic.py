@@ -9,13 +9,17 @@ from typing import ClassVar
 from urllib.parse import parse_qs
 
 from .base import (
+    NO_EXTRAS,
     ChatCall,
     Dialect,
+    EmulatedCall,
     ErrorSpec,
     JsonBody,
     JsonResponse,
+    ReplyExtras,
     Route,
     StreamRenderer,
+    ToolSpec,
     Usage,
     int_field,
     invalid,
@@ -25,6 +29,7 @@ from .batch import BatchItem, BatchJob, counts, jsonl, rfc3339
 from .http import HttpRequest
 from .limits import Admission, LimitState, rfc3339_in
 from .text import content_text, tokens_for_chars
+from .tools import split_arguments
 
 # (error.type, default message) per kind.
 _ERRORS: dict[str, tuple[str, str]] = {
@@ -87,14 +92,23 @@ def _event(name: bytes, data: bytes) -> bytes:
 
 
 class _MessageStream(StreamRenderer):
-    """message_start, content_block_start, ping, content_block_delta x N,
-    content_block_stop, message_delta, message_stop."""
+    """message_start, [a thinking block], content_block_start, ping, content_block_delta x N,
+    content_block_stop, [tool_use blocks], message_delta, message_stop."""
 
-    def __init__(self, message_id: str, call: ChatCall, usage: Usage, request_id: str) -> None:
+    def __init__(
+        self, message_id: str, call: ChatCall, usage: Usage, request_id: str, extras: ReplyExtras = NO_EXTRAS
+    ) -> None:
         self._message_id = message_id
         self._model = call.model
         self._usage = usage
         self._request_id = request_id
+        self._extras = extras
+        self._text_index = 1 if extras.reasoning else 0
+        self._prefix = (
+            b"event: content_block_delta\n"
+            b'data: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":'
+            % self._text_index
+        )
 
     def head(self) -> list[bytes]:
         message: JsonBody = {
@@ -107,36 +121,102 @@ class _MessageStream(StreamRenderer):
             "stop_sequence": None,
             "usage": _full_usage(self._usage, 1),
         }
-        return [
-            _event(b"message_start", _dumps({"type": "message_start", "message": message})),
-            _event(b"content_block_start",
-                   b'{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
-            _event(b"ping", b'{"type": "ping"}'),
-        ]
+        events = [_event(b"message_start", _dumps({"type": "message_start", "message": message}))]
+        extras = self._extras
+        if extras.reasoning:
+            start = {"type": "content_block_start", "index": 0,
+                     "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+            events.append(_event(b"content_block_start", _dumps(start)))
+            for piece in extras.reasoning:
+                delta = {"type": "content_block_delta", "index": 0,
+                         "delta": {"type": "thinking_delta", "thinking": piece}}
+                events.append(_event(b"content_block_delta", _dumps(delta)))
+            signature = {"type": "content_block_delta", "index": 0,
+                         "delta": {"type": "signature_delta", "signature": extras.signature or ""}}
+            events.append(_event(b"content_block_delta", _dumps(signature)))
+            events.append(_event(b"content_block_stop", b'{"type":"content_block_stop","index":0}'))
+        if extras.has_text:
+            events.append(_event(b"content_block_start", b'{"type":"content_block_start","index":%d,'
+                                 b'"content_block":{"type":"text","text":""}}' % self._text_index))
+        events.append(_event(b"ping", b'{"type": "ping"}'))
+        return events
 
-    _PREFIX = (
-        b"event: content_block_delta\n"
-        b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
-    )
     _SUFFIX = b"}}\n\n"
 
     def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
-        return self._PREFIX + text_json + self._SUFFIX
+        return self._prefix + text_json + self._SUFFIX
 
     def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": finish, "stop_sequence": None},
-            "usage": {**_usage_fields(usage), "output_tokens": usage.output_tokens},
+            "usage": {**_usage_fields(usage), "output_tokens": usage.output_tokens + usage.reasoning_tokens},
         }
-        return [
-            _event(b"content_block_stop", b'{"type":"content_block_stop","index":0}'),
+        events: list[bytes] = []
+        index = self._text_index
+        if self._extras.has_text:
+            events.append(_event(b"content_block_stop", b'{"type":"content_block_stop","index":%d}' % index))
+            index += 1
+        if finish != "max_tokens":
+            for call in self._extras.calls:
+                events += _tool_use_events(index, call)
+                index += 1
+        events += [
             _event(b"message_delta", _dumps(delta)),
             _event(b"message_stop", b'{"type":"message_stop"}'),
         ]
+        return events
 
     def error_event(self, spec: ErrorSpec) -> bytes:
         return _event(b"error", _dumps(AnthropicDialect.error_body(spec, self._model, self._request_id)))
+
+
+def _tool_use_events(index: int, call: EmulatedCall) -> list[bytes]:
+    """A streamed ``tool_use`` block: start with empty input, ``input_json_delta`` fragments, stop."""
+    start = {"type": "content_block_start", "index": index,
+             "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}}
+    events = [_event(b"content_block_start", _dumps(start))]
+    for piece in split_arguments(call.arguments):
+        delta = {"type": "content_block_delta", "index": index,
+                 "delta": {"type": "input_json_delta", "partial_json": piece}}
+        events.append(_event(b"content_block_delta", _dumps(delta)))
+    events.append(_event(b"content_block_stop", b'{"type":"content_block_stop","index":%d}' % index))
+    return events
+
+
+def _tool_input(arguments: str) -> object:
+    """A ``tool_use`` block's ``input`` (an object; scripted arguments that are not one give ``{}``)."""
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tools_and_choice(body: JsonBody) -> tuple[tuple[ToolSpec, ...], str | None]:
+    tools = tuple(
+        ToolSpec(t["name"], schema if isinstance(schema := t.get("input_schema"), dict) else {})
+        for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("name"), str)
+    )
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict):
+        return tools, None
+    kind = choice.get("type")
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        return tools, choice["name"]
+    return tools, {"any": "required"}.get(str(kind), kind if isinstance(kind, str) else None)
+
+
+def _tool_results(messages: object) -> str | None:
+    """The text of the last message's ``tool_result`` blocks, if it is a tool-result turn."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    last = messages[-1]
+    content = last.get("content")
+    if last.get("role") != "user" or not isinstance(content, list):
+        return None
+    results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+    return "\n".join(content_text(b.get("content")) for b in results) if results else None
 
 
 class AnthropicDialect(Dialect):
@@ -144,6 +224,7 @@ class AnthropicDialect(Dialect):
     finish_reasons: ClassVar[dict[str, str]] = {
         "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
     }
+    call_id_prefix = "toolu_emu"
 
     def routes(self) -> list[Route]:
         return [
@@ -182,23 +263,40 @@ class AnthropicDialect(Dialect):
         if max_tokens is None:
             raise invalid("max_tokens: Field required")
         chars, last_user = self._input(body)
+        tools, choice = _tools_and_choice(body)
+        result = _tool_results(body.get("messages"))
+        thinking = body.get("thinking")
+        thinks = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
         return ChatCall(model=model, stream=body.get("stream") is True, max_tokens=max_tokens,
-                        input_chars=chars, last_user_text=last_user)
+                        input_chars=chars, last_user_text=last_user, tools=tools, tool_choice=choice,
+                        after_tool=result is not None, tool_result_text=result or "", reasoning=thinks,
+                        show_reasoning=thinks and isinstance(thinking, dict)
+                        and thinking.get("display") != "omitted")
 
-    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
+    def completion(
+        self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
+    ) -> bytes:
+        content: list[JsonBody] = []
+        if extras.reasoning:
+            content.append({"type": "thinking", "thinking": "".join(extras.reasoning),
+                            "signature": extras.signature or ""})
+        if text:
+            content.append({"type": "text", "text": text})
+        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
+                    for c in extras.calls]
         return _dumps({
             "model": call.model,
             "id": f"msg_emu{self.ids.next():020d}",
             "type": "message",
             "role": "assistant",
-            "content": [{"type": "text", "text": text}] if text else [],
+            "content": content,
             "stop_reason": finish,
             "stop_sequence": None,
-            "usage": _full_usage(usage, usage.output_tokens),
+            "usage": _full_usage(usage, usage.output_tokens + usage.reasoning_tokens),
         })
 
-    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
-        return _MessageStream(f"msg_emu{self.ids.next():020d}", call, usage, self._request_id())
+    def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
+        return _MessageStream(f"msg_emu{self.ids.next():020d}", call, usage, self._request_id(), extras)
 
     @staticmethod
     def error_body(spec: ErrorSpec, model: str | None, request_id: str) -> JsonBody:

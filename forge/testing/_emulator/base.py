@@ -76,6 +76,47 @@ class ChatCall:
     last_user_text: str
     include_usage: bool = False  # OpenAI stream_options.include_usage
     sse: bool = True  # Gemini: alt=sse (else a streamed JSON array)
+    tools: tuple[ToolSpec, ...] = ()  # the functions the request offers, in order
+    tool_choice: str | None = None  # "auto" | "none" | "required" | a tool name (None: not sent)
+    after_tool: bool = False  # the last input is a tool result
+    tool_result_text: str = ""  # that result's text
+    reasoning: bool = False  # the request turns reasoning on (reasoning tokens are reported)
+    show_reasoning: bool = False  # ... and asks to see it (thinking / thought summaries)
+    api: str = "chat"  # OpenAI: "chat" (Chat Completions) or "responses"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function a request offers the model: its name and JSON-schema parameters."""
+
+    name: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatedCall:
+    """A tool call the emulated model makes; ``arguments`` is the JSON text it "wrote"."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyExtras:
+    """What a reply carries beside its text: reasoning pieces, a signature, tool calls.
+
+    Renderers put reasoning before the answer text and tool calls after it;
+    ``has_text`` False means the answer has no text at all (tool calls only).
+    """
+
+    reasoning: tuple[str, ...] = ()
+    signature: str | None = None
+    calls: tuple[EmulatedCall, ...] = ()
+    has_text: bool = True
+
+
+NO_EXTRAS = ReplyExtras()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +206,7 @@ class Dialect(ABC):
 
     name: ClassVar[str]
     finish_reasons: ClassVar[dict[str, str]]  # normalized -> vendor
+    call_id_prefix: ClassVar[str] = "call_emu"  # ids of generated tool calls ("" : the vendor sends none)
     # The emulator's batch jobs and uploaded files (set by the Emulator), for the batch endpoints.
     batches: BatchQueue
 
@@ -185,12 +227,19 @@ class Dialect(ABC):
         """Read a chat request; raise :class:`ApiError` for what the vendor would reject."""
 
     @abstractmethod
-    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
-        """The JSON body of a non-streamed completion."""
+    def completion(
+        self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
+    ) -> bytes:
+        """The JSON body of a non-streamed completion (with ``extras``' reasoning and tool calls)."""
 
     @abstractmethod
-    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
-        """A renderer for one streamed completion (``usage.output_tokens`` unknown yet)."""
+    def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
+        """A renderer for one streamed completion (``usage.output_tokens`` unknown yet).
+
+        The renderer emits ``extras``' reasoning in :meth:`StreamRenderer.head`
+        and its tool calls in :meth:`StreamRenderer.tail` (unless the finish is
+        the vendor's length reason: a reply cut short makes no calls).
+        """
 
     @abstractmethod
     def error(self, spec: ErrorSpec, model: str | None, req: HttpRequest | None = None) -> JsonResponse:

@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from .base import ChatCall, Dialect, ErrorKind, ErrorSpec, JsonResponse, StreamRenderer, Usage
+from .base import (
+    NO_EXTRAS,
+    ChatCall,
+    Dialect,
+    ErrorKind,
+    ErrorSpec,
+    JsonResponse,
+    ReplyExtras,
+    StreamRenderer,
+    Usage,
+)
 from .http import LAST_CHUNK, Connection, HttpRequest, frame, response_head
 from .limits import Admission, LimitState, unlimited
 from .script import Fault, Plan, RecordedRequest, Reply
@@ -91,6 +101,10 @@ def plan_chunks(
     return chunks, sum(chunk_tokens(c) for c in chunks)
 
 
+def _call_tokens(extras: ReplyExtras) -> int:
+    return sum(chunk_tokens(c.arguments) for c in extras.calls)
+
+
 async def send_json(conn: Connection, rec: RecordedRequest, resp: JsonResponse, keep_alive: bool) -> None:
     rec.status = resp.status
     head = response_head(resp.status, (("content-type", resp.content_type), *resp.headers),
@@ -130,8 +144,13 @@ async def send_chat(
     admission: Admission,
     keep_alive: bool,
     coalesce: bool = False,
+    extras: ReplyExtras = NO_EXTRAS,
 ) -> bool:
-    """Answer a chat call; returns whether the connection stays usable."""
+    """Answer a chat call; returns whether the connection stays usable.
+
+    ``extras`` (reasoning, tool calls) go to the dialect; a reply cut short by
+    max tokens makes no tool calls. Tool-call arguments count as output tokens.
+    """
     headers = dialect.success_headers(admission)
     if reply.headers:
         headers += [(k.lower(), v) for k, v in reply.headers.items()]
@@ -140,14 +159,17 @@ async def send_chat(
     interrupt = plan.interrupt
     if call.stream:
         return await _stream(conn, rec, dialect, call, plan, reply, chunks, usage, headers,
-                             finish_ok, finish_cut, keep_alive, coalesce)
+                             finish_ok, finish_cut, keep_alive, coalesce, extras)
     if interrupt is not None and interrupt.kind == "stream_error":
         spec = fault_spec(interrupt, dialect.name, admission)
         await send_json(conn, rec, dialect.error(spec, call.model, req), keep_alive)
         return keep_alive
     texts, out, cut = _limited(chunks, call.max_tokens)
+    if cut and extras.calls:
+        extras = replace(extras, calls=())
+    out += _call_tokens(extras)
     usage = replace(usage, output_tokens=out if reply.output_tokens is None else reply.output_tokens)
-    body = dialect.completion(call, "".join(texts), finish_cut if cut else finish_ok, usage)
+    body = dialect.completion(call, "".join(texts), finish_cut if cut else finish_ok, usage, extras)
     resp = JsonResponse(200, body, tuple(headers), "application/json")
     if interrupt is not None:  # drop_after: cut the body half-way
         rec.status = 200
@@ -176,8 +198,9 @@ async def _stream(
     finish_cut: str,
     keep_alive: bool,
     coalesce: bool,
+    extras: ReplyExtras,
 ) -> bool:
-    renderer: StreamRenderer = dialect.stream(call, usage)
+    renderer: StreamRenderer = dialect.stream(call, usage, extras)
     rec.status = 200
     pending_head = [response_head(
         200,
@@ -257,6 +280,8 @@ async def _stream(
                 return False
             add(renderer.error_event(fault_spec(interrupt, dialect.name, unlimited(0))))
         else:
+            if not cut:
+                out += _call_tokens(extras)
             final = replace(usage, output_tokens=out if reply.output_tokens is None else reply.output_tokens)
             for event in renderer.tail(finish_cut if cut else finish_ok, final, emitted):
                 add(event)

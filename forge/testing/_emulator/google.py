@@ -7,17 +7,20 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from .base import (
+    NO_EXTRAS,
     ChatCall,
     Dialect,
     ErrorSpec,
     JsonBody,
     JsonResponse,
+    ReplyExtras,
     Route,
     StreamRenderer,
+    ToolSpec,
     Usage,
     invalid,
 )
@@ -117,9 +120,15 @@ def _usage(usage: Usage, output_tokens: int) -> JsonBody:
 
 class _GenerateStream(StreamRenderer):
     """One GenerateContentResponse per chunk, each with running-total usage;
-    ``finishReason`` on the last. SSE events end in CRLF CRLF."""
+    ``finishReason`` on the last. SSE events end in CRLF CRLF.
 
-    def __init__(self, call: ChatCall, usage: Usage, response_id: str) -> None:
+    Thought parts (``thought: true``) come first, one chunk each; the first
+    answer part carries the ``thoughtSignature``; function calls come whole,
+    in one last chunk that has the finish reason."""
+
+    def __init__(
+        self, call: ChatCall, usage: Usage, response_id: str, extras: ReplyExtras = NO_EXTRAS
+    ) -> None:
         self.sse = call.sse
         self._usage = usage
         self._prompt = usage.input_tokens
@@ -135,6 +144,12 @@ class _GenerateStream(StreamRenderer):
             encode_json_str(call.model).encode(), encode_json_str(response_id).encode())
         self._first = True
         self.content_type = "text/event-stream" if self.sse else _JSON
+        self._extras = extras
+        self._finished = False
+        # The signature rides on the first answer part: the first call when there are calls.
+        self._sig = b""
+        if extras.signature and not extras.calls:
+            self._sig = b',"thoughtSignature":%s' % encode_json_str(extras.signature).encode()
 
     def _frame(self, body: bytes) -> bytes:
         if self.sse:
@@ -144,21 +159,45 @@ class _GenerateStream(StreamRenderer):
             return b"[" + body
         return b"\n,\r\n" + body
 
-    def head(self) -> list[bytes]:
-        return []
-
-    def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
-        fin = b'"finishReason":"%s",' % finish.encode() if finish else b""
+    def _event(self, parts: list[JsonBody], output_tokens: int, finish: str | None) -> bytes:
+        candidate: JsonBody = {"content": {"parts": parts, "role": "model"}}
+        if finish:
+            candidate["finishReason"] = finish
+            self._finished = True
+        candidate["index"] = 0
         body = (
-            b'{"candidates":[{"content":{"parts":[{"text":%s}],"role":"model"},%b"index":0}],'
-            b'"usageMetadata":{"promptTokenCount":%d,"candidatesTokenCount":%d,"totalTokenCount":%d%b}%b'
-            % (text_json, fin, self._prompt, output_tokens, self._prompt + output_tokens + self._thoughts,
+            b'{"candidates":[%b],"usageMetadata":{"promptTokenCount":%d,"candidatesTokenCount":%d,'
+            b'"totalTokenCount":%d%b}%b'
+            % (_dumps(candidate), self._prompt, output_tokens, self._prompt + output_tokens + self._thoughts,
                self._usage_extra, self._trailer)
         )
         return self._frame(body)
 
+    def head(self) -> list[bytes]:
+        return [self._event([{"text": piece, "thought": True}], 0, None) for piece in self._extras.reasoning]
+
+    def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
+        if finish:
+            if self._extras.calls and finish != "MAX_TOKENS":
+                finish = None  # the calls come after the text, with the finish reason
+            else:
+                self._finished = True
+        fin = b'"finishReason":"%s",' % finish.encode() if finish else b""
+        sig, self._sig = self._sig, b""
+        total = self._prompt + output_tokens + self._thoughts
+        body = (
+            b'{"candidates":[{"content":{"parts":[{"text":%s%b}],"role":"model"},%b"index":0}],'
+            b'"usageMetadata":{"promptTokenCount":%d,"candidatesTokenCount":%d,"totalTokenCount":%d%b}%b'
+            % (text_json, sig, fin, self._prompt, output_tokens, total, self._usage_extra, self._trailer)
+        )
+        return self._frame(body)
+
     def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
-        events = [] if emitted else [self.chunk(b'""', usage.output_tokens, finish)]
+        events: list[bytes] = []
+        if self._extras.calls and finish != "MAX_TOKENS":
+            events.append(self._event(_call_parts(self._extras), usage.output_tokens, finish))
+        elif not self._finished:
+            events.append(self.chunk(b'""', usage.output_tokens, finish))
         if not self.sse:
             events.append(b"]")
         return events
@@ -167,11 +206,75 @@ class _GenerateStream(StreamRenderer):
         return self._frame(_dumps(GoogleDialect.error_body(spec, None, "v1")))
 
 
+def _call_parts(extras: ReplyExtras) -> list[JsonBody]:
+    """One ``functionCall`` part per call (``args`` an object; scripted non-object JSON as text)."""
+    parts: list[JsonBody] = []
+    for call in extras.calls:
+        try:
+            args: object = json.loads(call.arguments) if call.arguments else {}
+        except ValueError:
+            args = call.arguments
+        function: JsonBody = {"name": call.name, "args": args}
+        if call.id:
+            function["id"] = call.id
+        part: JsonBody = {"functionCall": function}
+        if not parts and extras.signature:
+            part["thoughtSignature"] = extras.signature
+        parts.append(part)
+    return parts
+
+
+def _tools_and_choice(body: JsonBody) -> tuple[tuple[ToolSpec, ...], str | None]:
+    tools: list[ToolSpec] = []
+    for tool in body.get("tools") or ():
+        if not isinstance(tool, dict):
+            continue
+        declared = _field(tool, "functionDeclarations", "function_declarations")
+        for fn in declared if isinstance(declared, list) else ():
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                continue
+            schema = _field(fn, "parametersJsonSchema", "parameters_json_schema") or fn.get("parameters")
+            tools.append(ToolSpec(fn["name"], schema if isinstance(schema, dict) else {}))
+    config = _field(body, "toolConfig", "tool_config")
+    calling = None
+    if isinstance(config, dict):
+        calling = _field(config, "functionCallingConfig", "function_calling_config")
+    if not isinstance(calling, dict):
+        return tuple(tools), None
+    mode = str(calling.get("mode") or "AUTO").upper()
+    allowed = _field(calling, "allowedFunctionNames", "allowed_function_names")
+    if mode == "ANY" and isinstance(allowed, list) and len(allowed) == 1 and isinstance(allowed[0], str):
+        return tuple(tools), allowed[0]
+    return tuple(tools), {"ANY": "required", "NONE": "none"}.get(mode, "auto")
+
+
+def _function_responses(contents: list[Any]) -> str | None:
+    """The last turn's ``functionResponse`` parts as JSON text, if it is a tool-result turn."""
+    last = contents[-1] if contents and isinstance(contents[-1], dict) else {}
+    parts = last.get("parts")
+    responses = [_field(p, "functionResponse", "function_response")
+                 for p in (parts if isinstance(parts, list) else ()) if isinstance(p, dict)]
+    found = [r.get("response") for r in responses if isinstance(r, dict)]
+    return "\n".join(json.dumps(r) for r in found) if found else None
+
+
+def _thinking(config: object) -> tuple[bool, bool]:
+    """(reasoning on, thoughts shown) from ``generationConfig.thinkingConfig``."""
+    thinking = _field(config, "thinkingConfig", "thinking_config") if isinstance(config, dict) else None
+    if not isinstance(thinking, dict):
+        return False, False
+    budget = _field(thinking, "thinkingBudget", "thinking_budget")
+    shown = _field(thinking, "includeThoughts", "include_thoughts") is True
+    on = budget != 0 and (shown or budget is not None or _field(thinking, "thinkingLevel", "thinking_level"))
+    return bool(on), bool(on) and shown
+
+
 class GoogleDialect(Dialect):
     name = "google"
     finish_reasons: ClassVar[dict[str, str]] = {
         "stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY",
     }
+    call_id_prefix = ""  # the Gemini API sends function calls without ids
     _PATH = r"/(?P<version>v1|v1beta|v1alpha)/models/(?P<model>[^/:]+)"
 
     def routes(self) -> list[Route]:
@@ -222,13 +325,29 @@ class GoogleDialect(Dialect):
         chars, last_user = self._input(body)
         stream = match.group("method") == "streamGenerateContent"
         alt = parse_qs(req.query).get("alt", [""])[0]
+        tools, choice = _tools_and_choice(body)
+        result = _function_responses(contents)
+        reasoning, shown = _thinking(config)
         return ChatCall(model=match.group("model"), stream=stream, max_tokens=max_tokens, input_chars=chars,
-                        last_user_text=last_user, sse=alt == "sse")
+                        last_user_text=last_user, sse=alt == "sse", tools=tools, tool_choice=choice,
+                        after_tool=result is not None, tool_result_text=result or "", reasoning=reasoning,
+                        show_reasoning=shown)
 
-    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
+    def completion(
+        self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
+    ) -> bytes:
+        parts: list[JsonBody] = []
+        if extras.reasoning:
+            parts.append({"text": "".join(extras.reasoning), "thought": True})
+        if text or not extras.calls:
+            part: JsonBody = {"text": text}
+            if extras.signature and not extras.calls:
+                part["thoughtSignature"] = extras.signature
+            parts.append(part)
+        parts += _call_parts(extras)
         return _dumps({
             "candidates": [{
-                "content": {"parts": [{"text": text}], "role": "model"},
+                "content": {"parts": parts, "role": "model"},
                 "finishReason": finish,
                 "index": 0,
             }],
@@ -237,8 +356,8 @@ class GoogleDialect(Dialect):
             "responseId": self._response_id(),
         })
 
-    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
-        return _GenerateStream(call, usage, self._response_id())
+    def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
+        return _GenerateStream(call, usage, self._response_id(), extras)
 
     @staticmethod
     def error_body(spec: ErrorSpec, model: str | None, version: str) -> JsonBody:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import ClassVar
 
 from .base import (
+    NO_EXTRAS,
     ChatCall,
     Dialect,
     ErrorSpec,
     JsonBody,
     JsonResponse,
+    ReplyExtras,
     Route,
     StreamRenderer,
     Usage,
@@ -21,7 +24,8 @@ from .base import (
 )
 from .http import HttpRequest
 from .limits import Admission
-from .text import encode_json_str
+from .text import content_text, encode_json_str
+from .tools import function_tools
 
 _ERRORS: dict[str, str] = {
     "invalid_request": "invalid request",
@@ -73,25 +77,51 @@ class _ChatStream(StreamRenderer):
 
     content_type = "application/x-ndjson"
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, extras: ReplyExtras = NO_EXTRAS) -> None:
         self._model = model
+        self._extras = extras
         self._created = _now()
         self._prefix = b'{"model":%s,"created_at":"%s","message":{"role":"assistant","content":' % (
             encode_json_str(model).encode(), self._created.encode())
 
+    def _line(self, message: JsonBody) -> bytes:
+        line = {"model": self._model, "created_at": self._created,
+                "message": {"role": "assistant", "content": "", **message}, "done": False}
+        return _dumps(line) + b"\n"
+
     def head(self) -> list[bytes]:
-        return []
+        return [self._line({"thinking": piece}) for piece in self._extras.reasoning]
 
     def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
         return self._prefix + text_json + b'},"done":false}\n'
 
     def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
+        lines = []
+        if self._extras.calls and finish != "length":
+            lines.append(self._line({"tool_calls": _tool_calls(self._extras)}))
         final = {"model": self._model, "created_at": self._created,
-                 "message": {"role": "assistant", "content": ""}, **_timings(finish, usage)}
-        return [_dumps(final) + b"\n"]
+                 "message": {"role": "assistant", "content": ""}, **_timings(finish, _with_thinking(usage))}
+        return [*lines, _dumps(final) + b"\n"]
 
     def error_event(self, spec: ErrorSpec) -> bytes:
         return _dumps(OllamaDialect.error_body(spec, self._model)) + b"\n"
+
+
+def _with_thinking(usage: Usage) -> Usage:
+    """Ollama's ``eval_count`` counts thinking tokens too."""
+    return replace(usage, output_tokens=usage.output_tokens + usage.reasoning_tokens)
+
+
+def _tool_calls(extras: ReplyExtras) -> list[JsonBody]:
+    """Whole calls, arguments as an object (scripted non-object JSON stays text)."""
+    out: list[JsonBody] = []
+    for index, call in enumerate(extras.calls):
+        try:
+            args: object = json.loads(call.arguments) if call.arguments else {}
+        except ValueError:
+            args = call.arguments
+        out.append({"id": call.id, "function": {"index": index, "name": call.name, "arguments": args}})
+    return out
 
 
 class OllamaDialect(Dialect):
@@ -133,15 +163,31 @@ class OllamaDialect(Dialect):
             value = options.get("num_predict")  # -1: unlimited, -2: fill the context
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 max_tokens = value
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else {}
+        last = last if isinstance(last, dict) else {}
+        after_tool = last.get("role") == "tool"
+        think = body.get("think")
+        thinks = think is True or (isinstance(think, str) and think not in ("", "false", "none"))
         return ChatCall(model=model, stream=body.get("stream", True) is not False, max_tokens=max_tokens,
-                        input_chars=chars, last_user_text=last_user)
+                        input_chars=chars, last_user_text=last_user, tools=function_tools(body.get("tools")),
+                        after_tool=after_tool,
+                        tool_result_text=content_text(last.get("content")) if after_tool else "",
+                        reasoning=thinks, show_reasoning=thinks)
 
-    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
-        return _dumps({"model": call.model, "created_at": _now(),
-                       "message": {"role": "assistant", "content": text}, **_timings(finish, usage)})
+    def completion(
+        self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
+    ) -> bytes:
+        message: JsonBody = {"role": "assistant", "content": text}
+        if extras.reasoning:
+            message["thinking"] = "".join(extras.reasoning)
+        if extras.calls:
+            message["tool_calls"] = _tool_calls(extras)
+        return _dumps({"model": call.model, "created_at": _now(), "message": message,
+                       **_timings(finish, _with_thinking(usage))})
 
-    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
-        return _ChatStream(call.model)
+    def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
+        return _ChatStream(call.model, extras)
 
     @staticmethod
     def error_body(spec: ErrorSpec, model: str | None) -> JsonBody:

@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions (``POST /v1/chat/completions``) and ``GET /v1/models``."""
+"""OpenAI Chat Completions (``POST /v1/chat/completions``), the Responses API
+(``POST /v1/responses``, in :mod:`.openai_responses`) and ``GET /v1/models``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import time
 from typing import ClassVar
 from urllib.parse import parse_qs
 
+from . import openai_responses as responses_api
 from .base import (
+    NO_EXTRAS,
     ChatCall,
     Dialect,
     ErrorSpec,
     JsonBody,
     JsonResponse,
+    ReplyExtras,
     Route,
     StreamRenderer,
     Usage,
@@ -24,7 +28,8 @@ from .base import (
 from .batch import BatchItem, BatchJob, StoredFile, counts, jsonl, parse_multipart, usage_total
 from .http import HttpRequest
 from .limits import Admission, go_duration
-from .text import encode_json_str
+from .text import content_text, encode_json_str
+from .tools import function_tools, openai_tool_choice, split_arguments
 
 _CREATED = 1_700_000_000
 _FINGERPRINT = "fp_emulator"
@@ -92,8 +97,8 @@ _TOO_LARGE = (
 def _usage(usage: Usage) -> JsonBody:
     return {
         "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "completion_tokens": usage.output_tokens + usage.reasoning_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens + usage.reasoning_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": usage.reasoning_tokens,
@@ -115,7 +120,11 @@ def _not_gemini(req: HttpRequest) -> bool:
 class _ChatStream(StreamRenderer):
     """``data: {chat.completion.chunk}`` events, ``data: [DONE]`` at the end."""
 
-    def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, completion_id: str, model: str, include_usage: bool, extras: ReplyExtras = NO_EXTRAS
+    ) -> None:
+        self._calls = extras.calls
+        self._has_text = extras.has_text
         self._common = (
             b'{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"service_tier":"default",'
             b'"system_fingerprint":"%s","choices":'
@@ -132,10 +141,12 @@ class _ChatStream(StreamRenderer):
         self._suffix = b'},"logprobs":null,"finish_reason":null}]' + self._usage_null + b"}\n\n"
 
     def head(self) -> list[bytes]:
+        # A reply that is only tool calls opens with content null, as OpenAI's do.
+        content = b'""' if self._has_text else b"null"
         return [
             b"data: " + self._common
-            + b'[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,'
-            b'"finish_reason":null}]' + self._usage_null + b"}\n\n"
+            + b'[{"index":0,"delta":{"role":"assistant","content":%b,"refusal":null},"logprobs":null,'
+            b'"finish_reason":null}]' % content + self._usage_null + b"}\n\n"
         ]
 
     def chunk(self, text_json: bytes, output_tokens: int, finish: str | None) -> bytes:
@@ -143,7 +154,8 @@ class _ChatStream(StreamRenderer):
 
     def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
         reason = encode_json_str(finish).encode()
-        events = [
+        events = self._tool_call_events() if finish != "length" else []
+        events += [
             b"data: " + self._common
             + b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":%s}]' % reason
             + self._usage_null + b"}\n\n"
@@ -156,6 +168,25 @@ class _ChatStream(StreamRenderer):
     def error_event(self, spec: ErrorSpec) -> bytes:
         return b"data: " + _dumps(OpenAIDialect.error_body(spec, None)) + b"\n\n"
 
+    def _tool_call_events(self) -> list[bytes]:
+        """Per call: a first delta with id, type, name and empty arguments, then argument fragments."""
+        events: list[bytes] = []
+        for index, call in enumerate(self._calls):
+            first = {"index": index, "id": call.id, "type": "function",
+                     "function": {"name": call.name, "arguments": ""}}
+            deltas = [first] + [{"index": index, "function": {"arguments": piece}}
+                                for piece in split_arguments(call.arguments)]
+            for delta in deltas:
+                choice = _dumps([{"index": 0, "delta": {"tool_calls": [delta]}, "logprobs": None,
+                                  "finish_reason": None}])
+                events.append(b"data: " + self._common + choice + self._usage_null + b"}\n\n")
+        return events
+
+
+def _tool_calls(extras: ReplyExtras) -> list[JsonBody]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in extras.calls]
+
 
 class OpenAIDialect(Dialect):
     name = "openai"
@@ -166,6 +197,7 @@ class OpenAIDialect(Dialect):
     def routes(self) -> list[Route]:
         return [
             Route("POST", re.compile(r"/v1/chat/completions")),
+            Route("POST", re.compile(r"/v1/responses")),
             Route("GET", re.compile(r"/v1/models"), self._list_models),
             *self._batch_routes(),
         ]
@@ -179,6 +211,8 @@ class OpenAIDialect(Dialect):
         return (model if isinstance(model, str) else None), body.get("stream") is True
 
     def parse_chat(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> ChatCall:
+        if req.path == "/v1/responses":
+            return responses_api.parse(body)
         if body is None:
             raise invalid("You must provide a JSON body.")
         model = body.get("model")
@@ -195,6 +229,8 @@ class OpenAIDialect(Dialect):
                 last_user = text
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        last = messages[-1] if isinstance(messages[-1], dict) else {}
+        effort = body.get("reasoning_effort")
         return ChatCall(
             model=model,
             stream=body.get("stream") is True,
@@ -202,9 +238,22 @@ class OpenAIDialect(Dialect):
             input_chars=chars,
             last_user_text=last_user,
             include_usage=include_usage,
+            tools=function_tools(body.get("tools")),
+            tool_choice=openai_tool_choice(body.get("tool_choice")),
+            after_tool=last.get("role") == "tool",
+            tool_result_text=content_text(last.get("content")) if last.get("role") == "tool" else "",
+            reasoning=isinstance(effort, str) and effort not in ("none", "minimal"),
         )
 
-    def completion(self, call: ChatCall, text: str, finish: str, usage: Usage) -> bytes:
+    def completion(
+        self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
+    ) -> bytes:
+        if call.api == "responses":
+            return responses_api.completion(self.ids, call, text, finish, usage, extras)
+        message: JsonBody = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+        if extras.calls:
+            message["content"] = text or None
+            message["tool_calls"] = _tool_calls(extras)
         return _dumps({
             "id": f"chatcmpl-emu{self.ids.next():020d}",
             "object": "chat.completion",
@@ -212,7 +261,7 @@ class OpenAIDialect(Dialect):
             "model": call.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }],
@@ -221,8 +270,10 @@ class OpenAIDialect(Dialect):
             "system_fingerprint": _FINGERPRINT,
         })
 
-    def stream(self, call: ChatCall, usage: Usage) -> StreamRenderer:
-        return _ChatStream(f"chatcmpl-emu{self.ids.next():020d}", call.model, call.include_usage)
+    def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
+        if call.api == "responses":
+            return responses_api.ResponseStream(self.ids, call, usage, extras)
+        return _ChatStream(f"chatcmpl-emu{self.ids.next():020d}", call.model, call.include_usage, extras)
 
     @staticmethod
     def error_body(spec: ErrorSpec, model: str | None) -> JsonBody:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from .base import EmulatedCall
 
 PROVIDERS = ("openai", "anthropic", "google", "ollama")
 _ALIASES = {"gemini": "google"}
@@ -205,6 +208,17 @@ class Reply:
     ``length``, ``tool_calls``, ``content_filter`` (mapped to each vendor's
     value) or a vendor value verbatim. The token fields override what usage
     reports; ``cached_tokens`` / ``cache_write_tokens`` are part of the input.
+
+    ``tool_calls`` makes the model call tools after its text (often with
+    ``text=""``): each a ``forge.ToolCall``, a ``{"name", "arguments", "id"}``
+    dict or a ``(name, arguments)`` pair; ``arguments`` is a dict or the JSON
+    text verbatim (invalid JSON included, to test error paths); calls without
+    an id get the vendor's kind of id. ``reasoning`` is thinking text, sent
+    before the answer where the vendor shows thinking (Anthropic thinking
+    blocks with ``signature``, Gemini thought parts, Ollama ``thinking``,
+    Responses reasoning summaries; OpenAI Chat Completions reports only its
+    tokens); ``reasoning_tokens`` defaults to its token count. The finish
+    reason of a reply with tool calls defaults to ``tool_calls``.
     """
 
     text: str | None = None
@@ -218,10 +232,16 @@ class Reply:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     headers: Mapping[str, str] | None = None
+    tool_calls: Sequence[object] | None = None
+    reasoning: str | None = None
+    signature: str | None = None
 
     def __post_init__(self) -> None:
         if self.chunks is not None:
             object.__setattr__(self, "chunks", tuple(self.chunks))
+        if self.tool_calls is not None:
+            calls = tuple(_call_spec(c, i) for i, c in enumerate(self.tool_calls))
+            object.__setattr__(self, "tool_calls", calls)
         for name in ("chunk_count", "chunk_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -235,6 +255,35 @@ class Reply:
     @property
     def category(self) -> str:
         return "reply"
+
+
+def _call_spec(value: object, i: int) -> EmulatedCall:
+    """A scripted tool call as (id, name, JSON text); ``id`` "" means "make one up"."""
+    call_id: object = ""
+    if isinstance(value, tuple) and len(value) == 2:
+        name, arguments = value
+    elif isinstance(value, Mapping):
+        name, arguments, call_id = value.get("name"), value.get("arguments", {}), value.get("id", "")
+    elif hasattr(value, "name") and hasattr(value, "arguments"):  # forge.ToolCall
+        name, call_id = value.name, getattr(value, "id", "")
+        raw = getattr(value, "raw_arguments", "")
+        arguments = raw if raw else value.arguments
+    else:
+        raise TypeError(
+            f"Reply.tool_calls[{i}] must be a forge.ToolCall, a {{'name', 'arguments'}} dict or a "
+            f"(name, arguments) pair, got {value!r}"
+        )
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Reply.tool_calls[{i}] needs a non-empty str name, got {name!r}")
+    if not isinstance(call_id, str):
+        raise TypeError(f"Reply.tool_calls[{i}] id must be a str, got {call_id!r}")
+    if isinstance(arguments, str):
+        text = arguments
+    elif isinstance(arguments, Mapping):
+        text = json.dumps(dict(arguments))
+    else:
+        raise TypeError(f"Reply.tool_calls[{i}] arguments must be a dict or JSON text, got {arguments!r}")
+    return EmulatedCall(call_id, name, text)
 
 
 Action = Fault | Reply

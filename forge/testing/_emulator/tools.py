@@ -1,0 +1,174 @@
+"""Tool calls and reasoning in replies: the default rule, generated arguments, reasoning text.
+
+The rule (used when no scripted :class:`Reply` applies): a request that offers
+tools gets a call instead of text when
+
+* ``tool_choice`` names a tool (that one is called) or is ``required`` (the
+  first tool), or
+* ``tool_choice`` is ``auto`` or not sent, and the last input is not a tool
+  result (the first tool is called).
+
+``tool_choice="none"`` never calls. The arguments fill every required
+parameter from its schema (:func:`example_arguments`). After a tool result the
+text answer quotes it: ``"Hello from the emulator (openai, gpt-x). The tool
+said: <result, first 60 chars>"``.
+
+A request that turns reasoning on and asks to see it (Anthropic ``thinking``,
+Gemini ``includeThoughts``, Ollama ``think``, a Responses ``reasoning.summary``)
+gets the reasoning text ``"Thinking about: <last user text>"`` before the
+answer; one that only turns it on (OpenAI ``reasoning_effort``, a Gemini
+budget) gets just its reasoning tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from .base import ChatCall, EmulatedCall, ReplyExtras, ToolSpec
+from .script import Reply
+from .text import chunk_tokens, split_text
+
+_ECHO_LIMIT = 60
+_REASONING_PIECES = 4
+_SCALARS: dict[str, Any] = {
+    "string": "example",
+    "integer": 1,
+    "number": 1.0,
+    "boolean": True,
+    "array": [],
+    "object": {},
+    "null": None,
+}
+
+
+def example_value(schema: object) -> Any:
+    """A value that fits ``schema``: its default, first enum value, or one per type."""
+    if not isinstance(schema, Mapping):
+        return "example"
+    if "default" in schema:
+        return schema["default"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return example_value(options[0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if isinstance(kind, str):
+        kind = kind.lower()  # Gemini's OpenAPI schemas say STRING, OBJECT...
+    if kind == "object" or (kind is None and "properties" in schema):
+        return example_arguments(schema)
+    if kind == "array" and isinstance(schema.get("items"), Mapping):
+        return [example_value(schema["items"])]
+    return _SCALARS.get(kind if isinstance(kind, str) else "string", "example")
+
+
+def example_arguments(schema: object) -> dict[str, Any]:
+    """Arguments for a function with JSON-schema ``schema``: every required property filled in."""
+    if not isinstance(schema, Mapping):
+        return {}
+    props = schema.get("properties")
+    props = props if isinstance(props, Mapping) else {}
+    required = schema.get("required")
+    names = [n for n in required if n in props] if isinstance(required, list) else []
+    return {name: example_value(props[name]) for name in names}
+
+
+def called_tool(call: ChatCall) -> ToolSpec | None:
+    """Which tool the default rule calls for this request, if any."""
+    if not call.tools or call.tool_choice == "none":
+        return None
+    choice = call.tool_choice
+    if choice not in (None, "auto", "required"):
+        return next((t for t in call.tools if t.name == choice), None)
+    if choice == "required" or not call.after_tool:
+        return call.tools[0]
+    return None
+
+
+def tool_reply_text(provider: str, model: str, result: str) -> str:
+    said = " ".join(result.split())
+    if len(said) > _ECHO_LIMIT:
+        said = said[: _ECHO_LIMIT - 3] + "..."
+    return f"Hello from the emulator ({provider}, {model}). The tool said: {said or 'nothing'}"
+
+
+def signature_for(n: int) -> str:
+    """A deterministic opaque signature (standard base64, as Anthropic and Gemini send them)."""
+    return base64.b64encode(f"emulator-signature-{n}".encode()).decode()
+
+
+def plan_extras(
+    provider: str, call: ChatCall, reply: Reply | None, *, call_prefix: str, next_id: Callable[[], int]
+) -> tuple[ReplyExtras, Reply, int]:
+    """The reply's reasoning and tool calls, the Reply to answer with, and its reasoning tokens.
+
+    ``reply`` is the scripted Reply (None: the default rules apply).
+    ``next_id()`` returns a fresh integer for ids and signatures.
+    """
+    calls: tuple[EmulatedCall, ...] = ()
+    if reply is not None:
+        calls = tuple(reply.tool_calls or ())  # type: ignore[arg-type]  # normalized in Reply
+        reasoning = reply.reasoning
+    else:
+        tool = called_tool(call)
+        if tool is not None:
+            calls = (EmulatedCall("", tool.name, json.dumps(example_arguments(tool.parameters))),)
+        reasoning = f"Thinking about: {call.last_user_text}" if call.reasoning else None
+        if calls:
+            reply = Reply(text="")
+        elif call.after_tool:
+            reply = Reply(text=tool_reply_text(provider, call.model, call.tool_result_text))
+        else:
+            reply = Reply()
+    if calls and call_prefix:
+        calls = tuple(
+            c if c.id else EmulatedCall(f"{call_prefix}{next_id():08d}", c.name, c.arguments) for c in calls
+        )
+    pieces = split_text(reasoning, _REASONING_PIECES) if reasoning else []
+    tokens = reply.reasoning_tokens or sum(chunk_tokens(p) for p in pieces)
+    shown = tuple(pieces) if (reply.reasoning is not None or call.show_reasoning) else ()
+    signature = reply.signature or (signature_for(next_id()) if shown else None)
+    has_text = not (reply.text == "" or (reply.chunks is not None and not reply.chunks))
+    if calls and reply.finish_reason is None:
+        reply = replace(reply, finish_reason="tool_calls")
+    return ReplyExtras(shown, signature, calls, has_text or not calls), reply, tokens
+
+
+def function_tools(value: object) -> tuple[ToolSpec, ...]:
+    """Tools in the OpenAI / Ollama shape ``{"type": "function", "function": {name, parameters}}``
+    (or the flat Responses shape ``{"type": "function", "name", "parameters"}``)."""
+    out: list[ToolSpec] = []
+    for tool in value if isinstance(value, list) else ():
+        if not isinstance(tool, dict):
+            continue
+        function = tool.get("function")
+        spec: dict[str, Any] = function if isinstance(function, dict) else tool
+        name = spec.get("name")
+        params = spec.get("parameters")
+        if isinstance(name, str) and name:
+            out.append(ToolSpec(name, params if isinstance(params, dict) else {}))
+    return tuple(out)
+
+
+def openai_tool_choice(value: object) -> str | None:
+    """``"auto"`` / ``"none"`` / ``"required"``, or the name in ``{"type": "function", ...}``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        function = value.get("function")
+        name = function.get("name") if isinstance(function, dict) else value.get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+def split_arguments(arguments: str) -> list[str]:
+    """Argument JSON in the fragments a streaming vendor sends (about 3)."""
+    return split_text(arguments, 3) if arguments else []

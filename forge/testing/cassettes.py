@@ -35,6 +35,9 @@ What the defaults do, and why:
   :data:`PLACEHOLDER_ORIGIN`; volatile client headers (``user-agent``,
   ``x-stainless-*``) are left out, so re-recording on another machine gives
   a small diff. :func:`find_secrets` checks a cassette for anything key-like.
+- **Batch jobs** replay with the job ids they were recorded with (forge's
+  job ids are random and the provider echoes them in every result), and
+  matching ignores job ids, so a batch replays with its recorded results.
 - **A replay miss** raises :class:`CassetteMiss`, naming the request, the
   cassette and how to re-record. It derives from ``BaseException`` so that
   no vendor client, forge retry or service ``except Exception`` can wrap,
@@ -407,6 +410,9 @@ def use_cassette(
         )
         cassette = Cassette(cassette_path, record_mode, vcr_cassette)
         _raise_on_miss(cassette, hint)
+        job_ids = _recorded_job_ids(vcr_cassette) if record_mode != "all" else []
+        if job_ids:
+            stack.enter_context(_reused_job_ids(job_ids))
         if block:
             stack.enter_context(_blocked_network(f"cassette {cassette_path}", cassette.blocked))
         yield cassette
@@ -466,6 +472,35 @@ def _miss(cassette: Cassette, inner: Any, request: Any, hint: str) -> CassetteMi
         cassette=cassette.path,
         rerecord=hint,
     )
+
+
+def _recorded_job_ids(inner: Any) -> list[str]:
+    """forge batch job ids in the recorded requests, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for request in inner.requests:
+        for match in _JOB_ID.finditer(_body_bytes(request)):
+            seen.setdefault(match.group().decode("ascii"), None)
+    return list(seen)
+
+
+@contextlib.contextmanager
+def _reused_job_ids(ids: Sequence[str]) -> Iterator[None]:
+    """New batch jobs get the recorded ids, in order, then fresh ones.
+
+    A job id is random, and the provider echoes it in every result (custom
+    ids, metadata): a replayed batch must carry the recorded one for its
+    recorded results to be found.
+    """
+    import forge.batch as batch_module
+
+    pending = list(ids)
+    fresh = batch_module.new_job_id
+
+    def next_job_id() -> str:
+        return pending.pop(0) if pending else fresh()
+
+    with mock.patch.object(batch_module, "new_job_id", next_job_id):
+        yield
 
 
 def _excerpt(body: bytes) -> str:
@@ -539,19 +574,28 @@ def normalize_body(body: bytes | str | None, content_type: str | None = None) ->
 
     JSON is parsed and dumped with sorted keys; a multipart body has its
     boundary replaced by a fixed token (it is random per request); anything
-    else is compared byte for byte.
+    else is compared byte for byte. forge's batch job ids (``fj_`` and 16 hex
+    digits, random per job, carried in custom ids, metadata and file names)
+    are replaced by a fixed token too.
     """
     if not body:
         return b""
     raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     boundary = _multipart_boundary(content_type, raw)
     if boundary:
-        return raw.replace(boundary, b"forge-boundary")
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return raw
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        normalized = raw.replace(boundary, b"forge-boundary")
+    else:
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            normalized = raw
+        else:
+            dumped = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            normalized = dumped.encode("utf-8")
+    return _JOB_ID.sub(b"fj_job", normalized)
+
+
+_JOB_ID = re.compile(rb"\bfj_[0-9a-f]{16}\b")
 
 
 _BOUNDARY_PARAM = re.compile(r'boundary="?([^";,\s]+)"?', re.IGNORECASE)
@@ -657,9 +701,22 @@ def _scrub_request(request: Any) -> Any:
     return request
 
 
+_LOOPBACK_ORIGIN = re.compile(rb"http://(?:127\.0\.0\.1|localhost|\[::1\]):\d+")
+
+
 def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    """Drop cookie and organization headers; loopback origins in the body -> the placeholder.
+
+    A body can carry the server's own URL (Anthropic's batch ``results_url``);
+    the emulator's random port would otherwise churn every re-recording.
+    """
     headers = response.get("headers") or {}
     response["headers"] = {k: v for k, v in headers.items() if k.lower() not in RESPONSE_SECRET_HEADERS}
+    body = response.get("body")
+    if isinstance(body, dict):
+        content = body.get("string")
+        if isinstance(content, (bytes, bytearray)) and _LOOPBACK_ORIGIN.search(content):
+            body["string"] = _LOOPBACK_ORIGIN.sub(PLACEHOLDER_ORIGIN.encode(), bytes(content))
     return response
 
 

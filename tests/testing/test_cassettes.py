@@ -63,6 +63,13 @@ def test_normalize_body_takes_the_multipart_boundary_out() -> None:
     assert b"a1b2c3" not in first
 
 
+def test_normalize_body_ignores_forge_batch_job_ids() -> None:
+    first = b'{"custom_id": "fj_0123456789abcdef-0", "metadata": {"forge_job": "fj_0123456789abcdef"}}'
+    second = b'{"custom_id": "fj_fedcba9876543210-0", "metadata": {"forge_job": "fj_fedcba9876543210"}}'
+    assert normalize_body(first) == normalize_body(second)
+    assert normalize_body(first) != normalize_body(first.replace(b"-0", b"-1"))
+
+
 def test_normalize_body_compares_other_bodies_byte_for_byte() -> None:
     assert normalize_body(b"plain text") == b"plain text"
     assert normalize_body(None) == b"" == normalize_body(b"")
@@ -159,6 +166,33 @@ async def test_record_all_keeps_only_what_was_recorded_now(tmp_path: Path) -> No
                 await reg.invoke("openai:gpt-4o-mini", "new prompt")
     text = path.read_text()
     assert "new prompt" in text and "old prompt" not in text
+
+
+async def test_a_batch_replays_with_its_recorded_job_id_and_results(tmp_path: Path) -> None:
+    """Job ids are random and echoed in every result: the replay must reuse the recorded one."""
+    from forge.jobs import SQLiteJobStore
+
+    async def run(config: object) -> tuple[list[object], list[str]]:
+        async with forge.Registry(config=config) as reg:  # type: ignore[arg-type]
+            reg.job_store = SQLiteJobStore(tmp_path / f"jobs-{len(list(tmp_path.iterdir()))}.sqlite3")
+            try:
+                results = await reg.batch_invoke("anthropic:claude-haiku-4-5", ["one", "two"], mode="batch_api")
+                jobs = [job.id for job in await reg.job_store.list()]
+            finally:
+                await reg.job_store.aclose()
+        return [r.text if isinstance(r, forge.Response) else r for r in results], jobs
+
+    path = tmp_path / "batch.yaml"
+    async with Emulator() as emu:
+        with use_cassette(path, record_mode="once") as cassette:
+            live, live_jobs = await run(cassette.config(emu.config()))
+    text = path.read_text()
+    assert "127.0.0.1" not in text  # results_url in the body points at the placeholder too
+    with use_cassette(path) as cassette:
+        replayed, replayed_jobs = await run(cassette.config())
+        assert cassette.all_played
+    assert replayed == live and all(isinstance(t, str) for t in live)
+    assert replayed_jobs == live_jobs
 
 
 # --------------------------------------------------------------------------- what is recorded

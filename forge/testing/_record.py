@@ -16,12 +16,14 @@ connection cannot be recorded (vcrpy reads the whole body first).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from forge.config import ForgeConfig, RetryConfig
 from forge.errors import ForgeError, ProviderError, StreamError
+from forge.jobs import SQLiteJobStore
 from forge.registry import Registry
 from forge.testing.cassettes import _with_providers, use_cassette
 from forge.testing.emulator import Emulator, Fault, Reply
@@ -66,6 +68,15 @@ def invoke(prompt: str, **params: object) -> Run:
 
     async def run(registry: Registry, model: str) -> Response:
         return await registry.invoke(model, prompt, **params)
+
+    return run
+
+
+def batch(*prompts: str, max_tokens: int | None = None) -> Run:
+    """A flow step: ``registry.batch_invoke(model, prompts, mode="batch_api")``."""
+
+    async def run(registry: Registry, model: str) -> list[Response | ForgeError]:
+        return await registry.batch_invoke(model, list(prompts), mode="batch_api", max_tokens=max_tokens)
 
     return run
 
@@ -139,6 +150,12 @@ FLOWS: tuple[Flow, ...] = (
         (Fault.context_length(),),
     ),
     Flow("error_not_found", "404 unknown model", invoke("Use a missing model."), (Fault.not_found(),)),
+    Flow(
+        "batch",
+        "the provider's batch API: submit, poll until ended, read the results in order",
+        batch("What is 2 + 2?", "Name a primary color.", max_tokens=32),
+        providers=("openai", "anthropic", "google"),
+    ),
 )
 
 
@@ -191,11 +208,17 @@ async def run_flow(
         attempts = RetryConfig(max_attempts=flow.max_attempts)
     sections: dict[str, dict[str, object]] = {name: {"retry": attempts} for name in PROVIDERS}
     sections[provider].update(flow.settings)
-    async with Registry(config=_with_providers(config, sections), sleep=_no_sleep) as registry:
+    with tempfile.TemporaryDirectory(prefix="forge-flow-") as tmp:
+        jobs = SQLiteJobStore(Path(tmp) / "jobs.sqlite3")  # batch jobs never touch the user's store
         try:
-            result = await flow.run(registry, f"{provider}:{MODELS[provider]}")
-        except ForgeError as exc:
-            result = exc
+            async with Registry(config=_with_providers(config, sections), sleep=_no_sleep) as registry:
+                registry.job_store = jobs
+                try:
+                    result = await flow.run(registry, f"{provider}:{MODELS[provider]}")
+                except ForgeError as exc:
+                    result = exc
+        finally:
+            await jobs.aclose()
     return outcome(result)
 
 
@@ -234,7 +257,14 @@ async def record(
                             "outcome": result,
                         },
                     )
-            summary = result.get("error") or f"finish={result.get('finish_reason')}"
+            summary = _summary(result)
             log(f"recorded {path} ({len(cassette)} interactions, {summary})")
             written.append(path)
     return written
+
+
+def _summary(result: Mapping[str, object]) -> str:
+    items = result.get("items")
+    if isinstance(items, list):
+        return f"{len(items)} items: " + ", ".join(_summary(item) for item in items)
+    return str(result.get("error") or f"finish={result.get('finish_reason')}")

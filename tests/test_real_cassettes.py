@@ -11,7 +11,9 @@ are read from there (never copied in). Every file is either
   without per-file expectations); or
 - **a listed gap**: it holds calls to an API forge does not cover yet, and
   :data:`EXPECTED_GAPS` says which and why. Its covered calls, if any, are
-  still verified; the gap shows up as an xfail with its reason.
+  still verified, and so is every line of a downloaded batch result file
+  (through forge's batch result parsers); the gap shows up as an xfail with
+  its reason.
 
 A file that is neither (a new recording using an uncovered API) fails
 :func:`test_every_recording_is_verified_or_a_listed_gap` until it is listed.
@@ -52,9 +54,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL = SHARED / "cassettes-real"
 
 _RESPONSES_OTHER = "OpenAI Responses API beyond creating a response (retrieve, cancel, input items): not covered"
-_OPENAI_BATCH = "OpenAI Files + Batch API (/v1/files, /v1/batches): batch processing is not built yet"
-_ANTHROPIC_BATCH = "Anthropic Message Batches API (/v1/messages/batches): batch processing is not built yet"
-_GEMINI_BATCH = "Gemini Batch API (:batchGenerateContent, batches/): batch processing is not built yet"
+_OTHER_CLIENT = (
+    "recorded by another client: batch_invoke cannot replay it (the custom ids are not forge's "
+    "job-marked ones, and forge reads the batch once more after the last recorded poll)"
+)
+_OPENAI_BATCH = f"OpenAI Files + Batch API, {_OTHER_CLIENT}"
+_ANTHROPIC_BATCH = f"Anthropic Message Batches API, {_OTHER_CLIENT}"
+_GEMINI_BATCH = f"Gemini Batch API, {_OTHER_CLIENT}"
 _GEMINI_CACHE = "Gemini cachedContents create/delete: explicit caches are not managed by forge yet"
 _GEMINI_JSON_ARRAY = (
     "Gemini :streamGenerateContent without alt=sse (one streamed JSON array): forge always requests SSE"
@@ -177,11 +183,27 @@ def classify(index: int, item: Mapping[str, Any]) -> Call | str:
 
 @dataclass
 class Recording:
-    """A file's covered calls and its gap reasons."""
+    """A file's covered calls, its gap reasons, and any downloaded batch result files."""
 
     name: str
     calls: list[Call]
     gaps: list[str]
+    batch_results: list[tuple[str, bytes]] = field(default_factory=list)  # (provider, JSONL body)
+
+
+_OPENAI_RESULTS = re.compile(r"^/v1/files/[^/]+/content$")
+_ANTHROPIC_RESULTS = re.compile(r"^/v1/messages/batches/[^/]+/results$")
+
+
+def _batch_results(item: Mapping[str, Any]) -> tuple[str, bytes] | None:
+    """A downloaded batch result file: ``(provider, body)``, else None."""
+    if str(item["request"]["method"]).upper() != "GET" or int(item["response"]["status"]["code"]) != 200:
+        return None
+    path = urlsplit(item["request"]["uri"]).path
+    for provider, pattern in (("openai", _OPENAI_RESULTS), ("anthropic", _ANTHROPIC_RESULTS)):
+        if pattern.match(path):
+            return provider, _decoded(item["response"])
+    return None
 
 
 def read_recording(name: str) -> Recording:
@@ -191,15 +213,17 @@ def read_recording(name: str) -> Recording:
         interactions = load_interactions(REAL / name)
     except Exception as exc:  # reported by the classification test, not a collection error
         return Recording(name, [], [f"unreadable as a vcrpy cassette: {type(exc).__name__}: {exc}"])
-    calls: list[Call] = []
-    gaps: list[str] = []
+    rec = Recording(name, [], [])
     for index, item in enumerate(interactions):
         result = classify(index, item)
         if isinstance(result, Call):
-            calls.append(result)
+            rec.calls.append(result)
         else:
-            gaps.append(result)
-    return Recording(name, calls, gaps)
+            rec.gaps.append(result)
+            downloaded = _batch_results(item)
+            if downloaded is not None:
+                rec.batch_results.append(downloaded)
+    return rec
 
 
 RECORDINGS = {name: read_recording(name) for name in _files()}
@@ -565,10 +589,47 @@ async def test_recording_replays_through_forge(name: str) -> None:
         assert [(c.name, dict(c.arguments)) for c in result.tool_calls] == want.tool_calls, where
 
 
+BATCH_RESULTS = [pytest.param(name, id=name) for name, rec in RECORDINGS.items() if rec.batch_results]
+
+
+@pytest.mark.parametrize("name", BATCH_RESULTS)
+def test_recorded_batch_results_parse_through_forge(name: str) -> None:
+    """Each line of a recorded batch result file: forge's parser gives the text, usage and finish it holds."""
+    from forge.providers.anthropic_batch import parse_result
+    from forge.providers.openai_batch import parse_result_line
+
+    checked = 0
+    for provider, body in RECORDINGS[name].batch_results:
+        for number, raw in enumerate(_lines(body.decode("utf-8"))):
+            line = json.loads(raw)
+            where = f"{name}: result line {number}"
+            if provider == "openai":
+                custom_id, result = parse_result_line(line, "")
+                reply = line.get("response") or {}
+                status, payload = int(reply.get("status_code") or 0), reply.get("body")
+            else:
+                custom_id, result = parse_result(line, "")
+                outcome = line.get("result") or {}
+                ok = outcome.get("type") == "succeeded"
+                status, payload = (200 if ok else 0), outcome.get("message")
+            assert custom_id == str(line["custom_id"]), where
+            if status != 200:
+                assert isinstance(result, forge.ForgeError), where
+                continue
+            call = Call(number, provider, "", False, 200, json.dumps(payload).encode())
+            want = expected(call)
+            assert isinstance(result, forge.Response), f"{where}: {result!r}"
+            assert (result.text, result.usage, result.finish_reason) == (want.text, want.usage, want.finish_reason), where
+            checked += 1
+    assert checked, f"{name}: no result line was checked"
+
+
 @pytest.mark.parametrize("name", GAPS)
 def test_expected_gap(name: str) -> None:
     """A listed gap is real (the recording holds calls forge cannot make) and stated, not skipped."""
     rec = RECORDINGS[name]
     assert EXPECTED_GAPS[name] in rec.gaps
     verified = f"; its {len(rec.calls)} covered call(s) are verified" if rec.calls else ""
+    if rec.batch_results:
+        verified += "; its batch result lines are verified through forge's result parser"
     pytest.xfail(f"expected gap: {EXPECTED_GAPS[name]}{verified}")

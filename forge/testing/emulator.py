@@ -156,6 +156,10 @@ class Emulator:
             a real server generating tokens sends). Removes the client's
             per-event HTTP framing cost from benchmarks; delays and drops
             still apply per event.
+        prefill_rate: seconds of (real) delay before the answer per 1,000
+            input tokens the model has to process; tokens read from a prompt
+            cache count a tenth. 0 (the default) answers at once; benchmarks
+            set it to show what caching does to latency.
     """
 
     def __init__(
@@ -169,6 +173,7 @@ class Emulator:
         models: Iterable[str] | None = None,
         record_requests: bool = True,
         coalesce: bool = False,
+        prefill_rate: float = 0.0,
     ) -> None:
         if chunk_count < 1:
             raise ValueError(f"chunk_count must be >= 1, got {chunk_count}")
@@ -183,6 +188,11 @@ class Emulator:
         self._coalesce = coalesce
         self._ids = IdSource()
         self._dialects: dict[str, Dialect] = {cls.name: cls(self._ids) for cls in _DIALECTS}
+        for dialect in self._dialects.values():
+            dialect.clock = clock
+        if prefill_rate < 0:
+            raise ValueError(f"prefill_rate must be >= 0, got {prefill_rate}")
+        self._prefill_rate = prefill_rate
         self._routes: list[tuple[Route, Dialect]] = [
             (route, dialect) for dialect in self._dialects.values() for route in dialect.routes()
         ]
@@ -354,6 +364,7 @@ class Emulator:
         self._requests.clear()
         for dialect in self._dialects.values():
             dialect.reset()
+            dialect.caches.clear()
         self._batches.reset()
 
     def set_batch_delay(self, seconds: float) -> None:
@@ -537,8 +548,16 @@ class Emulator:
         if not admission.allowed:
             wait = None if admission.too_large else float(max(1, math.ceil(admission.retry_after)))
             raise ApiError(ErrorSpec("rate_limit", 429, retry_after=wait, admission=admission))
-        usage = Usage(input_tokens, planned, reply.cached_tokens, reply.cache_write_tokens,
-                      reasoning_tokens)
+        cache = dialect.cache_usage(call, body, input_tokens)
+        if reply.cached_tokens or reply.cache_write_tokens:  # scripted counts win over the cache model
+            usage = Usage(input_tokens, planned, reply.cached_tokens, reply.cache_write_tokens,
+                          reasoning_tokens)
+        else:
+            usage = Usage(input_tokens, planned, min(cache.read, input_tokens),
+                          min(cache.write, max(0, input_tokens - cache.read)), reasoning_tokens,
+                          cache.write_1h)
+        if self._prefill_rate:
+            await conn.sleep(self._prefill_rate * (input_tokens - 0.9 * usage.cached_tokens) / 1000)
         return await send_chat(conn, req, rec, dialect, call, plan, reply, chunks, usage, admission,
                                req.keep_alive, self._coalesce, extras)
 
@@ -561,9 +580,11 @@ class EmulatorThread:
         models: Iterable[str] | None = None,
         record_requests: bool = True,
         coalesce: bool = False,
+        prefill_rate: float = 0.0,
     ) -> None:
         self.emulator = Emulator(host, port, chunk_count=chunk_count, chunk_size=chunk_size, clock=clock,
-                                 models=models, record_requests=record_requests, coalesce=coalesce)
+                                 models=models, record_requests=record_requests, coalesce=coalesce,
+                                 prefill_rate=prefill_rate)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

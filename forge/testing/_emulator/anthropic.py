@@ -26,6 +26,7 @@ from .base import (
     messages_text,
 )
 from .batch import BatchItem, BatchJob, counts, jsonl, rfc3339
+from .caching import CacheUse, Segment, anthropic_min_tokens, breakpoint_digests
 from .http import HttpRequest
 from .limits import Admission, LimitState, rfc3339_in
 from .text import content_text, tokens_for_chars
@@ -79,12 +80,54 @@ def _full_usage(usage: Usage, output_tokens: int) -> JsonBody:
     return {
         **_usage_fields(usage),
         "cache_creation": {
-            "ephemeral_5m_input_tokens": usage.cache_write_tokens,
-            "ephemeral_1h_input_tokens": 0,
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
         },
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
+
+
+_MAX_BREAKPOINTS = 4
+
+
+def _ttl(control: object) -> float | None:
+    if not isinstance(control, dict):
+        return None
+    return 3600.0 if control.get("ttl") == "1h" else 300.0
+
+
+def _prompt_segments(body: JsonBody) -> list[Segment]:
+    """Tools, then system, then messages, block by block; a block with ``cache_control`` is a breakpoint."""
+    segments: list[Segment] = []
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, dict):
+            spec = {k: v for k, v in tool.items() if k != "cache_control"}
+            marker = "tool:" + json.dumps(spec, sort_keys=True)
+            segments.append(Segment(marker, "", _ttl(tool.get("cache_control"))))
+    system = body.get("system")
+    blocks = [{"type": "text", "text": system}] if isinstance(system, str) else system
+    for block in blocks if isinstance(blocks, list) else []:
+        if isinstance(block, dict):
+            segments.append(Segment("system", content_text(block), _ttl(block.get("cache_control"))))
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict):
+            continue
+        role = str(message.get("role"))
+        content = message.get("content")
+        if not isinstance(content, list):  # a string is one text block
+            content = [{"type": "text", "text": content_text(content)}]
+        for block in content:
+            if isinstance(block, dict):
+                shape = {k: v for k, v in block.items() if k not in ("text", "cache_control", "content")}
+                segments.append(Segment(f"{role}:{json.dumps(shape, sort_keys=True)}", content_text(block),
+                                        _ttl(block.get("cache_control"))))
+    if body.get("cache_control") is not None and segments:  # automatic: the last cacheable block
+        last = segments[-1]
+        segments[-1] = Segment(last.marker, last.text, _ttl(body["cache_control"]))
+    return segments
 
 
 def _event(name: bytes, data: bytes) -> bytes:
@@ -272,6 +315,41 @@ class AnthropicDialect(Dialect):
                         after_tool=result is not None, tool_result_text=result or "", reasoning=thinks,
                         show_reasoning=thinks and isinstance(thinking, dict)
                         and thinking.get("display") != "omitted")
+
+    def cache_usage(self, call: ChatCall, body: JsonBody | None, input_tokens: int) -> CacheUse:
+        """Breakpoints: read the longest cached one, write those after it that reach the minimum."""
+        if body is None:
+            return CacheUse()
+        segments = _prompt_segments(body)
+        points = breakpoint_digests(segments)
+        if len(points) > _MAX_BREAKPOINTS:
+            raise invalid(f"A maximum of {_MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+                          f"Found {len(points)}.")
+        if not points:
+            return CacheUse()
+        now = self.clock()
+        cache = self.caches.prefixes
+        namespace = call.model
+        minimum = anthropic_min_tokens(call.model)
+        read = 0
+        for chars, digest, ttl in points:
+            if cache.alive(namespace, digest, now):
+                read = tokens_for_chars(chars)
+                cache.put(namespace, digest, now + ttl)  # a read refreshes the entry's lifetime
+        write = write_1h = 0
+        done = read
+        for chars, digest, ttl in points:
+            tokens = tokens_for_chars(chars)
+            if tokens < minimum or tokens <= read:
+                continue  # too short to cache (silently), or already read
+            if tokens > done:
+                write += tokens - done
+                if ttl >= 3600:
+                    write_1h += tokens - done
+                done = tokens
+            cache.put(namespace, digest, now + ttl)
+        cache.prune(now)
+        return CacheUse(read=min(read, input_tokens), write=write, write_1h=write_1h)
 
     def completion(
         self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS

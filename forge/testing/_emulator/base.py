@@ -10,11 +10,13 @@ handler returning a :class:`JsonResponse`.
 from __future__ import annotations
 
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from .caching import CacheState, CacheUse
 from .http import HttpRequest
 from .limits import Admission, seconds_header
 
@@ -83,6 +85,7 @@ class ChatCall:
     reasoning: bool = False  # the request turns reasoning on (reasoning tokens are reported)
     show_reasoning: bool = False  # ... and asks to see it (thinking / thought summaries)
     api: str = "chat"  # OpenAI: "chat" (Chat Completions) or "responses"
+    notes: dict[str, Any] = field(default_factory=dict)  # per-call dialect state (e.g. Ollama load time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class Usage:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens kept for an hour (Anthropic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,8 @@ class Dialect(ABC):
     name: ClassVar[str]
     finish_reasons: ClassVar[dict[str, str]]  # normalized -> vendor
     call_id_prefix: ClassVar[str] = "call_emu"  # ids of generated tool calls ("" : the vendor sends none)
+    # The emulator's clock (set by the Emulator): lifetimes of caches and other stateful objects.
+    clock: Callable[[], float] = staticmethod(time.monotonic)
     # The emulator's batch jobs and uploaded files (set by the Emulator), for the batch endpoints.
     batches: BatchQueue
 
@@ -255,6 +261,18 @@ class Dialect(ABC):
 
     def reset(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Forget per-emulator state (a hook for stateful endpoints: files, batches, caches)."""
+
+    @property
+    def caches(self) -> CacheState:
+        """This dialect's prompt caches (created on first use; cleared by ``Emulator.reset``)."""
+        state = self.__dict__.get("_caches")
+        if state is None:
+            state = self.__dict__["_caches"] = CacheState()
+        return state
+
+    def cache_usage(self, call: ChatCall, body: JsonBody | None, input_tokens: int) -> CacheUse:
+        """How much of an admitted chat call's input was read from / written to a prompt cache."""
+        return CacheUse()
 
     def vendor_finish(self, finish: str) -> str:
         return self.finish_reasons.get(finish, finish)

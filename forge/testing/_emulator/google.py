@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from .base import (
     NO_EXTRAS,
+    ApiError,
     ChatCall,
     Dialect,
     ErrorSpec,
@@ -25,6 +29,7 @@ from .base import (
     invalid,
 )
 from .batch import BatchItem, BatchJob, counts, rfc3339
+from .caching import CacheUse, gemini_min_tokens
 from .http import HttpRequest
 from .limits import Admission, seconds_header
 from .text import content_text, encode_json_str, tokens_for_chars
@@ -92,6 +97,49 @@ _ERRORS: dict[str, tuple[int, str]] = {
 
 def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_CACHE_NOT_FOUND = "CachedContent not found (or permission denied)"
+_CACHE_CONFLICT = (
+    "CachedContent can not be used with GenerateContent request setting system_instruction, tools or "
+    "tool_config.\n\nProposed fix: move those values to CachedContent from GenerateContent request."
+)
+_DEFAULT_CACHE_TTL = 3600.0
+
+
+@dataclass(slots=True)
+class _CachedContent:
+    """One ``cachedContents/...`` object: what it holds (in counted characters) and when it expires."""
+
+    name: str
+    model: str
+    display_name: str
+    chars: int
+    tokens: int
+    expires: float  # on the emulator's clock
+    created: str
+
+
+def _rfc3339(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ttl_seconds(body: JsonBody, now_wall: float) -> float | None:
+    """Seconds from now given ``ttl`` ("300s") or ``expireTime`` (RFC 3339); None: neither."""
+    ttl = body.get("ttl")
+    if isinstance(ttl, str) and ttl.endswith("s"):
+        try:
+            return float(ttl[:-1])
+        except ValueError:
+            raise invalid(f"Invalid value at 'cached_content.ttl' ({ttl!r})") from None
+    expire = _field(body, "expireTime", "expire_time")
+    if isinstance(expire, str):
+        try:
+            when = datetime.fromisoformat(expire.replace("Z", "+00:00"))
+        except ValueError:
+            raise invalid(f"Invalid value at 'cached_content.expire_time' ({expire!r})") from None
+        return when.timestamp() - now_wall
+    return None
 
 
 def _duration(seconds: float) -> str:
@@ -277,8 +325,15 @@ class GoogleDialect(Dialect):
     call_id_prefix = ""  # the Gemini API sends function calls without ids
     _PATH = r"/(?P<version>v1|v1beta|v1alpha)/models/(?P<model>[^/:]+)"
 
+    _CACHES = r"/(?P<version>v1|v1beta|v1alpha)/cachedContents"
+
     def routes(self) -> list[Route]:
         return [
+            Route("POST", re.compile(self._CACHES), self._create_cache),
+            Route("GET", re.compile(self._CACHES), self._list_caches),
+            Route("GET", re.compile(self._CACHES + r"/(?P<id>[^/]+)"), self._get_cache),
+            Route("PATCH", re.compile(self._CACHES + r"/(?P<id>[^/]+)"), self._update_cache),
+            Route("DELETE", re.compile(self._CACHES + r"/(?P<id>[^/]+)"), self._delete_cache),
             Route("POST", re.compile(self._PATH + r":(?P<method>generateContent|streamGenerateContent)")),
             Route("POST", re.compile(self._PATH + r":countTokens"), self._count_tokens),
             *self._batch_routes(),
@@ -288,7 +343,10 @@ class GoogleDialect(Dialect):
         self, req: HttpRequest, match: re.Match[str], body: JsonBody | None
     ) -> tuple[str | None, bool]:
         groups = match.groupdict()
-        return groups.get("model"), groups.get("method") == "streamGenerateContent"
+        model = groups.get("model")
+        if model is None and body is not None and isinstance(body.get("model"), str):
+            model = body["model"].removeprefix("models/")  # cachedContents.create
+        return model, groups.get("method") == "streamGenerateContent"
 
     @staticmethod
     def _input(body: JsonBody) -> tuple[int, str]:
@@ -323,6 +381,17 @@ class GoogleDialect(Dialect):
                                   f"must be a non-negative integer, got {value!r}\n")
                 max_tokens = value
         chars, last_user = self._input(body)
+        cached_name = _field(body, "cachedContent", "cached_content")
+        if cached_name is not None:
+            cached = self._cached(cached_name)
+            if any(_field(body, *names) is not None for names in (
+                    ("systemInstruction", "system_instruction"), ("tools", "tools"),
+                    ("toolConfig", "tool_config"))):
+                raise invalid(_CACHE_CONFLICT)
+            if cached.model != match.group("model"):
+                raise invalid(f"Model used by GenerateContent request (models/{match.group('model')}) and "
+                              f"CachedContent (models/{cached.model}) has to be the same.")
+            chars += cached.chars
         stream = match.group("method") == "streamGenerateContent"
         alt = parse_qs(req.query).get("alt", [""])[0]
         tools, choice = _tools_and_choice(body)
@@ -332,6 +401,85 @@ class GoogleDialect(Dialect):
                         last_user_text=last_user, sse=alt == "sse", tools=tools, tool_choice=choice,
                         after_tool=result is not None, tool_result_text=result or "", reasoning=reasoning,
                         show_reasoning=shown)
+
+    def cache_usage(self, call: ChatCall, body: JsonBody | None, input_tokens: int) -> CacheUse:
+        """A request naming a ``cachedContent`` reads all of its tokens."""
+        name = None if body is None else _field(body, "cachedContent", "cached_content")
+        if name is None:
+            return CacheUse()
+        return CacheUse(read=min(self._cached(name).tokens, input_tokens))
+
+    # -- cachedContents --------------------------------------------------------------
+
+    def _cached(self, name: object) -> _CachedContent:
+        """The live cached content ``name`` (403 like Gemini when it is unknown or expired)."""
+        entry = self.caches.contents.get(name) if isinstance(name, str) else None
+        if entry is None or entry.expires <= self.clock():
+            if entry is not None:
+                del self.caches.contents[entry.name]
+            raise ApiError(ErrorSpec("permission", 403, _CACHE_NOT_FOUND))
+        assert isinstance(entry, _CachedContent)
+        return entry
+
+    def _resource(self, entry: _CachedContent) -> JsonBody:
+        expires_wall = time.time() + (entry.expires - self.clock())
+        return {
+            "name": entry.name,
+            "model": f"models/{entry.model}",
+            "createTime": entry.created,
+            "updateTime": entry.created,
+            "expireTime": _rfc3339(expires_wall),
+            "displayName": entry.display_name,
+            "usageMetadata": {"totalTokenCount": entry.tokens},
+        }
+
+    def _create_cache(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        if body is None or not isinstance(body.get("model"), str):
+            raise invalid("* CreateCachedContentRequest.cached_content.model: model is required\n")
+        model = body["model"].removeprefix("models/")
+        chars, _ = self._input(body)
+        tokens = tokens_for_chars(chars)
+        minimum = gemini_min_tokens(model)
+        if tokens < minimum:
+            raise invalid(f"Cached content is too small. total_token_count={tokens}, "
+                          f"min_total_token_count={minimum}")
+        wall = time.time()
+        ttl = _ttl_seconds(body, wall)
+        ttl = _DEFAULT_CACHE_TTL if ttl is None else ttl
+        if ttl <= 0:
+            raise invalid("expire_time must be in the future")
+        name = f"cachedContents/emu{self.ids.next():016d}"
+        display = body.get("displayName") or body.get("display_name") or ""
+        entry = _CachedContent(name, model, str(display), chars, tokens, self.clock() + ttl, _rfc3339(wall))
+        self.caches.contents[name] = entry
+        return JsonResponse(200, _dumps(self._resource(entry)), (), _JSON)
+
+    def _cache_name(self, match: re.Match[str]) -> str:
+        return f"cachedContents/{match.group('id')}"
+
+    def _get_cache(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        return JsonResponse(200, _dumps(self._resource(self._cached(self._cache_name(match)))), (), _JSON)
+
+    def _list_caches(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        now = self.clock()
+        live = [e for e in self.caches.contents.values() if e.expires > now]
+        return JsonResponse(200, _dumps({"cachedContents": [self._resource(e) for e in live]}), (), _JSON)
+
+    def _update_cache(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        entry = self._cached(self._cache_name(match))
+        ttl = _ttl_seconds(body or {}, time.time())
+        if ttl is not None:
+            if ttl <= 0:
+                raise invalid("expire_time must be in the future")
+            entry.expires = self.clock() + ttl
+        return JsonResponse(200, _dumps(self._resource(entry)), (), _JSON)
+
+    def _delete_cache(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        entry = self._cached(self._cache_name(match))
+        del self.caches.contents[entry.name]
+        return JsonResponse(200, b"{}", (), _JSON)
+
+    # -- completions -----------------------------------------------------------------
 
     def completion(
         self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS

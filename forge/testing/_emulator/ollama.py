@@ -22,6 +22,7 @@ from .base import (
     invalid,
     messages_text,
 )
+from .caching import CacheUse
 from .http import HttpRequest
 from .limits import Admission
 from .text import content_text, encode_json_str
@@ -43,8 +44,29 @@ _ERRORS: dict[str, str] = {
     "timeout": "timed out waiting for llama runner to start",
 }
 
-# Deterministic "timings", in nanoseconds.
+# Deterministic "timings", in nanoseconds. A model that is not loaded (first call, or its
+# keep_alive ran out on the emulator's clock) reports a cold load.
 _LOAD_NS = 1_000_000
+_COLD_LOAD_NS = 2_500_000_000
+_DEFAULT_KEEP_ALIVE = 300.0
+# The context window when the request sets no options.num_ctx; longer prompts are truncated to it.
+_DEFAULT_NUM_CTX = 4096
+_DURATION_PART = re.compile(r"(-?\d+(?:\.\d+)?)(ms|h|m|s)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _keep_alive_seconds(value: object) -> float:
+    """Ollama's ``keep_alive``: seconds or a Go duration ("5m", "1h30m"); negative means forever."""
+    if isinstance(value, bool) or value is None:
+        return _DEFAULT_KEEP_ALIVE
+    if isinstance(value, (int, float)):
+        return float("inf") if value < 0 else float(value)
+    if isinstance(value, str):
+        parts = _DURATION_PART.findall(value.strip())
+        if parts and "".join(n + u for n, u in parts) == value.strip():
+            seconds = sum(float(n) * _UNITS[u or None] for n, u in parts)
+            return float("inf") if seconds < 0 else seconds
+    return _DEFAULT_KEEP_ALIVE
 _PROMPT_NS_PER_TOKEN = 100_000
 _EVAL_NS_PER_TOKEN = 1_000_000
 
@@ -57,14 +79,14 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _timings(done_reason: str, usage: Usage) -> JsonBody:
+def _timings(done_reason: str, usage: Usage, load_ns: int = _LOAD_NS) -> JsonBody:
     prompt_ns = usage.input_tokens * _PROMPT_NS_PER_TOKEN
     eval_ns = usage.output_tokens * _EVAL_NS_PER_TOKEN
     return {
         "done_reason": done_reason,
         "done": True,
-        "total_duration": _LOAD_NS + prompt_ns + eval_ns,
-        "load_duration": _LOAD_NS,
+        "total_duration": load_ns + prompt_ns + eval_ns,
+        "load_duration": load_ns,
         "prompt_eval_count": usage.input_tokens,
         "prompt_eval_duration": prompt_ns,
         "eval_count": usage.output_tokens,
@@ -77,8 +99,9 @@ class _ChatStream(StreamRenderer):
 
     content_type = "application/x-ndjson"
 
-    def __init__(self, model: str, extras: ReplyExtras = NO_EXTRAS) -> None:
+    def __init__(self, model: str, load_ns: int = _LOAD_NS, extras: ReplyExtras = NO_EXTRAS) -> None:
         self._model = model
+        self._load_ns = load_ns
         self._extras = extras
         self._created = _now()
         self._prefix = b'{"model":%s,"created_at":"%s","message":{"role":"assistant","content":' % (
@@ -100,7 +123,8 @@ class _ChatStream(StreamRenderer):
         if self._extras.calls and finish != "length":
             lines.append(self._line({"tool_calls": _tool_calls(self._extras)}))
         final = {"model": self._model, "created_at": self._created,
-                 "message": {"role": "assistant", "content": ""}, **_timings(finish, _with_thinking(usage))}
+                 "message": {"role": "assistant", "content": ""},
+                 **_timings(finish, _with_thinking(usage), self._load_ns)}
         return [*lines, _dumps(final) + b"\n"]
 
     def error_event(self, spec: ErrorSpec) -> bytes:
@@ -163,6 +187,11 @@ class OllamaDialect(Dialect):
             value = options.get("num_predict")  # -1: unlimited, -2: fill the context
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 max_tokens = value
+        num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
+        if not isinstance(num_ctx, int) or isinstance(num_ctx, bool) or num_ctx <= 0:
+            num_ctx = _DEFAULT_NUM_CTX
+        if chars > num_ctx * 4:  # Ollama truncates the prompt to the context window, silently
+            chars = num_ctx * 4
         messages = body.get("messages")
         last = messages[-1] if isinstance(messages, list) and messages else {}
         last = last if isinstance(last, dict) else {}
@@ -184,10 +213,20 @@ class OllamaDialect(Dialect):
         if extras.calls:
             message["tool_calls"] = _tool_calls(extras)
         return _dumps({"model": call.model, "created_at": _now(), "message": message,
-                       **_timings(finish, _with_thinking(usage))})
+                       **_timings(finish, _with_thinking(usage), call.notes.get("load_ns", _LOAD_NS))})
 
     def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
-        return _ChatStream(call.model, extras)
+        return _ChatStream(call.model, call.notes.get("load_ns", _LOAD_NS), extras)
+
+    def cache_usage(self, call: ChatCall, body: JsonBody | None, input_tokens: int) -> CacheUse:
+        """Model residency: a cold load unless the model is still loaded; ``keep_alive`` sets how long."""
+        now = self.clock()
+        key = f"loaded:{call.model}"
+        loaded_until = self.caches.contents.get(key)
+        call.notes["load_ns"] = _LOAD_NS if loaded_until is not None and loaded_until > now else _COLD_LOAD_NS
+        keep = _keep_alive_seconds(None if body is None else body.get("keep_alive"))
+        self.caches.contents[key] = now + keep
+        return CacheUse()
 
     @staticmethod
     def error_body(spec: ErrorSpec, model: str | None) -> JsonBody:

@@ -26,12 +26,17 @@ from .base import (
     messages_text,
 )
 from .batch import BatchItem, BatchJob, StoredFile, counts, jsonl, parse_multipart, usage_total
+from .caching import CacheUse, Segment, digests_at
 from .http import HttpRequest
 from .limits import Admission, go_duration
 from .text import content_text, encode_json_str
 from .tools import function_tools, openai_tool_choice, split_arguments
 
 _CREATED = 1_700_000_000
+# Automatic prompt caching: prefixes from 1,024 tokens on, in 128-token steps (4 chars per token).
+_CACHE_MIN_CHARS = 1024 * 4
+_CACHE_STEP_CHARS = 128 * 4
+_CACHE_TTLS = {"in_memory": 600.0, "24h": 86400.0, "30m": 1800.0, "12h": 43200.0}
 _FINGERPRINT = "fp_emulator"
 
 # (type, code, message) per error kind; {model} is filled in.
@@ -115,6 +120,22 @@ def _dumps(obj: object) -> bytes:
 
 def _not_gemini(req: HttpRequest) -> bool:
     return "x-goog-api-key" not in req.headers and "key=" not in req.query
+
+
+def _prompt_segments(body: JsonBody) -> list[Segment]:
+    """The prompt as OpenAI caches it: tools and the output format first, then each message."""
+    head = json.dumps([body.get("tools"), body.get("response_format")], sort_keys=False)
+    segments = [Segment("head:" + head, "")]
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict):
+            content = message.get("content")
+            extra = {k: v for k, v in message.items() if k != "content"}
+            parts = content if isinstance(content, list) else []
+            # Images and audio are part of the prefix too; text parts count as the plain text they hold.
+            shape = [part for part in parts if isinstance(part, dict) and part.get("type") != "text"]
+            segments.append(Segment(json.dumps([extra, shape]), content_text(content)))
+    return segments
 
 
 class _ChatStream(StreamRenderer):
@@ -244,6 +265,30 @@ class OpenAIDialect(Dialect):
             tool_result_text=content_text(last.get("content")) if last.get("role") == "tool" else "",
             reasoning=isinstance(effort, str) and effort not in ("none", "minimal"),
         )
+
+    def cache_usage(self, call: ChatCall, body: JsonBody | None, input_tokens: int) -> CacheUse:
+        """Automatic prompt caching: read the longest cached 128-token step of the prompt."""
+        if body is None:
+            return CacheUse()
+        segments = _prompt_segments(body)
+        total = sum(len(seg.text) for seg in segments)
+        if total < _CACHE_MIN_CHARS:
+            return CacheUse()
+        options = body.get("prompt_cache_options")
+        ttl = _CACHE_TTLS.get(str(body.get("prompt_cache_retention") or "in_memory"), 600.0)
+        if isinstance(options, dict):
+            ttl = max(ttl, _CACHE_TTLS.get(str(options.get("ttl") or "in_memory"), 600.0))
+        namespace = f"{call.model}\x1f{body.get('prompt_cache_key') or ''}"
+        steps = range(_CACHE_MIN_CHARS, total + 1, _CACHE_STEP_CHARS)
+        now = self.clock()
+        cache = self.caches.prefixes
+        read = 0
+        for position, digest in digests_at(segments, steps):
+            if cache.alive(namespace, digest, now):
+                read = position // 4
+            cache.put(namespace, digest, now + ttl)
+        cache.prune(now)
+        return CacheUse(read=min(read, input_tokens))
 
     def completion(
         self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS

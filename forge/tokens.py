@@ -1,9 +1,9 @@
 """Offline token estimation: tiktoken for OpenAI models when it is usable, a calibrated heuristic otherwise.
 
 Nothing here touches the network. tiktoken downloads its BPE files on first
-use unless they are cached; forge only uses it when an encoding loads without
-error (e.g. ``TIKTOKEN_CACHE_DIR`` holds the files), and falls back to the
-heuristic otherwise, once, without retrying on every call.
+use unless they are cached; forge uses it only when the encoding's file is
+already in tiktoken's cache (``TIKTOKEN_CACHE_DIR``, ``DATA_GYM_CACHE_DIR`` or
+the default temp-dir cache), and falls back to the heuristic otherwise.
 
 The heuristic counts roughly 4 characters per token for English prose and
 code, 1 token per CJK character, and a token per run of punctuation; it was
@@ -12,9 +12,13 @@ calibrated against cl100k/o200k counts to stay within about 15% on prose.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import tempfile
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 __all__ = ["chars_per_token", "estimate_tokens"]
 
@@ -27,18 +31,35 @@ def chars_per_token(provider: str | None = None) -> float:
     return 4.0
 
 
+_BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+
+def _bpe_cached(name: str) -> bool:
+    """Whether tiktoken can load ``name`` from its local cache, i.e. without a download."""
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    if cache_dir == "":
+        return False  # caching disabled: tiktoken would download every time
+    base = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "data-gym-cache"
+    key = hashlib.sha1(_BPE_URL.format(name=name).encode()).hexdigest()
+    return (base / key).is_file()
+
+
 @lru_cache(maxsize=8)
 def _tiktoken_encoder(model: str) -> Callable[[str], int] | None:
     try:
         import tiktoken
+        import tiktoken.model
     except ImportError:
         return None
     try:
-        try:
-            enc = tiktoken.encoding_for_model(model)
-        except KeyError:
-            enc = tiktoken.get_encoding("o200k_base")
-    except Exception:  # offline without cached BPE files, or any loader failure
+        name = tiktoken.model.encoding_name_for_model(model)
+    except KeyError:
+        name = "o200k_base"
+    if not _bpe_cached(name):
+        return None  # never download: forge estimates offline, the heuristic will do
+    try:
+        enc = tiktoken.get_encoding(name)
+    except Exception:  # a corrupt cache file or any loader failure
         return None
     return lambda text: len(enc.encode(text, disallowed_special=()))
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forge.errors import ConfigError
+from forge.optimize.settings import validate_optimizations
 
 __all__ = [
     "PROVIDER_NAMES",
@@ -525,7 +526,9 @@ class _Validator:
                     overrides[op] = self.retry(
                         retry_table[op], f"{key}.retry.{op}", retry, operations=False
                     )
-        optimizations = dict(self.table(data.get("optimizations", {}), f"{key}.optimizations"))
+        optimizations = validate_optimizations(
+            canonical, data.get("optimizations", {}), key=f"{key}.optimizations", source=self.source
+        )
         return ProviderConfig(
             name=canonical,
             api_key=self.string(data, key, "api_key"),

@@ -69,7 +69,9 @@ _PRICES: dict[str, dict[str, ModelPrice]] = {
     "anthropic": {
         "claude-opus-4-5": _anthropic(5.00, 25.00),
         "claude-opus-4-6": _anthropic(5.00, 25.00),
-        "claude-opus-4": _anthropic(15.00, 75.00),
+        "claude-opus-4-0": _anthropic(15.00, 75.00),
+        "claude-opus-4-1": _anthropic(15.00, 75.00),
+        "claude-opus-4-20250514": _anthropic(15.00, 75.00),
         "claude-sonnet-4": _anthropic(3.00, 15.00),
         "claude-haiku-4-5": _anthropic(1.00, 5.00),
         "claude-3-7-sonnet": _anthropic(3.00, 15.00),

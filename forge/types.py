@@ -17,6 +17,7 @@ __all__ = [
     "BatchProvider",
     "BatchState",
     "BatchStatus",
+    "CacheHints",
     "FinishReason",
     "Message",
     "Provider",
@@ -120,7 +121,9 @@ class Message:
     """One turn of a conversation.
 
     ``tool_calls`` is set on assistant turns that called tools; ``tool_call_id``
-    on ``tool`` turns that answer one.
+    on ``tool`` turns that answer one. ``cache_breakpoint`` marks the end of a
+    stable prefix (a document sent with every call): providers with explicit
+    prompt caching cache everything up to and including this message.
     """
 
     role: Role
@@ -130,6 +133,7 @@ class Message:
     name: str | None = None
     reasoning: str | None = None
     reasoning_signature: str | None = None
+    cache_breakpoint: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -153,6 +157,28 @@ class ResponseFormat:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheHints:
+    """Where a request's stable prefix ends, for providers with explicit prompt caching.
+
+    The optimizers fill this in (see docs/optimization.md); it can also be set by
+    hand. Anthropic renders it as ``cache_control`` breakpoints, OpenAI as
+    ``prompt_cache_key`` (and ``prompt_cache_breakpoint`` parts when the request
+    opts into ``prompt_cache_options``); others ignore it.
+
+    Args:
+        system: cache the system prompt (and the tool definitions before it).
+        tools: cache the tool definitions.
+        ttl_seconds: how long the cached prefix should live (Anthropic: 300 or 3600).
+        key: a routing key that groups requests sharing a prefix (OpenAI ``prompt_cache_key``).
+    """
+
+    system: bool = False
+    tools: bool = False
+    ttl_seconds: int | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """A normalized request, as adapters receive it. Build one with :func:`forge.llm.build_request`."""
 
@@ -170,6 +196,7 @@ class Request:
     extra: Mapping[str, object] = field(default_factory=dict)
     reasoning_effort: ReasoningEffort | None = None
     reasoning_budget: int | None = None
+    cache: CacheHints | None = None
 
     def prompt_text(self) -> str:
         """All input text joined (system first), for token estimates and cache keys."""
@@ -209,7 +236,11 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A complete reply, from a plain call or reassembled from a stream."""
+    """A complete reply, from a plain call or reassembled from a stream.
+
+    ``cached`` is True when the reply came from forge's response cache (no
+    provider call was made; ``cost_usd`` is 0).
+    """
 
     text: str
     provider: str
@@ -226,6 +257,7 @@ class Response:
     time_to_first_token_s: float | None = None
     chunks: int = 0
     raw: object = field(default=None, repr=False, compare=False)
+    cached: bool = False
 
     def to_message(self) -> Message:
         """This reply as the assistant turn of a conversation (text, tool calls, reasoning).

@@ -240,6 +240,8 @@ def _params(request: Request) -> dict[str, Any]:
     body.update(request.extra)
     if body:
         params["extra_body"] = body
+    if request.cache is not None or any(m.cache_breakpoint for m in request.messages):
+        _add_cache_control(params, request)
     return params
 
 
@@ -292,6 +294,37 @@ def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         else:
             out.append({"role": m.role, "content": m.content})
     return out
+
+
+def _add_cache_control(params: dict[str, Any], request: Request) -> None:
+    """Render ``request.cache`` and ``Message.cache_breakpoint`` as ``cache_control`` breakpoints.
+
+    The system prompt becomes one text block; the last tool and the last block of
+    each marked message carry ``{"type": "ephemeral"}`` (``"ttl": "1h"`` for an hour).
+    """
+    hints = request.cache
+    control: dict[str, Any] = {"type": "ephemeral"}
+    if hints is not None and hints.ttl_seconds is not None and hints.ttl_seconds >= 3600:
+        control["ttl"] = "1h"
+    if hints is not None and hints.system and isinstance(params.get("system"), str):
+        params["system"] = [{"type": "text", "text": params["system"], "cache_control": control}]
+    if hints is not None and hints.tools and params.get("tools"):
+        params["tools"][-1] = {**params["tools"][-1], "cache_control": control}
+    rendered = params["messages"]
+    for i, m in enumerate(request.messages):
+        if not m.cache_breakpoint:
+            continue
+        # Where forge message i ended up (tool results merge, system messages fold away).
+        at = len(_messages(request.messages[: i + 1])) - 1
+        if at < 0:
+            continue
+        content = rendered[at]["content"]
+        if isinstance(content, str) and content:
+            rendered[at] = {**rendered[at], "content": [{"type": "text", "text": content,
+                                                          "cache_control": control}]}
+        elif isinstance(content, list) and content:
+            rendered[at] = {**rendered[at], "content": [*content[:-1], {**content[-1],
+                                                                        "cache_control": control}]}
 
 
 # --------------------------------------------------------------------------- response

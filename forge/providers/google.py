@@ -141,6 +141,11 @@ class GoogleProvider:
             ),
         )
 
+    @property
+    def client(self) -> genai.Client:
+        """The google-genai client (for APIs forge does not wrap, e.g. ``client.aio.caches``)."""
+        return self._client
+
     # ------------------------------------------------------------------ Provider
 
     async def complete(self, request: Request) -> Response:

@@ -242,6 +242,8 @@ def _params(request: Request) -> dict[str, Any]:
         params["reasoning_effort"] = effort
     if request.extra:
         params["extra_body"] = dict(request.extra)
+    if request.cache is not None:
+        _add_cache_hints(params, request)
     return params
 
 
@@ -271,6 +273,33 @@ def _message(m: Message) -> dict[str, Any]:
             for tc in m.tool_calls
         ]
     return msg
+
+
+def _add_cache_hints(params: dict[str, Any], request: Request) -> None:
+    """``cache.key`` -> ``prompt_cache_key``; with ``prompt_cache_options`` in ``extra`` (the explicit
+    caching API of gpt-5.6+), ``prompt_cache_breakpoint`` parts after the system prompt (``cache.system``)
+    and after each message marked ``cache_breakpoint``."""
+    hints = request.cache
+    assert hints is not None
+    if hints.key:
+        params["prompt_cache_key"] = hints.key
+    if "prompt_cache_options" not in request.extra:
+        return
+    marker: dict[str, Any] = {"mode": "explicit"}
+    if hints.ttl_seconds is not None:
+        marker["ttl"] = "12h" if hints.ttl_seconds >= 43200 else "30m"
+    rendered = params["messages"]
+    offset = 1 if request.system else 0
+    if len(rendered) != offset + len(request.messages):
+        return  # not one message per forge message: leave the breakpoints out rather than misplace them
+    marked = [i + offset for i, m in enumerate(request.messages) if m.cache_breakpoint]
+    if hints.system and offset:
+        marked.insert(0, 0)
+    for at in marked:
+        content = rendered[at].get("content")
+        if isinstance(content, str) and content:
+            rendered[at] = {**rendered[at], "content": [
+                {"type": "text", "text": content, "prompt_cache_breakpoint": marker}]}
 
 
 # --------------------------------------------------------------------------- response

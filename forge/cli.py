@@ -120,7 +120,9 @@ async def _metrics_demo(out: TextIO) -> None:
                 for i in range(5):
                     await reg.invoke(model, f"metrics demo {i}", max_tokens=50)
                 await reg.stream(model, "metrics demo stream", max_tokens=50).collect()
-            out.write("Metrics of a short workload on the built-in emulator (one 429 and one 529 injected):\n")
+            out.write(
+                "Metrics of a short workload on the built-in emulator (one 429 and one 529 injected):\n"
+            )
             out.write(reg.metrics.format_table() + "\n")
 
 
@@ -178,10 +180,10 @@ def _parser() -> argparse.ArgumentParser:
     call_args(p_invoke)
     p_demo = sub.add_parser("demo", help="stream from all four providers on the built-in emulator")
     p_demo.add_argument("--chunks", type=int, default=12, help="chunks per emulated reply")
+    add_batch_parser(sub)
     p_metrics = sub.add_parser("metrics", help="print a metrics snapshot as a table")
     p_metrics.add_argument("snapshot", nargs="?", help="a JSON file written from reg.metrics.snapshot()")
     p_metrics.add_argument("--demo", action="store_true", help="run a short workload on the emulator")
-    add_batch_parser(sub)
     p_emu = sub.add_parser("emulator", help="run the provider emulator until Ctrl-C")
     p_emu.add_argument("--host", default="127.0.0.1")
     p_emu.add_argument("--port", type=int, default=8000)
@@ -201,10 +203,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return asyncio.run(_invoke(args, stream))
         if args.command == "demo":
             return asyncio.run(_demo(args, stream))
-        if args.command == "metrics":
-            return _metrics(args, stream)
         if args.command == "batch":
             return asyncio.run(run_batch(args, stream))
+        if args.command == "metrics":
+            return _metrics(args, stream)
         if args.command == "emulator":
             return _emulator(args, stream)
     except ConfigError as exc:

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import enum
 import inspect
+import logging
 import random
 import re
 import time
@@ -18,6 +19,7 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from forge.cache import as_cached, is_cacheable, replay_events, request_key
 from forge.errors import ForgeError, ProviderError, RetryExhausted
 from forge.pricing import cost_usd
 from forge.ratelimit import Reservation
@@ -38,12 +40,16 @@ from forge.types import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from forge.cache import ResponseCache
     from forge.config import ProviderConfig
     from forge.metrics import Metrics
+    from forge.optimize import ProviderOptimizer
     from forge.ratelimit import RequestCounter
     from forge.types import Provider
 
 __all__ = ["LLM", "build_request"]
+
+_log = logging.getLogger("forge")
 
 Prompt = str | Message | Sequence[Message | Mapping[str, object]]
 
@@ -387,12 +393,20 @@ class LLM:
         rng: Callable[[], float] = random.random,
         on_retry: Callable[[RetryEvent], object] | None = None,
         metrics: Metrics | None = None,
+        optimizer: ProviderOptimizer | None = None,
+        response_cache: ResponseCache | None = None,
+        cache_ttl: float = 300.0,
     ) -> None:
         self.provider = provider
         self.provider_name = provider.name
         self.model = model
         self.config = config
         self.metrics = metrics
+        self.optimizer = optimizer
+        """Rewrites each request before it is sent (see docs/optimization.md); None: sent as written."""
+        self.response_cache = response_cache
+        """Serves identical requests without calling the provider (see :mod:`forge.cache`)."""
+        self.cache_ttl = cache_ttl
         if isinstance(retry, RetryWrapper):
             self.wrapper = retry
         else:
@@ -473,14 +487,27 @@ class LLM:
     async def complete(self, request: Request, *, operation: str = "invoke") -> Response:
         """Send an already built :class:`Request` through the limiter and the retry policy."""
         start = self._clock()
-        try:
-            response, attempts = await self.wrapper.call(
-                lambda: self.provider.complete(request),
+        key = request_key(self.provider_name, request) if self.response_cache is not None else None
+        if key is not None and (hit := await self._cache_get(key)) is not None:
+            return as_cached(hit, self._clock() - start)
+
+        async def send(req: Request) -> tuple[Response, int]:
+            return await self.wrapper.call(
+                lambda: self.provider.complete(req),
                 classify=self.classify,
                 operation=operation,
-                estimated_tokens=self.estimate_tokens(request),
-                settle=lambda r: self.charged_tokens(request, r.usage),
+                estimated_tokens=self.estimate_tokens(req),
+                settle=lambda r: self.charged_tokens(req, r.usage),
             )
+
+        try:
+            sent = await self._optimize(request)
+            try:
+                response, attempts = await send(sent)
+            except ForgeError as exc:
+                if not self._falls_back(request, sent, exc):
+                    raise
+                response, attempts = await send(request)
         except Exception as exc:
             if self.metrics is not None:
                 self._record_failure(exc)
@@ -493,7 +520,57 @@ class LLM:
         )
         if self.metrics is not None:
             self.metrics.record_success(result)
+        if key is not None and is_cacheable(result):
+            await self._cache_set(key, result)
         return result
+
+    # ------------------------------------------------------------------ optimizer and response cache
+
+    async def _optimize(self, request: Request) -> Request:
+        """The request as the optimizer rewrites it; as written when there is none or it fails."""
+        optimizer = self.optimizer
+        if optimizer is None:
+            return request
+        metrics = self.metrics
+        report = None
+        if metrics is not None:
+            def report(name: str, applied: bool, reason: str) -> None:
+                metrics.record_optimization(self.provider_name, self.model, name, applied, reason)
+        try:
+            return await optimizer.aoptimize_request(request, on_step=report)
+        except Exception as exc:  # a bug in an optimizer must never fail the call
+            optimizer.fail("optimizer", exc)
+            return request
+
+    def _falls_back(self, request: Request, sent: Request, error: ForgeError) -> bool:
+        """Whether to re-send ``request`` as written after the provider refused the optimized ``sent``."""
+        optimizer = self.optimizer
+        if optimizer is None or sent is request or not optimizer.should_fall_back(sent, error):
+            return False
+        optimizer.record_fallback(error)
+        if self.metrics is not None:
+            self.metrics.record_optimization(self.provider_name, self.model, "fallback", False, str(error))
+        return True
+
+    async def _cache_get(self, key: str) -> Response | None:
+        assert self.response_cache is not None
+        try:
+            hit = await self.response_cache.get(key)
+        except Exception as exc:  # a cache outage costs a provider call, never the call itself
+            _log.warning("forge response cache: get failed (%s); calling %s", exc, self.ref)
+            return None
+        if hit is not None and self.metrics is not None:
+            self.metrics.record_cache_hit(
+                self.provider_name, self.model, cost_usd(self.provider_name, hit.model, hit.usage)
+            )
+        return hit
+
+    async def _cache_set(self, key: str, response: Response) -> None:
+        assert self.response_cache is not None
+        try:
+            await self.response_cache.set(key, response, self.cache_ttl)
+        except Exception as exc:
+            _log.warning("forge response cache: set failed (%s); reply not cached", exc)
 
     def _record_failure(self, exc: BaseException) -> None:
         assert self.metrics is not None
@@ -541,9 +618,10 @@ class LLM:
         break raises :class:`~forge.StreamInterrupted`.
         """
         estimate = self.estimate_tokens(request)
+        key = request_key(self.provider_name, request) if self.response_cache is not None else None
 
-        async def attempt() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
-            events = self.provider.stream(request)
+        async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+            events = self.provider.stream(req)
             try:
                 first = await events.__anext__()
             except StopAsyncIteration:
@@ -556,12 +634,30 @@ class LLM:
             return events, first
 
         async def opener() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
-            (events, first), attempts = await self.wrapper.call(
-                attempt, classify=self.classify, operation="stream", estimated_tokens=estimate
-            )
+            if key is not None and (hit := await self._cache_get(key)) is not None:
+                stream.cached = True
+                replay = replay_events(hit)
+                return replay, await replay.__anext__(), 0
+            sent = await self._optimize(request)
+            try:
+                (events, first), attempts = await self.wrapper.call(
+                    lambda: attempt(sent), classify=self.classify, operation="stream",
+                    estimated_tokens=estimate,
+                )
+            except ForgeError as exc:
+                if not self._falls_back(request, sent, exc):
+                    raise
+                (events, first), attempts = await self.wrapper.call(
+                    lambda: attempt(request), classify=self.classify, operation="stream",
+                    estimated_tokens=estimate,
+                )
             return events, first, attempts
 
         async def settle(response: Response) -> None:
+            if stream.cached:
+                return
+            if key is not None and stream.keeps_text and is_cacheable(response):
+                await self._cache_set(key, response)
             limiter = self.wrapper.limiter
             actual = self.charged_tokens(request, response.usage)
             if limiter is not None and limiter.tokens is not None and actual is not None:
@@ -576,7 +672,7 @@ class LLM:
             if self.metrics is not None and isinstance(exc, Exception):
                 self._record_failure(exc)
 
-        return Stream(
+        stream = Stream(
             opener,
             provider=self.provider_name,
             model=self.model,
@@ -586,6 +682,7 @@ class LLM:
             on_error=failed,
             **options,
         )
+        return stream
 
     async def aclose(self) -> None:
         """Close the provider's client (normally done by the Registry)."""

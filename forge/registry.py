@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import random
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from forge.cache import MemoryResponseCache, ResponseCache
 from forge.config import PROVIDER_NAMES, ForgeConfig, ProviderConfig, load_config, normalize_provider
 from forge.errors import BatchError, ConfigError
 from forge.llm import LLM, Prompt
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from forge.batch import BatchMode, BatchProcessor, PollSchedule, ProgressHandler
     from forge.errors import ForgeError
     from forge.jobs import BatchJob, JobStore
+    from forge.optimize import ProviderOptimizer
     from forge.streaming import Stream
     from forge.types import BatchStatus, Provider, Request, Response
 
@@ -102,7 +105,12 @@ class Registry:
     Args:
         config: ``None`` (search ``$FORGE_CONFIG``, ``./forge.toml``, the user config
             dir, else defaults), a dict, a path to a TOML/JSON file, or a ForgeConfig.
-        enable_optimizations: override the config's ``enable_optimizations``.
+        enable_optimizations: override the config's ``enable_optimizations``: True turns
+            every provider's optimizations on (unless its ``optimizations`` section says
+            ``enabled = false``), False turns them all off. See docs/optimization.md.
+        response_cache: where ``get_llm(..., enable_cache=True)`` handles keep replies
+            (default: one in-process :class:`~forge.cache.MemoryResponseCache`; pass a
+            :class:`~forge.cache.RedisResponseCache` to share it between processes).
         clock, sleep, rng: injected into every LLM (tests use fakes).
         on_retry: called with a :class:`~forge.retry.RetryEvent` before each retry wait.
 
@@ -119,11 +127,15 @@ class Registry:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         on_retry: Callable[[RetryEvent], object] | None = None,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.config = load_config(config)
         self.enable_optimizations = (
             self.config.enable_optimizations if enable_optimizations is None else enable_optimizations
         )
+        self._optimizations_forced_off = enable_optimizations is False
+        self._optimizers: dict[str, ProviderOptimizer | None] = {}
+        self._response_cache = response_cache
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -157,17 +169,51 @@ class Registry:
                 key=f"providers.{name}",
             ) from exc
         cls = getattr(module, class_name)
-        provider: Provider = cls(self.provider_config(name))
+        pcfg = self.provider_config(name)
+        optimizer = self.optimizer(name)
+        if optimizer is not None:
+            pcfg = optimizer.optimize_config(pcfg)
+        provider: Provider = cls(pcfg)
+        if optimizer is not None:
+            optimizer.bind(provider)
         self._providers[name] = provider
         return provider
 
-    def get_llm(self, model: str) -> LLM:
-        """An :class:`~forge.LLM` for ``provider:model`` or a configured alias (cached per name).
+    def optimizer(self, provider: str) -> ProviderOptimizer | None:
+        """The provider's optimizer (None when its optimizations are off), shared by all its models."""
+        name = normalize_provider(provider)
+        if name not in self._optimizers:
+            from forge.optimize import optimizations_enabled, optimizer_for
+
+            section = self.provider_config(name).optimizations
+            on = not self._optimizations_forced_off and optimizations_enabled(
+                section, self.enable_optimizations
+            )
+            self._optimizers[name] = optimizer_for(name, section, clock=self._clock) if on else None
+        return self._optimizers[name]
+
+    @property
+    def response_cache(self) -> ResponseCache:
+        """The cache behind ``get_llm(..., enable_cache=True)`` handles."""
+        if self._response_cache is None:
+            self._response_cache = MemoryResponseCache(clock=self._clock)
+        return self._response_cache
+
+    def get_llm(self, model: str, *, enable_cache: bool = False, cache_ttl: float = 300.0) -> LLM:
+        """An :class:`~forge.LLM` for ``provider:model`` or a configured alias (cached per name and options).
+
+        Args:
+            enable_cache: serve identical requests from :attr:`response_cache` for
+                ``cache_ttl`` seconds instead of calling the provider again (see
+                :mod:`forge.cache`); replies from it have ``cached=True`` and cost 0.
 
         Raises:
             ConfigError: unknown provider or alias, missing package or API key.
         """
-        cached = self._llms.get(model)
+        if cache_ttl <= 0:
+            raise ValueError(f"cache_ttl must be a positive number of seconds, got {cache_ttl!r}.")
+        handle = f"{model}\x00cache={cache_ttl:g}" if enable_cache else model
+        cached = self._llms.get(handle)
         if cached is not None:
             return cached
         name, vendor_model = parse_model_ref(model, self.config)
@@ -187,8 +233,11 @@ class Registry:
             ),
             clock=self._clock,
             metrics=self.metrics,
+            optimizer=self.optimizer(name),
+            response_cache=self.response_cache if enable_cache else None,
+            cache_ttl=cache_ttl,
         )
-        self._llms[model] = llm
+        self._llms[handle] = llm
         return llm
 
     def limiter(self, provider: str) -> RequestCounter | None:
@@ -363,6 +412,10 @@ class Registry:
         self._closed = True
         if getattr(self, "_owns_job_store", False):
             await self._job_store.aclose()
+        optimizers, self._optimizers = [o for o in self._optimizers.values() if o is not None], {}
+        for optimizer in optimizers:  # before the clients close: Gemini caches are deleted through them
+            with contextlib.suppress(Exception):
+                await optimizer.aclose()
         providers, self._providers = list(self._providers.values()), {}
         self._llms.clear()
         for provider in providers:

@@ -158,6 +158,8 @@ class Stream:
         self._ttft: float | None = None
         self._attempts = 1
         self._response: Response | None = None
+        self.cached = False
+        """True when the events are replayed from the response cache (the Response says so too)."""
 
     # ------------------------------------------------------------------ public surface
 
@@ -195,6 +197,11 @@ class Stream:
     def text(self) -> str:
         """Text received so far (empty when ``keep_text=False``)."""
         return "".join(self._parts)
+
+    @property
+    def keeps_text(self) -> bool:
+        """Whether the reassembled Response holds the text (False once :meth:`to_file` took over)."""
+        return self._keep_text
 
     @property
     def usage(self) -> Usage | None:
@@ -511,6 +518,8 @@ class Stream:
             latency_s=now - self._t0,
             time_to_first_token_s=self._ttft,
             chunks=self._chunks,
+            cached=self.cached,
+            cost_usd=0.0 if self.cached else None,
         )
 
     # ------------------------------------------------------------------ to file

@@ -41,6 +41,7 @@ from forge.errors import (
 
 if TYPE_CHECKING:
     from forge.batch import BatchProcessor, BatchProgress, PollSchedule
+    from forge.cache import MemoryResponseCache, RedisResponseCache, ResponseCache
     from forge.config import ForgeConfig, ProviderConfig, RateLimitConfig, RetryConfig, load_config
     from forge.jobs import BatchJob, JobStore, RedisJobStore, SQLiteJobStore
     from forge.llm import LLM, build_request, tool_from_function
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from forge.types import (
         BatchProvider,
         BatchStatus,
+        CacheHints,
         Message,
         Provider,
         Request,
@@ -100,6 +102,10 @@ _LAZY = {
     "JobStore": "forge.jobs",
     "RedisJobStore": "forge.jobs",
     "SQLiteJobStore": "forge.jobs",
+    "CacheHints": "forge.types",
+    "MemoryResponseCache": "forge.cache",
+    "RedisResponseCache": "forge.cache",
+    "ResponseCache": "forge.cache",
 }
 
 
@@ -128,10 +134,12 @@ __all__ = [
     "BatchProgress",
     "BatchProvider",
     "BatchStatus",
+    "CacheHints",
     "ConfigError",
     "ContextLengthError",
     "ForgeConfig",
     "ForgeError",
+    "MemoryResponseCache",
     "Message",
     "JobStore",
     "NotFoundError",
@@ -145,9 +153,11 @@ __all__ = [
     "RateLimitConfig",
     "RateLimitError",
     "RedisJobStore",
+    "RedisResponseCache",
     "Registry",
     "Request",
     "Response",
+    "ResponseCache",
     "ResponseFormat",
     "RetryAttempt",
     "RetryConfig",

@@ -93,8 +93,8 @@ def as_cached(response: Response, latency_s: float | None = None) -> Response:
 
 async def replay_events(response: Response) -> AsyncIterator[StreamEvent]:
     """A cached reply as stream events: reasoning, text in pieces, tool calls, usage, finish."""
-    if response.reasoning:
-        yield StreamEvent("reasoning", response.reasoning)
+    if response.reasoning or response.reasoning_signature:
+        yield StreamEvent("reasoning", response.reasoning or "", signature=response.reasoning_signature)
     text = response.text
     for start in range(0, len(text), _REPLAY_CHUNK):
         yield StreamEvent("text", text[start : start + _REPLAY_CHUNK])

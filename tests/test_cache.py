@@ -121,6 +121,15 @@ async def test_stream_options_do_not_change_the_key(fake: FakeProvider, cached_l
     assert (await cached_llm.stream("Capital of France?", idle_timeout=5).collect()).cached
 
 
+async def test_reasoning_and_its_signature_replay_from_the_cache(fake: FakeProvider, cached_llm: LLM) -> None:
+    fake.completes.append(Response(text="Paris", provider="fake", model="fake-model", finish_reason="stop",
+                                   reasoning="France's capital...", reasoning_signature="sig=="))
+    await cached_llm.invoke("Capital of France?")
+    s = cached_llm.stream("Capital of France?")
+    await s.collect()
+    assert (s.response.reasoning, s.response.reasoning_signature) == ("France's capital...", "sig==")
+
+
 async def test_tool_calls_replay_from_the_cache(fake: FakeProvider, cached_llm: LLM) -> None:
     call = ToolCall("c1", "lookup", {"q": "x"}, '{"q": "x"}')
     fake.completes.append(Response(text="", provider="fake", model="fake-model", finish_reason="tool_calls",

@@ -42,11 +42,21 @@ from forge.errors import (
 if TYPE_CHECKING:
     from forge.batch import BatchProcessor, BatchProgress, PollSchedule
     from forge.cache import MemoryResponseCache, RedisResponseCache, ResponseCache
-    from forge.config import ForgeConfig, ProviderConfig, RateLimitConfig, RetryConfig, load_config
+    from forge.config import (
+        ForgeConfig,
+        ProviderConfig,
+        ProviderRetryConfig,
+        RateLimitConfig,
+        RetryConfig,
+        load_config,
+    )
     from forge.jobs import BatchJob, JobStore, RedisJobStore, SQLiteJobStore
     from forge.llm import LLM, build_request, tool_from_function
+    from forge.metrics import MetricEvent, Metrics
+    from forge.optimize import ProviderOptimizer
+    from forge.ratelimit import RequestCounter, TokenBucket
     from forge.registry import Registry
-    from forge.retry import RetryEvent, RetryPolicy, backoff_wait
+    from forge.retry import RetryEvent, RetryPolicy, RetryWrapper, backoff_wait
     from forge.streaming import Stream, StreamProgress, stream, stream_to_file, stream_with_callback
     from forge.tokens import estimate_tokens
     from forge.types import (
@@ -106,6 +116,13 @@ _LAZY = {
     "MemoryResponseCache": "forge.cache",
     "RedisResponseCache": "forge.cache",
     "ResponseCache": "forge.cache",
+    "ProviderRetryConfig": "forge.config",
+    "Metrics": "forge.metrics",
+    "MetricEvent": "forge.metrics",
+    "ProviderOptimizer": "forge.optimize",
+    "RequestCounter": "forge.ratelimit",
+    "TokenBucket": "forge.ratelimit",
+    "RetryWrapper": "forge.retry",
 }
 
 
@@ -125,7 +142,6 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
-    "LLM",
     "AuthenticationError",
     "BadRequestError",
     "BatchError",
@@ -139,9 +155,12 @@ __all__ = [
     "ContextLengthError",
     "ForgeConfig",
     "ForgeError",
+    "JobStore",
+    "LLM",
     "MemoryResponseCache",
     "Message",
-    "JobStore",
+    "MetricEvent",
+    "Metrics",
     "NotFoundError",
     "OverloadedError",
     "PollSchedule",
@@ -149,6 +168,8 @@ __all__ = [
     "ProviderConfig",
     "ProviderConnectionError",
     "ProviderError",
+    "ProviderOptimizer",
+    "ProviderRetryConfig",
     "ProviderTimeout",
     "RateLimitConfig",
     "RateLimitError",
@@ -156,6 +177,7 @@ __all__ = [
     "RedisResponseCache",
     "Registry",
     "Request",
+    "RequestCounter",
     "Response",
     "ResponseCache",
     "ResponseFormat",
@@ -164,6 +186,7 @@ __all__ = [
     "RetryEvent",
     "RetryExhausted",
     "RetryPolicy",
+    "RetryWrapper",
     "SQLiteJobStore",
     "ServerError",
     "Stream",
@@ -172,11 +195,11 @@ __all__ = [
     "StreamInterrupted",
     "StreamProgress",
     "StreamTimeout",
+    "TokenBucket",
     "Tool",
     "ToolCall",
     "ToolCallError",
     "Usage",
-    "__version__",
     "backoff_wait",
     "build_request",
     "estimate_tokens",
@@ -185,4 +208,5 @@ __all__ = [
     "stream_to_file",
     "stream_with_callback",
     "tool_from_function",
+    "__version__",
 ]

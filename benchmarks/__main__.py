@@ -23,6 +23,7 @@ from benchmarks._common import Figure, emit
 SUITES = {
     "streaming": "benchmarks.bench_streaming",
     "overhead": "benchmarks.bench_overhead",
+    "optimize": "benchmarks.bench_optimize",
 }
 
 

@@ -23,6 +23,7 @@ from benchmarks._common import Figure, emit
 SUITES = {
     "streaming": "benchmarks.bench_streaming",
     "overhead": "benchmarks.bench_overhead",
+    "batch": "benchmarks.bench_batch",
     "optimize": "benchmarks.bench_optimize",
 }
 

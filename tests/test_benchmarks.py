@@ -21,5 +21,5 @@ def test_benchmarks_run_and_emit_json() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
     benches = {f["bench"] for f in figures}
-    assert {"streaming", "stream_to_file", "import", "overhead", "limiter", "metrics"} <= benches
+    assert {"streaming", "stream_to_file", "import", "overhead", "limiter", "metrics", "batch"} <= benches
     assert all(f["runs"] >= 1 and f["min"] <= f["median"] <= f["max"] for f in figures)

@@ -236,7 +236,9 @@ class BatchProcessor:
                 else:
                     out.append(self.llm.request(prompt, **params))
             except (TypeError, ValueError) as exc:
-                raise type(exc)(f"prompts[{i}]: {exc}") from exc
+                # A plain TypeError/ValueError: subclasses (pydantic's, ConfigError) take other arguments.
+                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                raise kind(f"prompts[{i}]: {exc}") from exc
         return out
 
     async def run(

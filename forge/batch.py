@@ -334,6 +334,9 @@ class BatchProcessor:
         batch = self._require_batch()
         if not requests:
             raise ValueError("a batch needs at least one request.")
+        optimizer = self.llm.optimizer
+        if optimizer is not None:  # its synchronous steps: seed, JSON mode, breakpoints (no Gemini caches)
+            requests = [optimizer.optimize_request(r) for r in requests]
         encoded = [encode_request(r) for r in requests]  # before recording: unserializable extras fail here
         now = self._wall()
         job = BatchJob(

@@ -65,7 +65,6 @@ MIN_CACHEABLE_TOKENS = 1024
 JSON_INSTRUCTION = "Respond with a single JSON object."
 """Appended to the system prompt when JSON mode is on and no message says "JSON"."""
 
-_BATCH_URL = "/v1/chat/completions"
 _JSON_WORD = re.compile(r"json", re.IGNORECASE)
 _JSON_ASK = re.compile(
     r"\b(?:respond|reply|answer|return|output)\w*\b[^.\n?]{0,30}?\bjson\b"
@@ -192,16 +191,11 @@ class OpenAIOptimizer(ProviderOptimizer):
         return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in self.batch_lines(items))
 
 
-def batch_request_line(request: Request, custom_id: str, *, url: str = _BATCH_URL) -> dict[str, Any]:
+def batch_request_line(request: Request, custom_id: str) -> dict[str, Any]:
     """One Batch API line whose body is exactly the JSON the OpenAI adapter sends for ``request``."""
-    from forge.providers.openai import _params  # imports openai; only when batches are prepared
+    from forge.providers.openai_batch import batch_line  # imports openai; only when batches are prepared
 
-    params = _params(request)
-    body = {k: v for k, v in params.items() if k not in ("extra_body", "extra_headers", "extra_query")}
-    extra = params.get("extra_body")
-    if isinstance(extra, Mapping):
-        body.update(extra)
-    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+    return batch_line(custom_id, request)
 
 
 def strict_schema_problem(schema: Mapping[str, object], path: str = "$") -> str | None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 
 import pytest
 
 import forge
+from forge import PollSchedule, SQLiteJobStore
 from forge.optimize.google import GoogleOptimizer
 from forge.pricing import cache_storage_usd, cost_usd, price_for
 from forge.testing import Emulator
@@ -207,3 +209,15 @@ async def test_optimizations_work_with_a_multi_turn_conversation() -> None:
         first = await llm.invoke([doc, Message("user", "What is the refund window?")])
         second = await llm.invoke([doc, Message("user", "Who handles billing disputes?")])
     assert first.usage.cache_write_tokens > 4900 and second.usage.cached_input_tokens == first.usage.cache_write_tokens
+
+
+async def test_batch_api_requests_are_optimized_too(tmp_path: Path) -> None:
+    async with Emulator() as emu, forge.Registry(emu.config(), enable_optimizations=True) as reg:
+        reg.job_store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+        await reg.batch_invoke("anthropic:claude-sonnet-4-6", ["q1", "q2"], system=SYSTEM, mode="batch_api",
+                               poll=PollSchedule(0.01, 2.0, 0.05))
+        create = next(r for r in emu.requests if r.path == "/v1/messages/batches" and r.method == "POST")
+        await reg.job_store.aclose()
+    assert create.body is not None
+    params = [item["params"] for item in create.body["requests"]]
+    assert all(p["system"][0]["cache_control"] == {"type": "ephemeral"} for p in params)

@@ -32,10 +32,14 @@ __all__ = [
     "NotApplicable",
     "OptimizerStats",
     "ProviderOptimizer",
+    "Step",
+    "StepObserver",
     "canonical_tools",
+    "count_tokens",
     "digest",
     "stable_json",
     "static_prefix_end",
+    "tools_text",
 ]
 
 log = logging.getLogger("forge.optimize")
@@ -257,4 +261,5 @@ def tools_text(tools: Sequence[Tool]) -> str:
 
 
 def count_tokens(text: str, request: Request, provider: str) -> int:
+    """Estimated tokens of ``text`` for ``request``'s model (no network)."""
     return estimate_tokens(text, request.model, provider) if text else 0

@@ -56,7 +56,7 @@ class RetryPolicy:
 
 def backoff_wait(policy: RetryPolicy, attempt: int, error: BaseException | None, draw: float) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based), given a draw in [0, 1)."""
-    cap = min(policy.max_wait, policy.initial_wait * policy.backoff_factor ** max(attempt - 1, 0))
+    cap = float(min(policy.max_wait, policy.initial_wait * policy.backoff_factor ** max(attempt - 1, 0)))
     wait = cap * draw if policy.jitter else cap
     if policy.respect_retry_after and isinstance(error, ProviderError) and error.retry_after is not None:
         wait = max(wait, error.retry_after)

@@ -18,6 +18,8 @@ import doctest
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +57,12 @@ def config_file(emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFacto
     return path
 
 
+def test_api_reference_is_up_to_date() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "apidoc.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_there_are_examples() -> None:
     assert len([b for b in BLOCKS if b[1] == "python"]) >= 5
 
@@ -63,6 +71,7 @@ def test_there_are_examples() -> None:
 def test_example_runs(where: str, kind: str, info: str, code: str, config_file: Path, emulator: EmulatorThread,
                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     emulator.reset()
+    monkeypatch.setenv("FORGE_JOB_STORE", str(tmp_path / "jobs.sqlite3"))
     if info == "no-run":
         first = code.strip().splitlines()[0] if code.strip() else ""
         assert first.startswith("#") and len(first) > 10, f"{where}: a no-run example must say why in a comment"

@@ -299,7 +299,10 @@ class BatchProcessor:
                 else:
                     progress.in_flight -= 1
                     if response.cost_usd is None:
-                        price = cost_usd(llm.provider_name, response.model or llm.model, response.usage)
+                        price = cost_usd(
+                            llm.provider_name, response.model or llm.model, response.usage,
+                            overrides=llm.prices,
+                        )
                         response = dataclasses.replace(response, cost_usd=price)
                     results[i] = response
                     progress.add(response)
@@ -487,7 +490,9 @@ class BatchProcessor:
                 result = dataclasses.replace(
                     result,
                     model=job.model,
-                    cost_usd=cost_usd(job.provider, job.model, result.usage, batch=True),
+                    cost_usd=cost_usd(
+                        job.provider, job.model, result.usage, batch=True, overrides=self.llm.prices
+                    ),
                 )
             elif isinstance(result, ProviderError) and result.model is None:
                 result.model = job.model
@@ -503,7 +508,7 @@ class BatchProcessor:
         if metrics is not None:
             for result in results:
                 if isinstance(result, Response):
-                    metrics.record_success(result, batch=True)
+                    metrics.record_success(result, batch=True, prices=self.llm.prices)
                 else:
                     metrics.record_failure(job.provider, job.model, result)
         progress.settle(results)

@@ -37,9 +37,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forge.errors import ConfigError
 from forge.optimize.settings import validate_optimizations
+
+if TYPE_CHECKING:
+    from forge.pricing import ModelPrice
 
 __all__ = [
     "PROVIDER_NAMES",
@@ -153,6 +157,7 @@ class ProviderConfig:
     optimizations: Mapping[str, object] = field(default_factory=dict)
     models: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, object] = field(default_factory=dict)
+    pricing: Mapping[str, ModelPrice] = field(default_factory=dict)
     source: str = "defaults"
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
@@ -345,7 +350,9 @@ _PROVIDER_KEYS = (
     "rate_limit",
     "optimizations",
     "models",
+    "pricing",
 )
+_PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "batch_discount")
 _RETRY_OPERATIONS = ("invoke", "stream", "batch")
 
 
@@ -487,6 +494,39 @@ class _Validator:
             redis_url=redis_url,
         )
 
+    def pricing(self, value: object, key: str) -> dict[str, ModelPrice]:
+        """``family = {input, output, ...}`` in USD per million tokens."""
+        from forge.pricing import ModelPrice
+
+        out: dict[str, ModelPrice] = {}
+        for family, entry in self.table(value, key).items():
+            where = f"{key}.{family}"
+            data = self.table(entry, where)
+            self.known_keys(data, where, _PRICE_KEYS)
+            for required in ("input", "output"):
+                if required not in data:
+                    raise self.fail(
+                        where,
+                        f"needs '{required}' (USD per million tokens), e.g. {{input = 2.5, output = 10.0}}.",
+                    )
+            optional = {
+                name: self.number(data, where, name, 0.0)
+                for name in ("cached_input", "cache_write", "cache_write_1h")
+                if name in data
+            }
+            discount = self.number(data, where, "batch_discount", 0.5)
+            if discount > 1:
+                raise self.fail(f"{where}.batch_discount", f"must be between 0 and 1, got {discount:g}.")
+            out[family] = ModelPrice(
+                input=self.number(data, where, "input", 0.0),
+                output=self.number(data, where, "output", 0.0),
+                cached_input=optional.get("cached_input"),
+                cache_write=optional.get("cache_write"),
+                cache_write_1h=optional.get("cache_write_1h"),
+                batch_discount=discount,
+            )
+        return out
+
     def string_map(self, value: object, key: str) -> dict[str, str]:
         data = self.table(value, key)
         out: dict[str, str] = {}
@@ -549,6 +589,7 @@ class _Validator:
             optimizations=optimizations,
             models=self.string_map(data.get("models", {}), f"{key}.models"),
             options=options,
+            pricing=self.pricing(data.get("pricing", {}), f"{key}.pricing"),
             source=self.source,
         )
 

@@ -401,6 +401,7 @@ class LLM:
         self.provider_name = provider.name
         self.model = model
         self.config = config
+        self.prices = config.pricing if config is not None else {}
         self.metrics = metrics
         self.optimizer = optimizer
         """Rewrites each request before it is sent (see docs/optimization.md); None: sent as written."""
@@ -516,10 +517,12 @@ class LLM:
             response,
             attempts=attempts,
             latency_s=self._clock() - start,
-            cost_usd=cost_usd(self.provider_name, response.model or self.model, response.usage),
+            cost_usd=cost_usd(
+                self.provider_name, response.model or self.model, response.usage, overrides=self.prices
+            ),
         )
         if self.metrics is not None:
-            self.metrics.record_success(result)
+            self.metrics.record_success(result, prices=self.prices)
         if key is not None and is_cacheable(result):
             await self._cache_set(key, result)
         return result
@@ -561,7 +564,8 @@ class LLM:
             return None
         if hit is not None and self.metrics is not None:
             self.metrics.record_cache_hit(
-                self.provider_name, self.model, cost_usd(self.provider_name, hit.model, hit.usage)
+                self.provider_name, self.model,
+                cost_usd(self.provider_name, hit.model, hit.usage, overrides=self.prices),
             )
         return hit
 
@@ -664,9 +668,12 @@ class LLM:
                 await limiter.settle(Reservation(estimate, 0.0), actual)
             if self.metrics is not None:
                 priced = dataclasses.replace(
-                    response, cost_usd=cost_usd(self.provider_name, response.model, response.usage)
+                    response,
+                    cost_usd=cost_usd(
+                        self.provider_name, response.model, response.usage, overrides=self.prices
+                    ),
                 )
-                self.metrics.record_success(priced, stream=True)
+                self.metrics.record_success(priced, stream=True, prices=self.prices)
 
         def failed(exc: BaseException) -> None:
             if self.metrics is not None and isinstance(exc, Exception):

@@ -18,13 +18,14 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from forge.pricing import price_for
 
 if TYPE_CHECKING:
+    from forge.pricing import ModelPrice
     from forge.types import Response
 
 __all__ = ["MetricEvent", "Metrics", "ModelStats", "format_snapshot"]
@@ -125,8 +126,18 @@ class Metrics:
 
     # ------------------------------------------------------------------ recording
 
-    def record_success(self, response: Response, *, stream: bool = False, batch: bool = False) -> None:
-        """A call that returned ``response`` (its usage, cost, latency, attempts)."""
+    def record_success(
+        self,
+        response: Response,
+        *,
+        stream: bool = False,
+        batch: bool = False,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ) -> None:
+        """A call that returned ``response`` (its usage, cost, latency, attempts).
+
+        ``prices`` are the provider's configured price overrides (for cache savings).
+        """
         s = self.stats(response.provider, response.model)
         s.requests += 1
         s.successes += 1
@@ -144,7 +155,7 @@ class Metrics:
         else:
             s.cost_usd += response.cost_usd
         if u.cached_input_tokens:
-            price = price_for(response.provider, response.model)
+            price = price_for(response.provider, response.model, prices)
             if price is not None and price.cached_input is not None:
                 saved = u.cached_input_tokens * (price.input - price.cached_input) / 1_000_000
                 s.cache_savings_usd += saved * (price.batch_discount if batch else 1.0)

@@ -20,6 +20,7 @@ Batch APIs (OpenAI, Anthropic, Gemini) bill everything at 50%.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from forge.types import Usage
@@ -91,25 +92,40 @@ _PRICES: dict[str, dict[str, ModelPrice]] = {
 }
 
 
-def price_for(provider: str, model: str) -> ModelPrice | None:
+def _match(table: Mapping[str, ModelPrice], model: str) -> str | None:
+    name = model.removeprefix("models/")
+    best: str | None = None
+    for family in table:
+        if (name == family or name.startswith((family + "-", family + "@", family + ":"))) and (
+            best is None or len(family) > len(best)
+        ):
+            best = family
+    return best
+
+
+def price_for(
+    provider: str, model: str, overrides: Mapping[str, ModelPrice] | None = None
+) -> ModelPrice | None:
     """The price of ``provider``'s ``model`` (longest matching family), None when unknown.
+
+    ``overrides`` (a provider's ``pricing`` config table: family -> price) add to
+    and win over the built-in table, so a fine-tune, a negotiated rate or a new
+    model can be priced without waiting for a forge release. The most specific
+    family wins; on a tie, the override.
 
     >>> price_for("anthropic", "claude-sonnet-4-5-20250929").input
     3.0
     """
-    if provider == "ollama":
-        return _FREE
-    table = _PRICES.get("google" if provider == "gemini" else provider)
-    if table is None:
-        return None
-    name = model.removeprefix("models/")
-    best: str | None = None
-    for family in table:
-        if (name == family or name.startswith(family + "-") or name.startswith(family + "@")) and (
-            best is None or len(family) > len(best)
-        ):
-            best = family
-    return table[best] if best is not None else None
+    table: Mapping[str, ModelPrice] = (
+        {} if provider == "ollama" else _PRICES.get("google" if provider == "gemini" else provider, {})
+    )
+    mine = _match(overrides, model) if overrides else None
+    builtin = _match(table, model)
+    if mine is not None and overrides is not None and (builtin is None or len(mine) >= len(builtin)):
+        return overrides[mine]
+    if builtin is not None:
+        return table[builtin]
+    return _FREE if provider == "ollama" else None
 
 
 def cost_usd(
@@ -119,6 +135,7 @@ def cost_usd(
     *,
     batch: bool = False,
     cache_ttl_seconds: int | None = None,
+    overrides: Mapping[str, ModelPrice] | None = None,
 ) -> float | None:
     """What ``usage`` costs in USD, or None when the model has no known price.
 
@@ -129,7 +146,7 @@ def cost_usd(
     >>> cost_usd("anthropic", "claude-sonnet-4-5", Usage(input_tokens=1_000_000))
     3.0
     """
-    price = price_for(provider, model)
+    price = price_for(provider, model, overrides)
     if price is None:
         return None
     cached = min(usage.cached_input_tokens, usage.input_tokens)

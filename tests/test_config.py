@@ -178,3 +178,32 @@ def test_provider_retry_config_parses_a_section() -> None:
         ProviderRetryConfig.parse("openai", {"timeout": 3})
     with pytest.raises(ConfigError, match=r"retry\.stream\.invoke: unknown key"):
         ProviderRetryConfig.parse("openai", {"retry": {"stream": {"invoke": {}}}})
+
+
+def test_pricing_overrides_from_config() -> None:
+    from forge.pricing import cost_usd
+    from forge.types import Usage
+
+    cfg = load_config({"providers": {"openai": {"pricing": {
+        "ft:gpt-4o-mini": {"input": 0.3, "output": 1.2, "cached_input": 0.15},
+        "gpt-4o": {"input": 2.0, "output": 8.0},
+    }}}}).provider("openai")
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert cost_usd("openai", "ft:gpt-4o-mini:acme:1", usage, overrides=cfg.pricing) == pytest.approx(1.5)
+    assert cost_usd("openai", "gpt-4o-2024-08-06", usage, overrides=cfg.pricing) == pytest.approx(10.0)
+    assert cost_usd("openai", "gpt-4o-mini", usage, overrides=cfg.pricing) == pytest.approx(0.75)  # built-in
+    assert cost_usd("openai", "my-own-model", usage, overrides=cfg.pricing) is None
+
+
+@pytest.mark.parametrize(
+    ("pricing", "message"),
+    [
+        ({"m": {"input": 1}}, r"pricing\.m: needs 'output'"),
+        ({"m": {"input": 1, "output": 2, "outptu": 3}}, r"unknown key.*Did you mean 'output'"),
+        ({"m": {"input": -1, "output": 2}}, r"pricing\.m\.input: must be >= 0"),
+        ({"m": {"input": 1, "output": 2, "batch_discount": 2}}, r"batch_discount: must be between 0 and 1"),
+    ],
+)
+def test_bad_pricing_is_named(pricing: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config({"providers": {"openai": {"pricing": pricing}}})

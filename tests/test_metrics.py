@@ -74,3 +74,15 @@ def test_table_renders_a_json_round_trip(clock: FakeClock) -> None:
     m.record_success(_response(0.2, input_tokens=3, output_tokens=4))
     table = format_snapshot(json.loads(json.dumps(m.snapshot())))
     assert "openai:gpt-4o-mini" in table and "total: 1 requests" in table
+
+
+async def test_configured_prices_reach_response_cost(fake: FakeProvider, clock: FakeClock) -> None:
+    from forge.config import load_config
+
+    cfg = load_config({"providers": {"openai": {"pricing": {"acme-1": {"input": 1.0, "output": 2.0}}}}})
+    fake.name = "openai"
+    llm = LLM(fake, "acme-1", config=cfg.provider("openai"), clock=clock, sleep=clock.sleep, metrics=Metrics(clock))
+    fake.completes.append(Response("x", "openai", "acme-1", usage=Usage(1_000_000, 1_000_000)))
+    assert (await llm.invoke("hi")).cost_usd == pytest.approx(3.0)
+    fake.completes.append(Response("x", "openai", "unpriced-model", usage=Usage(10, 10)))
+    assert (await LLM(fake, "unpriced-model", clock=clock).invoke("hi")).cost_usd is None

@@ -35,6 +35,7 @@ Decisions (see also docs/providers.md):
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import re
 from collections.abc import AsyncIterator
@@ -192,7 +193,13 @@ class GoogleProvider:
             if response.status_code != 200:
                 await genai_errors.APIError.raise_for_async_response(response)
             reader = _ChunkReader()
-            decoder = _GeminiStreamDecoder()
+            ctype = response.headers.get("content-type", "")
+            # forge asks for SSE; a server (or proxy) that ignores alt=sse streams one
+            # JSON array instead, as the API does without it. Decode either.
+            json_array = "json" in ctype and "event-stream" not in ctype
+            decoder: _GeminiStreamDecoder | _JsonArrayDecoder = (
+                _JsonArrayDecoder() if json_array else _GeminiStreamDecoder()
+            )
             async for data in response.aiter_bytes():
                 for chunk in decoder.feed(data):
                     if "error" in chunk:
@@ -597,6 +604,52 @@ class _GeminiStreamDecoder:
         out.extend(json.loads(ev.data) for ev in self._sse.flush())
         if self._raw:
             out.append(json.loads("".join(self._raw)))  # incomplete: raises, as the SDK does
+        return out
+
+
+class _JsonArrayDecoder:
+    """The body of ``:streamGenerateContent`` without ``alt=sse``: one JSON array
+    (``[{...}\n,\r\n{...}]``) whose elements arrive incrementally."""
+
+    __slots__ = ("_buf", "_json", "_started", "_text")
+
+    def __init__(self) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")()
+        self._json = json.JSONDecoder()
+        self._buf = ""
+        self._started = False
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        buf = self._buf + self._text.decode(data)
+        out: list[dict[str, Any]] = []
+        i, n = 0, len(buf)
+        while True:
+            while i < n and buf[i] in " \t\r\n,":
+                i += 1
+            if i >= n:
+                break
+            if buf[i] == "[" and not self._started:
+                self._started = True
+                i += 1
+                continue
+            if buf[i] == "]":
+                i += 1
+                continue
+            try:
+                value, end = self._json.raw_decode(buf, i)
+            except ValueError:
+                break  # an element split across reads: wait for the rest
+            if isinstance(value, dict):
+                out.append(value)
+            i = end
+        self._buf = buf[i:]
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        out = self.feed(b"")
+        rest = self._buf.strip()
+        if rest:
+            out.append(json.loads(rest))  # incomplete: raises, as the SDK's parser does
         return out
 
 

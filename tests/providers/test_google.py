@@ -54,7 +54,10 @@ GAP_ENDPOINTS = {
     ":batchGenerateContent": "batch API: forge.batch, not the Provider adapter",
     "batches": "batch polling / results: forge.batch, not the Provider adapter",
     "cachedContents": "explicit cache create/get/delete: not in the Provider protocol yet",
-    ":streamGenerateContent (JSON array)": "forge always requests alt=sse",
+    ":streamGenerateContent (JSON array)": (
+        "forge requests alt=sse; an array answer is decoded too (test_google_json_array.py, "
+        "test_real_cassettes.py)"
+    ),
     ":countTokens": "token counting: forge.tokens estimates locally",
     ":embedContent": "embeddings: not in the Provider protocol",
     ":batchEmbedContents": "embeddings: not in the Provider protocol",

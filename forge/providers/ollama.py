@@ -49,6 +49,7 @@ from forge.errors import (
 )
 from forge.providers._common import (
     error_for_status,
+    headers_dict,
     is_context_length_message,
     make_httpx_kwargs,
     reasoning_effort,
@@ -99,7 +100,7 @@ class OllamaProvider:
         try:
             response = await http.send(http_request)
             if not response.is_success:
-                raise ollama.ResponseError(response.text, response.status_code)
+                raise _status_error(response, request.model)
             body = response.json()
             if not isinstance(body, dict):
                 raise ValueError(f"Ollama answered with a non-object JSON body: {response.text[:200]!r}")
@@ -131,7 +132,7 @@ class OllamaProvider:
         try:
             if not response.is_success:
                 await response.aread()
-                raise ollama.ResponseError(response.text, response.status_code)
+                raise _status_error(response, request.model)
             reader = _LineReader()
             decoder = NDJSONDecoder()
             async for data in response.aiter_bytes():
@@ -439,3 +440,18 @@ class _LineReader:
         if self.done_line.get("done_reason") == "length":
             return "length"
         return "tool_calls" if self.calls else "stop"
+
+
+def _status_error(response: httpx.Response, model: str | None) -> ForgeError:
+    """A non-2xx answer, as the ollama client would report it, but with the response's
+    headers (Retry-After, request id) kept: forge sends this request itself, so it has them."""
+    vendor = ollama.ResponseError(response.text, response.status_code)
+    error = error_for_status(
+        response.status_code,
+        f"ollama said: {vendor.error}",
+        provider=_PROVIDER,
+        model=model,
+        headers=headers_dict(response.headers),
+    )
+    error.__cause__ = vendor
+    return error

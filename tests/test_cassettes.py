@@ -85,3 +85,14 @@ async def test_replay_blocks_every_connect_and_dns_lookup() -> None:
 def test_no_cassette_holds_a_key_or_token() -> None:
     assert CASSETTES.is_dir()
     assert find_secrets(CASSETTES) == []
+
+
+async def test_re_recording_replaces_a_stale_outcome(tmp_path: Path) -> None:
+    from forge.testing._record import FLOWS, record
+
+    flow = next(f for f in FLOWS if f.name == "error_auth")
+    (path,) = await record(tmp_path, providers=["openai"], flows=[flow], log=lambda _: None)
+    path.write_text(path.read_text().replace("error: AuthenticationError", "error: StaleError"))
+    await record(tmp_path, providers=["openai"], flows=[flow], log=lambda _: None)
+    assert "StaleError" not in path.read_text()
+    assert "error: AuthenticationError" in path.read_text()

@@ -242,6 +242,9 @@ async def record(
             if provider not in flow.providers:
                 continue
             path = cassette_path(out, provider, flow)
+            # Start from nothing: an old file's stored outcome would otherwise survive
+            # (cassette metadata is get-or-set), and the replay test would check a stale one.
+            path.unlink(missing_ok=True)
             async with Emulator() as emulator:
                 for action in flow.script:
                     emulator.script(action, provider=provider)

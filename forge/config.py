@@ -76,7 +76,7 @@ _DEFAULT_BASE_URL_ENVS: dict[str, tuple[str, ...]] = {
 }
 # Options only one provider understands; anything else in a provider section is an error.
 _PROVIDER_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "openai": {"organization": str, "project": str, "api": str},
+    "openai": {"organization": str, "project": str, "api": str, "max_tokens_param": str},
     "anthropic": {},
     "google": {"api_version": str},
     "ollama": {"keep_alive": (str, int, float)},
@@ -550,6 +550,14 @@ class _Validator:
                 options[opt] = data[opt]
         if canonical == "openai" and options.get("api", "chat") not in ("chat", "responses"):
             raise self.fail(f"{key}.api", f"expected 'chat' or 'responses', got {options['api']!r}.")
+        if canonical == "openai" and options.get("max_tokens_param", "max_tokens") not in (
+            "max_tokens",
+            "max_completion_tokens",
+        ):
+            raise self.fail(
+                f"{key}.max_tokens_param",
+                f"expected 'max_tokens' or 'max_completion_tokens', got {options['max_tokens_param']!r}.",
+            )
         api_key_env = self.string(data, key, "api_key_env")
         if api_key_env is not None and not api_key_env.replace("_", "").isalnum():
             raise self.fail(

@@ -10,9 +10,11 @@ never a pydantic model.
 Request mapping (see docs/providers.md for the full table):
 
 - ``system`` becomes a leading ``system`` message.
-- ``max_tokens`` is sent as ``max_completion_tokens`` (the name every current
-  chat model accepts; o-series and gpt-5 reject ``max_tokens``). Servers that
-  only know ``max_tokens`` can get it through ``extra``.
+- ``max_tokens`` is sent as ``max_completion_tokens`` to OpenAI itself (the name
+  every current chat model accepts; o-series and gpt-5 reject ``max_tokens``) and
+  as ``max_tokens`` to any other ``base_url`` (OpenAI-compatible servers such as
+  vLLM, llama.cpp or Ollama's ``/v1`` know that name, and some only that one).
+  ``providers.openai.max_tokens_param`` overrides the choice.
 - ``response_format`` json -> ``json_object``; json_schema -> ``json_schema``
   with name, schema and strict.
 - ``reasoning_effort`` (or the tier of ``reasoning_budget``) -> ``reasoning_effort``.
@@ -27,6 +29,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
@@ -90,6 +93,7 @@ class OpenAIProvider:
                 source=config.source,
             )
         self.api = api
+        self._max_tokens_param = _max_tokens_param(config)
         api_key = config.require_api_key()
         organization = config.options.get("organization")
         project = config.options.get("project")
@@ -113,7 +117,9 @@ class OpenAIProvider:
         if self.api == "responses":
             return await openai_responses.complete(self._client, request, self.classify)
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**_params(request))
+            raw = await self._client.chat.completions.with_raw_response.create(
+                **_params(request, self._max_tokens_param)
+            )
             return _response(json.loads(raw.http_response.content), request.model)
         except ForgeError:
             raise
@@ -131,7 +137,7 @@ class OpenAIProvider:
         return self._stream_chat(request)
 
     async def _stream_chat(self, request: Request) -> AsyncIterator[StreamEvent]:
-        params = _params(request)
+        params = _params(request, self._max_tokens_param)
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}
         state = _ChatStream(request.model)
@@ -201,10 +207,19 @@ class OpenAIProvider:
 # --------------------------------------------------------------------------- request
 
 
-def _params(request: Request) -> dict[str, Any]:
+def _max_tokens_param(config: ProviderConfig) -> str:
+    chosen = config.options.get("max_tokens_param")
+    if isinstance(chosen, str):
+        return chosen
+    base_url = config.resolve_base_url()
+    host = (urlsplit(base_url).hostname or "") if base_url else "api.openai.com"
+    return "max_completion_tokens" if host == "openai.com" or host.endswith(".openai.com") else "max_tokens"
+
+
+def _params(request: Request, max_tokens_param: str = "max_completion_tokens") -> dict[str, Any]:
     params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
     if request.max_tokens is not None:
-        params["max_completion_tokens"] = request.max_tokens
+        params[max_tokens_param] = request.max_tokens
     if request.temperature is not None:
         params["temperature"] = request.temperature
     if request.top_p is not None:

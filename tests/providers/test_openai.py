@@ -839,3 +839,29 @@ async def test_error_body_with_status_200_raises(make_provider: MakeProvider) ->
     provider = make_provider(httpx2.MockTransport(lambda request: httpx2.Response(200, json=body)))
     with pytest.raises(ServerError, match="openai said: upstream overloaded"):
         await provider.complete(REQUEST)
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({}, "max_completion_tokens"),
+        ({"base_url": "https://api.openai.com/v1"}, "max_completion_tokens"),
+        ({"base_url": "http://127.0.0.1:8000/v1"}, "max_tokens"),
+        ({"base_url": "http://vllm.internal/v1", "max_tokens_param": "max_completion_tokens"}, "max_completion_tokens"),
+    ],
+)
+def test_max_tokens_name_follows_the_server(section: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forge.config import load_config
+    from forge.providers.openai import _max_tokens_param
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    cfg = load_config({"providers": {"openai": section}}).provider("openai")
+    assert _max_tokens_param(cfg) == expected
+
+
+def test_bad_max_tokens_param_is_named() -> None:
+    from forge.config import load_config
+    from forge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_tokens_param: expected 'max_tokens' or 'max_completion_tokens'"):
+        load_config({"providers": {"openai": {"max_tokens_param": "limit"}}})

@@ -260,6 +260,27 @@ def _thinking(request: Request, budget: int) -> dict[str, Any]:
             provider="anthropic",
             model=request.model,
         )
+    # Anthropic rejects thinking with a changed temperature, a top_p below 0.95, or a forced tool.
+    if request.temperature is not None and request.temperature != 1:
+        raise BadRequestError(
+            f"anthropic does not allow temperature={request.temperature} with thinking on (only 1); "
+            "drop temperature or turn thinking off (reasoning_budget=0).",
+            provider="anthropic",
+            model=request.model,
+        )
+    if request.top_p is not None and not 0.95 <= request.top_p <= 1:
+        raise BadRequestError(
+            f"anthropic allows top_p only between 0.95 and 1 with thinking on; got top_p={request.top_p}.",
+            provider="anthropic",
+            model=request.model,
+        )
+    if request.tools and request.tool_choice not in (None, "auto", "none"):
+        raise BadRequestError(
+            f"anthropic cannot force tool use (tool_choice={request.tool_choice!r}) with thinking on; "
+            "use tool_choice='auto' or turn thinking off (reasoning_budget=0).",
+            provider="anthropic",
+            model=request.model,
+        )
     return {"type": "enabled", "budget_tokens": budget}
 
 

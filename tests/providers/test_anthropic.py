@@ -841,3 +841,27 @@ async def test_emulator_in_band_overloaded_and_drop() -> None:
                 await collect(provider.stream(REQUEST))
         finally:
             await provider.aclose()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"temperature": 0.2}, "temperature=0.2"),
+        ({"top_p": 0.5}, "top_p"),
+        ({"tool_choice": "required"}, "cannot force tool use"),
+        ({"tool_choice": "lookup"}, "cannot force tool use"),
+    ],
+)
+def test_thinking_refuses_what_the_api_rejects(extra: dict[str, Any], match: str) -> None:
+    # The Messages API answers 400 for thinking with a changed temperature, top_p < 0.95 or a
+    # forced tool_choice (extended-thinking "Feature compatibility"); say so before sending.
+    from forge.providers.anthropic import _params
+
+    tool = Tool("lookup", "", {"type": "object", "properties": {}})
+    request = Request(model="claude-x", messages=(Message("user", "x"),), tools=(tool,),
+                      reasoning_budget=2048, **extra)
+    with pytest.raises(BadRequestError, match=match):
+        _params(request)
+    ok = Request(model="claude-x", messages=(Message("user", "x"),), tools=(tool,), reasoning_budget=2048,
+                 temperature=1.0, top_p=0.95, tool_choice="auto")
+    assert _params(ok)["thinking"] == {"type": "enabled", "budget_tokens": 2048}

@@ -37,6 +37,7 @@ import openai
 from forge._wire import SSEDecoder
 from forge.config import ProviderConfig
 from forge.errors import (
+    BadRequestError,
     ConfigError,
     ForgeError,
     ProviderConnectionError,
@@ -94,6 +95,7 @@ class OpenAIProvider:
             )
         self.api = api
         self._max_tokens_param = _max_tokens_param(config)
+        self._max_stop = 4 if _is_openai(config) else None  # compatible servers may take more
         api_key = config.require_api_key()
         organization = config.options.get("organization")
         project = config.options.get("project")
@@ -118,7 +120,7 @@ class OpenAIProvider:
             return await openai_responses.complete(self._client, request, self.classify)
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
-                **_params(request, self._max_tokens_param)
+                **_params(request, self._max_tokens_param, self._max_stop)
             )
             return _response(json.loads(raw.http_response.content), request.model)
         except ForgeError:
@@ -137,7 +139,7 @@ class OpenAIProvider:
         return self._stream_chat(request)
 
     async def _stream_chat(self, request: Request) -> AsyncIterator[StreamEvent]:
-        params = _params(request, self._max_tokens_param)
+        params = _params(request, self._max_tokens_param, self._max_stop)
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}
         state = _ChatStream(request.model)
@@ -207,16 +209,28 @@ class OpenAIProvider:
 # --------------------------------------------------------------------------- request
 
 
+def _is_openai(config: ProviderConfig) -> bool:
+    base_url = config.resolve_base_url()
+    host = (urlsplit(base_url).hostname or "") if base_url else "api.openai.com"
+    return host == "openai.com" or host.endswith(".openai.com")
+
+
 def _max_tokens_param(config: ProviderConfig) -> str:
     chosen = config.options.get("max_tokens_param")
     if isinstance(chosen, str):
         return chosen
-    base_url = config.resolve_base_url()
-    host = (urlsplit(base_url).hostname or "") if base_url else "api.openai.com"
-    return "max_completion_tokens" if host == "openai.com" or host.endswith(".openai.com") else "max_tokens"
+    return "max_completion_tokens" if _is_openai(config) else "max_tokens"
 
 
-def _params(request: Request, max_tokens_param: str = "max_completion_tokens") -> dict[str, Any]:
+def _params(
+    request: Request, max_tokens_param: str = "max_completion_tokens", max_stop: int | None = None
+) -> dict[str, Any]:
+    if max_stop is not None and len(request.stop) > max_stop:
+        raise BadRequestError(
+            f"openai takes at most {max_stop} stop sequences; got {len(request.stop)}.",
+            provider="openai",
+            model=request.model,
+        )
     params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
     if request.max_tokens is not None:
         params[max_tokens_param] = request.max_tokens

@@ -865,3 +865,31 @@ def test_bad_max_tokens_param_is_named() -> None:
 
     with pytest.raises(ConfigError, match="max_tokens_param: expected 'max_tokens' or 'max_completion_tokens'"):
         load_config({"providers": {"openai": {"max_tokens_param": "limit"}}})
+
+
+@pytest.mark.asyncio
+async def test_more_than_four_stops_refused_for_openai_only() -> None:
+    # Chat Completions takes "up to 4 sequences" in stop and answers 400 for more; say so before
+    # sending. OpenAI-compatible servers (vLLM, llama.cpp...) may take more, so they get them all.
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        bodies.append(json.loads(request.content))
+        return httpx2.Response(200, json={"id": "c", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
+
+    request = Request(model="gpt-x", messages=(Message("user", "x"),), stop=("a", "b", "c", "d", "e"))
+    openai_ = OpenAIProvider(ProviderConfig(name="openai", api_key="k"),
+                             http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
+    with pytest.raises(BadRequestError, match="at most 4 stop sequences"):
+        await openai_.complete(request)
+    with pytest.raises(BadRequestError, match="at most 4 stop sequences"):
+        async for _ in openai_.stream(request):
+            pass
+    assert bodies == []
+    local = OpenAIProvider(ProviderConfig(name="openai", api_key="k", base_url="http://127.0.0.1:8000/v1"),
+                           http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)))
+    await local.complete(request)
+    assert bodies[-1]["stop"] == ["a", "b", "c", "d", "e"]
+    await openai_.aclose()
+    await local.aclose()

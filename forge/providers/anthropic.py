@@ -12,7 +12,10 @@ Request mapping (see docs/providers.md for the full table):
 - ``max_tokens`` is required by Anthropic: 4096 when the request has none.
 - ``stop`` -> ``stop_sequences``; ``seed`` has no Anthropic counterpart and is
   not sent (it is a best-effort knob everywhere).
-- ``response_format`` json / json_schema -> ``output_config.format`` json_schema
+- ``response_format`` json_schema -> ``output_config.format`` json_schema, with
+  ``additionalProperties: false`` added to object schemas that do not say (the API
+  requires it). Plain ``json`` has no schema to give, and structured outputs
+  refuse an open ``{"type": "object"}``, so it becomes a system instruction.
   (plain json uses the schema ``{"type": "object"}``).
 - ``tool`` messages become ``tool_result`` blocks; consecutive ones share one user turn.
 - ``temperature`` / ``top_p`` go into the JSON body directly: the installed
@@ -192,6 +195,23 @@ class AnthropicProvider:
 # --------------------------------------------------------------------------- request
 
 
+_JSON_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose, no code fences."
+)
+
+
+def _closed(schema: object) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object that does not set it."""
+    if isinstance(schema, Mapping):
+        out = {k: _closed(v) for k, v in schema.items()}
+        if out.get("type") == "object" and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    return schema
+
+
 def _params(request: Request) -> dict[str, Any]:
     system_parts = [request.system] if request.system else []
     system_parts.extend(m.content for m in request.messages if m.role == "system" and m.content)
@@ -207,14 +227,15 @@ def _params(request: Request) -> dict[str, Any]:
         params["thinking"] = _thinking(request, budget)
         if request.max_tokens is None:
             params["max_tokens"] = budget + DEFAULT_MAX_TOKENS  # thinking counts toward max_tokens
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json":
+        system_parts.append(_JSON_INSTRUCTION)
     if system_parts:
         params["system"] = "\n\n".join(system_parts)
     if request.stop:
         params["stop_sequences"] = list(request.stop)
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        schema = fmt.schema if fmt.type == "json_schema" and fmt.schema is not None else {"type": "object"}
-        params["output_config"] = {"format": {"type": "json_schema", "schema": dict(schema)}}
+    if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
+        params["output_config"] = {"format": {"type": "json_schema", "schema": _closed(fmt.schema)}}
     if request.tools:
         tools = []
         for tool in request.tools:

@@ -356,23 +356,45 @@ async def test_complete_structured_output(make_provider: MakeProvider) -> None:
             response_format=ResponseFormat("json_schema", schema),
         )
     )
-    assert transport.sent_json()["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    # Anthropic requires every object schema to be closed; forge closes the ones that do not say.
+    closed = {**schema, "additionalProperties": False}
+    assert transport.sent_json()["output_config"] == {"format": {"type": "json_schema", "schema": closed}}
     assert json.loads(response.text)["city"] == "London"
 
 
 @pytest.mark.asyncio
-async def test_plain_json_uses_an_object_schema(make_provider: MakeProvider) -> None:
+async def test_plain_json_is_an_instruction_not_an_open_schema(make_provider: MakeProvider) -> None:
+    # Structured outputs refuse an open {"type": "object"}; plain JSON mode has no schema to give.
     transport = ReplayTransport(load_cassette("anthropic/nonstream-structured-output-config.yaml"))
     await make_provider(transport).complete(
         Request(
             model="claude-sonnet-4-5",
             messages=(Message("user", "x"),),
+            system="Be brief.",
             response_format=ResponseFormat("json"),
         )
     )
-    assert transport.sent_json()["output_config"] == {
-        "format": {"type": "json_schema", "schema": {"type": "object"}}
+    sent = transport.sent_json()
+    assert "output_config" not in sent
+    assert sent["system"].startswith("Be brief.\n\n")
+    assert "single valid JSON object" in sent["system"]
+
+
+def test_nested_object_schemas_are_closed_but_explicit_choices_kept() -> None:
+    from forge.providers.anthropic import _closed
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string"}}}},
+            "meta": {"type": "object", "additionalProperties": True},
+        },
     }
+    out = _closed(schema)
+    assert out["additionalProperties"] is False
+    assert out["properties"]["items"]["items"]["additionalProperties"] is False
+    assert out["properties"]["meta"]["additionalProperties"] is True
+    assert "additionalProperties" not in schema  # the caller's schema is not mutated
 
 
 @pytest.mark.asyncio

@@ -45,6 +45,7 @@ __all__ = [
     "reasoning_budget",
     "reasoning_effort",
     "transport_error",
+    "unclassified_error",
 ]
 
 _CONTEXT_PATTERNS = re.compile(
@@ -211,6 +212,19 @@ async def _observe_rate_limit_headers(response: httpx2.Response | httpx.Response
     observer = response_observer.get()
     if observer is not None:
         await observer(headers_dict(response.headers))
+
+
+def unclassified_error(
+    exc: BaseException, *, provider: str, model: str | None = None, label: str | None = None
+) -> ForgeError:
+    """The last step of every adapter's ``classify``: a transport error, else a plain
+    ProviderError naming the exception (nothing escapes unmapped)."""
+    mapped = transport_error(exc, provider=provider, model=model)
+    if mapped is not None:
+        return mapped
+    return ProviderError(
+        f"{label or provider} call failed: {type(exc).__name__}: {exc}", provider=provider, model=model
+    )
 
 
 def make_httpx2_client(

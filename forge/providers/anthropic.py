@@ -55,7 +55,7 @@ from forge.providers._common import (
     headers_dict,
     make_httpx2_client,
     reasoning_budget,
-    transport_error,
+    unclassified_error,
 )
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
@@ -179,12 +179,7 @@ class AnthropicProvider:
             return ProviderConnectionError(
                 f"Connection to anthropic failed: {_cause(exc)}", provider=self.name, model=model
             )
-        mapped = transport_error(exc, provider=self.name, model=model)
-        if mapped is not None:
-            return mapped
-        return ProviderError(
-            f"anthropic call failed: {type(exc).__name__}: {exc}", provider=self.name, model=model
-        )
+        return unclassified_error(exc, provider=self.name, model=model)
 
     async def aclose(self) -> None:
         """Close the vendor client and its connection pool."""

@@ -63,7 +63,7 @@ from forge.providers._common import (
     make_httpx2_client,
     parse_retry_after,
     reasoning_budget,
-    transport_error,
+    unclassified_error,
 )
 from forge.types import (
     FinishReason,
@@ -259,12 +259,7 @@ class GoogleProvider:
             return exc
         if isinstance(exc, genai_errors.APIError):
             return _api_error(exc, model)
-        mapped = transport_error(exc, provider=_PROVIDER, model=model)
-        if mapped is not None:
-            return mapped
-        return ProviderError(
-            f"Gemini call failed: {type(exc).__name__}: {exc}", provider=_PROVIDER, model=model
-        )
+        return unclassified_error(exc, provider=_PROVIDER, model=model, label="Gemini")
 
 
 class _AsyncOnly(httpx2.BaseTransport):

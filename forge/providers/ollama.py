@@ -44,7 +44,6 @@ from forge.errors import (
     ContextLengthError,
     ForgeError,
     ProviderConnectionError,
-    ProviderError,
     ServerError,
 )
 from forge.providers._common import (
@@ -53,7 +52,7 @@ from forge.providers._common import (
     is_context_length_message,
     make_httpx_kwargs,
     reasoning_effort,
-    transport_error,
+    unclassified_error,
 )
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
@@ -199,12 +198,7 @@ class OllamaProvider:
             return BadRequestError(
                 f"ollama client refused the request: {exc.error}", provider=_PROVIDER, model=model
             )
-        mapped = transport_error(exc, provider=_PROVIDER, model=model)
-        if mapped is not None:
-            return mapped
-        return ProviderError(
-            f"Ollama call failed: {type(exc).__name__}: {exc}", provider=_PROVIDER, model=model
-        )
+        return unclassified_error(exc, provider=_PROVIDER, model=model, label="Ollama")
 
 
 # ---------------------------------------------------------------------- request

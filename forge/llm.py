@@ -509,6 +509,7 @@ class LLM:
                 if not self._falls_back(request, sent, exc):
                     raise
                 response, attempts = await send(request)
+                attempts += _attempts_used(exc)  # the refused optimized request counts too
         except Exception as exc:
             if self.metrics is not None:
                 self._record_failure(exc)
@@ -655,6 +656,7 @@ class LLM:
                     lambda: attempt(request), classify=self.classify, operation="stream",
                     estimated_tokens=estimate,
                 )
+                attempts += _attempts_used(exc)
             return events, first, attempts
 
         async def settle(response: Response) -> None:
@@ -694,3 +696,8 @@ class LLM:
     async def aclose(self) -> None:
         """Close the provider's client (normally done by the Registry)."""
         await self.provider.aclose()
+
+
+def _attempts_used(error: ForgeError) -> int:
+    """How many requests a failed call made (its retries included)."""
+    return len(error.attempts) if isinstance(error, RetryExhausted) else 1

@@ -68,6 +68,7 @@ async def test_a_refused_optimized_request_is_resent_as_written(
     assert reply.text == "ok"
     assert [r.system for r in fake.requests] == ["BE TERSE", "be terse"]
     assert optimizer.stats.fallbacks == 1
+    assert reply.attempts == 2  # the refused request was an attempt too
 
 
 async def test_context_length_errors_are_not_resent(fake: FakeProvider, make_llm: Callable[..., LLM]) -> None:
@@ -94,6 +95,7 @@ async def test_streams_fall_back_too(fake: FakeProvider, make_llm: Callable[...,
     s = make_llm(optimizer=Upper()).stream("hi", system="be terse")
     assert (await s.collect()).text == "ok"
     assert [r.system for r in fake.requests] == ["BE TERSE", "be terse"]
+    assert s.response.attempts == 2
 
 
 async def test_metrics_record_each_step(fake: FakeProvider, make_llm: Callable[..., LLM]) -> None:

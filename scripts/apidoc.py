@@ -131,9 +131,17 @@ Usage(input_tokens=11, output_tokens=6, cached_input_tokens=0, cache_write_token
 >>> run(wrapper.call(ok, classify=lambda e: forge.ServerError(str(e))))
 ('done', 1)""",
     "RetryEvent": """>>> events = []
->>> r = forge.Registry(config=reg.config, on_retry=events.append)
->>> events
-[]""",
+>>> outcomes = iter([forge.ServerError("boom"), "ok"])
+>>> async def flaky():
+...     outcome = next(outcomes)
+...     if isinstance(outcome, Exception):
+...         raise outcome
+...     return outcome
+>>> wrapper = forge.RetryWrapper(forge.RetryPolicy(initial_wait=0.0), on_retry=events.append)
+>>> run(wrapper.call(flaky, classify=lambda e: e))
+('ok', 2)
+>>> [(e.attempt, type(e.error).__name__) for e in events]
+[(1, 'ServerError')]""",
     "backoff_wait": """>>> forge.backoff_wait(forge.RetryPolicy(), 1, forge.RateLimitError("slow", retry_after=7.0), 0.5)
 7.0""",
     "RequestCounter": """>>> counter = forge.RequestCounter(requests_per_minute=600, tokens_per_minute=60_000)

@@ -31,7 +31,6 @@ from forge.errors import (
     ProviderTimeout,
     RateLimitError,
     RetryAttempt,
-    RetryExhausted,
     ServerError,
     StreamError,
     StreamInterrupted,
@@ -129,6 +128,8 @@ _LAZY = {
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
+        if name == "RetryExhausted":  # removed in 0.x: forge.errors says what replaced it
+            return getattr(importlib.import_module("forge.errors"), name)
         raise AttributeError(f"module 'forge' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
@@ -184,7 +185,6 @@ __all__ = [
     "RetryAttempt",
     "RetryConfig",
     "RetryEvent",
-    "RetryExhausted",
     "RetryPolicy",
     "RetryWrapper",
     "SQLiteJobStore",

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from forge.cache import as_cached, is_cacheable, replay_events, request_key
-from forge.errors import ForgeError, ProviderError, RetryExhausted
+from forge.errors import ForgeError, ProviderError
 from forge.pricing import cost_usd
 from forge.ratelimit import Reservation
 from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
@@ -480,8 +480,8 @@ class LLM:
         """Send ``prompt`` and return the whole reply.
 
         Raises:
-            ProviderError subclasses (not retryable, or retries disabled),
-            RetryExhausted (every attempt failed), TypeError/ValueError (bad parameters).
+            ProviderError subclasses: the last attempt's error, its own class whether or not
+            retries ran (``error.attempts`` holds the history), TypeError/ValueError (bad parameters).
         """
         return await self.complete(self.request(prompt, **params))
 
@@ -579,10 +579,9 @@ class LLM:
 
     def _record_failure(self, exc: BaseException) -> None:
         assert self.metrics is not None
-        attempts = len(exc.attempts) if isinstance(exc, RetryExhausted) else 1
-        error = exc.last_error if isinstance(exc, RetryExhausted) else exc
-        self.metrics.record_failure(self.provider_name, self.model, error, attempts=attempts)
-        if getattr(error, "status", None) == 429:
+        attempts = _attempts_used(exc) if isinstance(exc, ForgeError) else 1
+        self.metrics.record_failure(self.provider_name, self.model, exc, attempts=attempts)
+        if getattr(exc, "status", None) == 429:
             self.metrics.record_rate_limited(self.provider_name, self.model)
 
     def stream(
@@ -700,4 +699,4 @@ class LLM:
 
 def _attempts_used(error: ForgeError) -> int:
     """How many requests a failed call made (its retries included)."""
-    return len(error.attempts) if isinstance(error, RetryExhausted) else 1
+    return error.attempt_count or 1

@@ -39,7 +39,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Errors", ["ForgeError", "ConfigError", "ProviderError", "RateLimitError", "OverloadedError", "ServerError",
                 "ProviderTimeout", "ProviderConnectionError", "AuthenticationError", "BadRequestError",
                 "ContextLengthError", "NotFoundError", "ToolCallError", "BatchError", "StreamError",
-                "StreamInterrupted", "StreamTimeout", "RetryExhausted", "RetryAttempt"]),
+                "StreamInterrupted", "StreamTimeout", "RetryAttempt"]),
 ]
 
 _ERROR_EXAMPLE = """>>> issubclass(forge.{name}, forge.ForgeError)
@@ -207,7 +207,7 @@ True""",
 for _name in ("ForgeError", "ConfigError", "ProviderError", "RateLimitError", "OverloadedError", "ServerError",
               "ProviderTimeout", "ProviderConnectionError", "AuthenticationError", "BadRequestError",
               "ContextLengthError", "NotFoundError", "ToolCallError", "BatchError", "StreamError",
-              "StreamInterrupted", "StreamTimeout", "RetryExhausted"):
+              "StreamInterrupted", "StreamTimeout"):
     EXAMPLES.setdefault(_name, _ERROR_EXAMPLE.format(name=_name))
 EXAMPLES.setdefault("RetryAttempt", """>>> forge.RetryAttempt(1, forge.ServerError("boom"), 0.5).wait
 0.5""")

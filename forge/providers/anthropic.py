@@ -51,9 +51,12 @@ from forge._wire import SSEDecoder
 from forge.config import ProviderConfig
 from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError, ProviderTimeout
 from forge.providers._common import (
+    check_stream_reply,
     error_for_status,
     headers_dict,
+    json_reply,
     make_httpx2_client,
+    public_url,
     reasoning_budget,
     unclassified_error,
 )
@@ -105,6 +108,7 @@ class AnthropicProvider:
             max_retries=0,
             http_client=self._http,
         )
+        self.base_url = public_url(self._client.base_url)
 
     async def complete(self, request: Request) -> Response:
         """Send ``request`` and return the whole reply.
@@ -116,7 +120,11 @@ class AnthropicProvider:
             raw = await self._client.messages.with_raw_response.create(
                 **_params(request), timeout=self._timeout
             )
-            return _response(json.loads(raw.http_response.content), request.model)
+            data = json_reply(
+                raw.http_response, valid=_is_message, expected=_MESSAGE_SHAPE,
+                provider=self.name, model=request.model, base_url=self.base_url,
+            )
+            return _response(data, request.model)
         except ForgeError:
             raise
         except Exception as exc:
@@ -138,6 +146,11 @@ class AnthropicProvider:
                 aclosing(resp.http_response.aiter_bytes()) as chunks,
             ):
                 state.request_id = resp.http_response.headers.get("request-id")
+                await check_stream_reply(
+                    resp.http_response, media_types=("text/event-stream",),
+                    expected="an SSE stream of Messages API events", provider=self.name,
+                    model=request.model, base_url=self.base_url, in_band=state._error,
+                )
                 async for chunk in chunks:
                     for sse in decoder.feed(chunk):
                         for event in state.on_event(sse.event, sse.data):
@@ -170,16 +183,19 @@ class AnthropicProvider:
                 headers=headers_dict(exc.response.headers),
                 provider=self.name,
                 model=model,
+                base_url=self.base_url,
             )
         if isinstance(exc, anthropic.APITimeoutError):
             return ProviderTimeout(
-                f"anthropic request timed out: {_cause(exc)}", provider=self.name, model=model
+                f"anthropic request at {self.base_url} timed out: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, anthropic.APIConnectionError):
             return ProviderConnectionError(
-                f"Connection to anthropic failed: {_cause(exc)}", provider=self.name, model=model
+                f"Connection to anthropic at {self.base_url} failed: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
-        return unclassified_error(exc, provider=self.name, model=model)
+        return unclassified_error(exc, provider=self.name, model=model, base_url=self.base_url)
 
     async def aclose(self) -> None:
         """Close the vendor client and its connection pool."""
@@ -367,7 +383,22 @@ def _add_cache_control(params: dict[str, Any], request: Request) -> None:
 # --------------------------------------------------------------------------- response
 
 
+_MESSAGE_SHAPE = "a Messages API JSON object with type 'message' and a 'content' list"
+
+
+def _is_message(data: Mapping[str, Any]) -> bool:
+    # docs.anthropic.com/en/api/messages: ``type`` is always "message" and ``content`` a list
+    # of blocks; compatible servers that leave ``type`` out are accepted. An error body is
+    # {"type": "error", "error": {...}} (raised by _response).
+    kind = data.get("type")
+    if kind == "error":
+        return True
+    return kind in ("message", None) and isinstance(data.get("content"), list)
+
+
 def _response(data: Mapping[str, Any], model: str) -> Response:
+    if data.get("type") == "error":
+        raise _MessageStream(model)._error(data)
     texts: list[str] = []
     thinking: list[str] = []
     signature: str | None = None

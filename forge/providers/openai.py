@@ -46,9 +46,13 @@ from forge.errors import (
 )
 from forge.providers import openai_responses
 from forge.providers._common import (
+    body_preview,
+    check_stream_reply,
     error_for_status,
     headers_dict,
+    json_reply,
     make_httpx2_client,
+    public_url,
     reasoning_effort,
     unclassified_error,
 )
@@ -109,6 +113,7 @@ class OpenAIProvider:
             max_retries=0,
             http_client=self._http,
         )
+        self.base_url = public_url(self._client.base_url)
 
     async def complete(self, request: Request) -> Response:
         """Send ``request`` and return the whole reply.
@@ -122,7 +127,11 @@ class OpenAIProvider:
             raw = await self._client.chat.completions.with_raw_response.create(
                 **_params(request, self._max_tokens_param, self._max_stop)
             )
-            return _response(json.loads(raw.http_response.content), request.model)
+            data = json_reply(
+                raw.http_response, valid=_is_chat_completion, expected=_CHAT_SHAPE,
+                provider=self.name, model=request.model, base_url=self.base_url,
+            )
+            return _response(data, request.model)
         except ForgeError:
             raise
         except Exception as exc:
@@ -149,6 +158,12 @@ class OpenAIProvider:
                 self._client.chat.completions.with_streaming_response.create(**params) as resp,
                 aclosing(resp.http_response.aiter_bytes()) as chunks,
             ):
+                await check_stream_reply(
+                    resp.http_response, media_types=SSE_MEDIA_TYPES,
+                    expected="an SSE stream of chat.completion.chunk", provider=self.name,
+                    model=request.model, base_url=self.base_url,
+                    in_band=lambda body: _inband_error(body["error"], request.model),
+                )
                 async for chunk in chunks:
                     for sse in decoder.feed(chunk):
                         for event in state.on_data(sse.data):
@@ -176,14 +191,17 @@ class OpenAIProvider:
                 headers=headers_dict(exc.response.headers),
                 provider=self.name,
                 model=model,
+                base_url=self.base_url,
             )
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout(
-                f"openai request timed out: {_cause(exc)}", provider=self.name, model=model
+                f"openai request at {self.base_url} timed out: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, openai.APIConnectionError):
             return ProviderConnectionError(
-                f"Connection to openai failed: {_cause(exc)}", provider=self.name, model=model
+                f"Connection to openai at {self.base_url} failed: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, openai.APIError):  # in-band stream error from the typed path: no status
             return error_for_status(
@@ -193,7 +211,7 @@ class OpenAIProvider:
                 provider=self.name,
                 model=model,
             )
-        return unclassified_error(exc, provider=self.name, model=model)
+        return unclassified_error(exc, provider=self.name, model=model, base_url=self.base_url)
 
     async def aclose(self) -> None:
         """Close the vendor client and its connection pool."""
@@ -327,6 +345,16 @@ def _add_cache_hints(params: dict[str, Any], request: Request) -> None:
 
 
 # --------------------------------------------------------------------------- response
+
+
+SSE_MEDIA_TYPES = frozenset({"text/event-stream"})
+_CHAT_SHAPE = "a chat.completion JSON object with a 'choices' list"
+
+
+def _is_chat_completion(data: Mapping[str, Any]) -> bool:
+    # The fields forge reads (platform.openai.com/docs/api-reference/chat/object); vLLM,
+    # llama.cpp and Ollama's /v1 answer the same shape. An {"error": ...} body is raised below.
+    return isinstance(data.get("choices"), list) or bool(data.get("error"))
 
 
 def _response(data: Mapping[str, Any], model: str) -> Response:
@@ -494,6 +522,10 @@ def _api_message(exc: openai.APIError) -> str:
         message = body.get("message")
         if isinstance(message, str) and message:
             return message
+    if isinstance(exc, openai.APIStatusError) and body and exc.message == f"Error code: {exc.status_code}":
+        # No JSON message in the body (a proxy's HTML page, plain text, another JSON shape): the
+        # client keeps only the status; keep the start of the body, it is often the only clue.
+        return f"{exc.message} - {body_preview(body if isinstance(body, str) else json.dumps(body))}"
     return exc.message
 
 

@@ -181,7 +181,11 @@ def outcome(result: object) -> dict[str, object]:
             "id": result.id,
         }
     if isinstance(result, ForgeError):
-        data: dict[str, object] = {"error": type(result).__name__, "message": str(result)}
+        message = str(result)
+        where = getattr(result, "base_url", None) or getattr(getattr(result, "error", None), "base_url", None)
+        if where:  # the emulator's port changes between recording and replay
+            message = message.replace(where, "<base_url>")
+        data: dict[str, object] = {"error": type(result).__name__, "message": message}
         if isinstance(result, ProviderError):
             data.update(status=result.status, code=result.code, retry_after=result.retry_after)
         if isinstance(result, StreamError):

@@ -199,6 +199,16 @@ def fallback_attempts(error: BaseException) -> tuple[FallbackAttempt, ...]:
     return attempts if isinstance(attempts, tuple) else ()
 
 
+def _probe_operation(llm: LLM, probe: bool) -> str:
+    """A probe is one request: retrying it would only prolong the outage's cost."""
+    if not probe:
+        return "invoke"
+    wrapper = llm.wrapper
+    if "probe" not in wrapper.overrides:
+        wrapper.overrides["probe"] = dataclasses.replace(wrapper.policy_for("invoke"), max_attempts=1)
+    return "probe"
+
+
 @dataclass(slots=True)
 class _Link:
     llm: LLM
@@ -359,7 +369,7 @@ class FallbackLLM:
                 continue
             start = self._clock()
             try:
-                response = await link.llm.complete(requests[i])
+                response = await link.llm.complete(requests[i], operation=_probe_operation(link.llm, probe))
             except ForgeError as exc:
                 error = await run.failed(i, exc, self._clock() - start, probe)
                 if not run.falls_through(error):

@@ -237,3 +237,16 @@ async def test_a_stream_broken_after_its_first_token_raises_stream_interrupted()
                         received.append(text)
         assert _sent(emu, "anthropic") == 0
     assert received and caught.value.partial_text == "".join(received)
+
+
+async def test_a_probe_is_one_request_not_a_round_of_retries() -> None:
+    clock = FakeClock()
+    async with Emulator(chunk_count=2) as emu:
+        emu.script(Fault.server_error(503), provider="openai", times=None)
+        async with _registry(_config(emu, attempts=3, breaker={"failures": 3, "cooldown": 30}), clock) as reg:
+            await reg.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
+            assert _sent(emu, "openai") == 3  # an ordinary call retries inside its link
+            clock.advance(30)
+            reply = await reg.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
+        assert _sent(emu, "openai") == 4
+    assert reply.provider == "anthropic" and reply.fallback_attempts[0].attempts == 1

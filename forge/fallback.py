@@ -77,7 +77,16 @@ FALL_THROUGH_CATEGORIES = (
     "bad_request",
     "content_policy",
 )
-DEFAULT_FALL_THROUGH = frozenset(
+
+
+class _Kinds(frozenset[str]):
+    """A frozenset whose repr is sorted (stable across runs, e.g. in the API reference)."""
+
+    def __repr__(self) -> str:
+        return f"frozenset({{{', '.join(map(repr, sorted(self)))}}})"
+
+
+DEFAULT_FALL_THROUGH: frozenset[str] = _Kinds(
     {"overloaded", "rate_limited", "server_error", "timeout", "connection", "invalid_reply", "context_length"}
 )
 # What counts against a link's circuit breaker: the ways an unhealthy provider fails.

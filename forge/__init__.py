@@ -40,8 +40,10 @@ from forge.errors import (
 
 if TYPE_CHECKING:
     from forge.batch import BatchProcessor, BatchProgress, PollSchedule
+    from forge.breaker import CircuitOpen
     from forge.cache import MemoryResponseCache, RedisResponseCache, ResponseCache
     from forge.config import (
+        BreakerConfig,
         ForgeConfig,
         ProviderConfig,
         ProviderRetryConfig,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         RetryConfig,
         load_config,
     )
+    from forge.fallback import Fallback, FallbackChain
     from forge.jobs import BatchJob, JobStore, RedisJobStore, SQLiteJobStore
     from forge.llm import LLM, build_request, tool_from_function
     from forge.metrics import MetricEvent, Metrics
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
         BatchProvider,
         BatchStatus,
         CacheHints,
+        FallbackAttempt,
         Message,
         Provider,
         Request,
@@ -122,6 +126,11 @@ _LAZY = {
     "RequestCounter": "forge.ratelimit",
     "TokenBucket": "forge.ratelimit",
     "RetryWrapper": "forge.retry",
+    "BreakerConfig": "forge.config",
+    "CircuitOpen": "forge.breaker",
+    "Fallback": "forge.fallback",
+    "FallbackAttempt": "forge.types",
+    "FallbackChain": "forge.fallback",
 }
 
 
@@ -151,9 +160,14 @@ __all__ = [
     "BatchProgress",
     "BatchProvider",
     "BatchStatus",
+    "BreakerConfig",
     "CacheHints",
+    "CircuitOpen",
     "ConfigError",
     "ContextLengthError",
+    "Fallback",
+    "FallbackAttempt",
+    "FallbackChain",
     "ForgeConfig",
     "ForgeError",
     "JobStore",

@@ -67,7 +67,7 @@ async def _stream(args: argparse.Namespace, out: TextIO) -> int:
     from forge.registry import Registry
 
     async with Registry(config=args.config) as reg:
-        stream = reg.stream(args.model, args.prompt, **_request_params(args))
+        stream = reg.stream(args.model, args.prompt, **_request_params(args))  # type: ignore[arg-type]
         async with stream:
             async for text in stream:
                 out.write(text)
@@ -80,7 +80,7 @@ async def _invoke(args: argparse.Namespace, out: TextIO) -> int:
     from forge.registry import Registry
 
     async with Registry(config=args.config) as reg:
-        response = await reg.invoke(args.model, args.prompt, **_request_params(args))
+        response = await reg.invoke(args.model, args.prompt, **_request_params(args))  # type: ignore[arg-type]
         out.write(response.text + "\n" + _usage_line(response) + "\n")
     return 0
 

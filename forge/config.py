@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forge.errors import ConfigError
+from forge.fallback import FALL_THROUGH_CATEGORIES, Fallback, FallbackChain
 from forge.optimize.settings import validate_optimizations
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROVIDER_NAMES",
+    "BreakerConfig",
     "ProviderRetryConfig",
     "default_retry",
     "ForgeConfig",
@@ -136,6 +138,30 @@ class RateLimitConfig:
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     burst_seconds: float = 1.0
+    backend: str = "memory"
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """Circuit breakers of fallback chains (see docs/fallback.md); one per provider, base URL and model.
+
+    Open after ``failures`` consecutive failed requests, or when at least
+    ``min_calls`` requests in the last ``window`` seconds failed at ``failure_rate``
+    or more; stay open ``cooldown`` seconds (times ``backoff_factor`` after each
+    failed probe, up to ``max_cooldown``; never less than a server's Retry-After);
+    a probe not reported within ``probe_timeout`` lets another through.
+    ``backend = "redis"`` shares breaker state through ``redis_url``.
+    """
+
+    failures: int = 5
+    failure_rate: float = 0.5
+    window: float = 60.0
+    min_calls: int = 20
+    cooldown: float = 30.0
+    max_cooldown: float = 600.0
+    backoff_factor: float = 2.0
+    probe_timeout: float = 60.0
     backend: str = "memory"
     redis_url: str | None = None
 
@@ -251,6 +277,9 @@ class ForgeConfig:
     aliases: Mapping[str, str] = field(default_factory=dict)
     enable_optimizations: bool = False
     source: str = "defaults"
+    fallbacks: Mapping[str, FallbackChain] = field(default_factory=dict)
+    """Fallback chains by alias or ``provider:model`` (see docs/fallback.md)."""
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         canonical = normalize_provider(name)
@@ -338,7 +367,7 @@ def _read_file(path: Path) -> Mapping[str, object]:
 
 # --------------------------------------------------------------------------- validation
 
-_TOP_KEYS = ("providers", "aliases", "enable_optimizations")
+_TOP_KEYS = ("providers", "aliases", "enable_optimizations", "fallbacks", "breaker")
 _PROVIDER_KEYS = (
     "api_key",
     "api_key_env",
@@ -536,6 +565,123 @@ class _Validator:
             out[k] = v.strip()
         return out
 
+    def model_ref(self, value: object, key: str, aliases: Mapping[str, str]) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected 'provider:model' or an alias, got {value!r}.")
+        ref = value.strip()
+        if ref in aliases:
+            return ref
+        prefix, sep, model = ref.partition(":")
+        if not sep or not model.strip():
+            raise self.fail(
+                key,
+                f"expected 'provider:model' (e.g. 'anthropic:claude-haiku-4-5') or a configured alias "
+                f"({', '.join(sorted(aliases)) or 'none configured'}), got {ref!r}.",
+            )
+        try:
+            provider = normalize_provider(prefix)
+        except ConfigError as exc:
+            raise self.fail(key, str(exc)) from None
+        return f"{provider}:{model.strip()}"
+
+    def fallback_chain(self, value: object, key: str, aliases: Mapping[str, str]) -> FallbackChain:
+        data: Mapping[str, object]
+        if isinstance(value, list):
+            data = {"models": value}
+        else:
+            data = self.table(value, key)
+            self.known_keys(data, key, ("models", "fall_through", "max_limiter_wait"))
+        models = data.get("models")
+        if not isinstance(models, list) or not models:
+            raise self.fail(
+                f"{key}.models",
+                "expected a non-empty list of fallbacks, e.g. ['anthropic:claude-haiku-4-5', "
+                f"{{model = 'google:gemini-2.5-pro', larger_context = true}}]; got {models!r}.",
+            )
+        links: list[Fallback] = []
+        for i, item in enumerate(models):
+            where = f"{key}.models[{i}]"
+            if isinstance(item, Mapping):
+                entry = self.table(item, where)
+                self.known_keys(entry, where, ("model", "larger_context"))
+                if "model" not in entry:
+                    raise self.fail(where, "needs 'model' (e.g. 'google:gemini-2.5-pro').")
+                links.append(Fallback(
+                    self.model_ref(entry["model"], f"{where}.model", aliases),
+                    larger_context=self.boolean(entry, where, "larger_context", False),
+                ))
+            else:
+                links.append(Fallback(self.model_ref(item, where, aliases)))
+        rules = FallbackChain(tuple(links)).fall_through
+        if "fall_through" in data:
+            listed = data["fall_through"]
+            if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+                raise self.fail(f"{key}.fall_through", f"expected a list of error kinds, got {listed!r}.")
+            for kind in listed:
+                if kind not in FALL_THROUGH_CATEGORIES:
+                    raise self.fail(
+                        f"{key}.fall_through",
+                        f"unknown error kind {kind!r}. Allowed: {', '.join(FALL_THROUGH_CATEGORIES)}."
+                        f"{_did_you_mean(kind, FALL_THROUGH_CATEGORIES)}",
+                    )
+            rules = frozenset(listed)
+        bound = None
+        if data.get("max_limiter_wait") is not None:
+            bound = self.number(data, key, "max_limiter_wait", 0.0)
+        return FallbackChain(tuple(links), fall_through=rules, max_limiter_wait=bound)
+
+    def fallbacks(self, value: object, aliases: Mapping[str, str]) -> dict[str, FallbackChain]:
+        out: dict[str, FallbackChain] = {}
+        for name, entry in self.table(value, "fallbacks").items():
+            key = f"fallbacks.{name}"
+            primary = self.model_ref(name, key, aliases)
+            if primary in out:
+                raise self.fail(key, f"{primary!r} has two fallback chains; keep one.")
+            out[primary] = self.fallback_chain(entry, key, aliases)
+        return out
+
+    def breaker(self, value: object, redis_default: str | None) -> BreakerConfig:
+        key = "breaker"
+        data = self.table(value, key)
+        self.known_keys(data, key, tuple(BreakerConfig.__slots__))
+        b = BreakerConfig()
+        backend = self.string(data, key, "backend") or "memory"
+        if backend not in ("memory", "redis"):
+            raise self.fail(f"{key}.backend", f"expected 'memory' or 'redis', got {backend!r}.")
+        redis_url = self.string(data, key, "redis_url")
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise self.fail(
+                f"{key}.redis_url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}."
+            )
+        if backend == "redis" and redis_url is None:
+            redis_url = redis_default
+            if redis_url is None:
+                raise self.fail(
+                    f"{key}.redis_url",
+                    "backend 'redis' needs redis_url (e.g. 'redis://localhost:6379/0'), or a provider "
+                    "rate_limit.redis_url to share.",
+                )
+        rate = self.number(data, key, "failure_rate", b.failure_rate, exclusive=True)
+        if rate > 1:
+            raise self.fail(f"{key}.failure_rate", f"must be a share between 0 and 1, got {rate:g}.")
+        cfg = BreakerConfig(
+            failures=int(self.number(data, key, "failures", b.failures, minimum=1, integer=True)),
+            failure_rate=rate,
+            window=self.number(data, key, "window", b.window, exclusive=True),
+            min_calls=int(self.number(data, key, "min_calls", b.min_calls, minimum=1, integer=True)),
+            cooldown=self.number(data, key, "cooldown", b.cooldown, exclusive=True),
+            max_cooldown=self.number(data, key, "max_cooldown", b.max_cooldown, exclusive=True),
+            backoff_factor=self.number(data, key, "backoff_factor", b.backoff_factor, minimum=1),
+            probe_timeout=self.number(data, key, "probe_timeout", b.probe_timeout, exclusive=True),
+            backend=backend,
+            redis_url=redis_url,
+        )
+        if cfg.max_cooldown < cfg.cooldown:
+            raise self.fail(
+                f"{key}.max_cooldown", f"must be >= cooldown ({cfg.cooldown:g}), got {cfg.max_cooldown:g}."
+            )
+        return cfg
+
     def provider(self, name: str, value: object) -> ProviderConfig:
         key = f"providers.{name}"
         canonical = normalize_provider(name)
@@ -638,9 +784,14 @@ def _parse(data: Mapping[str, object], source: str) -> ForgeConfig:
             normalize_provider(prefix)
         except ConfigError as exc:
             raise v.fail(f"aliases.{alias}", str(exc)) from None
+    redis_default = next(
+        (p.rate_limit.redis_url for p in providers.values() if p.rate_limit.redis_url), None
+    )
     return ForgeConfig(
         providers=providers,
         aliases=aliases,
         enable_optimizations=v.boolean(data, "", "enable_optimizations", False),
         source=source,
+        fallbacks=v.fallbacks(data.get("fallbacks", {}), aliases),
+        breaker=v.breaker(data.get("breaker", {}), redis_default),
     )

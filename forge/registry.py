@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from forge.batch import BatchMode, BatchProcessor, PollSchedule, ProgressHandler
+    from forge.breaker import CircuitBreakers
     from forge.errors import ForgeError
+    from forge.fallback import Fallback, FallbackChain, FallbackLLM
     from forge.jobs import BatchJob, JobStore
     from forge.optimize import ProviderOptimizer
     from forge.streaming import Stream
@@ -144,6 +146,8 @@ class Registry:
         self._limiters: dict[str, RequestCounter | None] = {}
         self.metrics = Metrics(clock)
         self._llms: dict[str, LLM] = {}
+        self._chains: dict[tuple[str, FallbackChain], FallbackLLM] = {}
+        self._breakers: CircuitBreakers | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ handles
@@ -249,27 +253,126 @@ class Registry:
             )
         return self._limiters[name]
 
+    # ------------------------------------------------------------------ fallback chains
+
+    @property
+    def breakers(self) -> CircuitBreakers:
+        """The circuit breakers of fallback links (config ``[breaker]``; see docs/fallback.md)."""
+        if self._breakers is None:
+            from forge.breaker import CircuitBreakers
+
+            def changed(change: object) -> None:
+                from forge.breaker import BreakerChange
+
+                assert isinstance(change, BreakerChange)
+                self.metrics.record_breaker(
+                    change.key, change.old_state, change.new_state, change.cooldown_s, change.error
+                )
+
+            self._breakers = CircuitBreakers.from_config(
+                self.config.breaker, clock=self._clock, on_change=changed
+            )
+        return self._breakers
+
+    def breaker_key(self, llm: LLM) -> str:
+        """What one breaker guards: ``provider|base_url|model`` (the base URL as configured)."""
+        base_url = self.provider_config(llm.provider_name).resolve_base_url() or "default"
+        return f"{llm.provider_name}|{base_url}|{llm.model}"
+
+    def fallback_llm(
+        self, model: str, fallbacks: FallbackChain | Sequence[str | Fallback] | None = None
+    ) -> FallbackLLM | None:
+        """``model`` with its fallbacks: ``fallbacks`` if given, else the config's chain for it.
+
+        Returns None when there is no chain (``fallbacks=[]`` turns a configured one off).
+
+        Raises:
+            ConfigError: a link names an unknown provider or alias.
+            TypeError: ``fallbacks`` is not a list of model references.
+        """
+        from forge.fallback import FallbackChain, FallbackLLM
+
+        if fallbacks is None:
+            chain = self._configured_chain(model)
+            if chain is None:
+                return None
+        else:
+            chain = FallbackChain.of(fallbacks)
+            if not chain.links:
+                return None
+        cached = self._chains.get((model, chain))
+        if cached is not None:
+            return cached
+        links = []
+        for ref, spec in ((model, None), *((link.model, link) for link in chain.links)):
+            llm = self.get_llm(ref)
+            from forge.fallback import Fallback
+
+            links.append((llm, spec or Fallback(ref), self.breakers.get(self.breaker_key(llm))))
+        handle = FallbackLLM(links, chain, clock=self._clock, metrics=self.metrics)
+        self._chains[(model, chain)] = handle
+        return handle
+
+    def _configured_chain(self, model: str) -> FallbackChain | None:
+        chains = self.config.fallbacks
+        if not chains:
+            return None
+        if model in chains:
+            return chains[model]
+        name, vendor_model = parse_model_ref(model, self.config)
+        return chains.get(f"{name}:{vendor_model}") or chains.get(f"{name}:{model.partition(':')[2]}")
+
     # ------------------------------------------------------------------ one-call helpers
 
-    async def invoke(self, model: str, prompt: Prompt, **params: object) -> Response:
-        """``get_llm(model).invoke(prompt, **params)``."""
+    async def invoke(
+        self,
+        model: str,
+        prompt: Prompt,
+        *,
+        fallbacks: FallbackChain | Sequence[str | Fallback] | None = None,
+        **params: object,
+    ) -> Response:
+        """``get_llm(model).invoke(prompt, **params)``, down ``model``'s fallback chain if it has one.
+
+        ``fallbacks``: ``provider:model`` references (or :class:`~forge.Fallback` /
+        :class:`~forge.FallbackChain` values) tried in order when ``model`` fails
+        the way an outage fails; default: the config's ``[fallbacks]`` chain for
+        ``model``; ``[]``: none. See docs/fallback.md.
+        """
+        chain = self.fallback_llm(model, fallbacks)
+        if chain is not None:
+            return await chain.invoke(prompt, **params)
         return await self.get_llm(model).invoke(prompt, **params)
 
-    def stream(self, model: str, prompt: Prompt, **params: object) -> Stream:
-        """``get_llm(model).stream(prompt, **params)``: a :class:`~forge.Stream` of text deltas."""
+    def stream(
+        self,
+        model: str,
+        prompt: Prompt,
+        *,
+        fallbacks: FallbackChain | Sequence[str | Fallback] | None = None,
+        **params: object,
+    ) -> Stream:
+        """``get_llm(model).stream(prompt, **params)``: a :class:`~forge.Stream` of text deltas.
+
+        ``fallbacks`` as for :meth:`invoke`; a stream falls back only before its
+        first text, reasoning or tool event reached the caller.
+        """
+        chain = self.fallback_llm(model, fallbacks)
+        if chain is not None:
+            return chain.stream(prompt, **params)  # type: ignore[arg-type]
         return self.get_llm(model).stream(prompt, **params)  # type: ignore[arg-type]
 
     async def stream_to_file(
         self, model: str, prompt: Prompt, path: str | os.PathLike[str], **params: object
     ) -> Response:
         """Stream the reply into ``path`` at constant memory; see :meth:`forge.Stream.to_file`."""
-        return await self.stream(model, prompt, **params).to_file(path)
+        return await self.stream(model, prompt, **params).to_file(path)  # type: ignore[arg-type]
 
     async def stream_with_callback(
         self, model: str, prompt: Prompt, callback: Callable[[str], object], **params: object
     ) -> Response:
         """Stream, calling ``callback(text)`` (sync or async) per piece; return the Response."""
-        s = self.get_llm(model).stream(prompt, on_chunk=callback, **params)  # type: ignore[arg-type]
+        s = self.stream(model, prompt, on_chunk=callback, **params)  # type: ignore[arg-type]
         async with s:
             return await s.collect()
 
@@ -418,6 +521,11 @@ class Registry:
                 await optimizer.aclose()
         providers, self._providers = list(self._providers.values()), {}
         self._llms.clear()
+        self._chains.clear()
+        breakers, self._breakers = self._breakers, None
+        if breakers is not None:
+            with contextlib.suppress(Exception):
+                await breakers.aclose()
         for provider in providers:
             await provider.aclose()
 

@@ -67,7 +67,7 @@ def invoke(prompt: str, **params: object) -> Run:
     """A flow step: ``registry.invoke(model, prompt, **params)``."""
 
     async def run(registry: Registry, model: str) -> Response:
-        return await registry.invoke(model, prompt, **params)
+        return await registry.invoke(model, prompt, **params)  # type: ignore[arg-type]
 
     return run
 
@@ -85,7 +85,7 @@ def stream(prompt: str, **params: object) -> Run:
     """A flow step: stream the reply and reassemble it (``Stream.collect()``)."""
 
     async def run(registry: Registry, model: str) -> Response:
-        async with registry.stream(model, prompt, **params) as s:
+        async with registry.stream(model, prompt, **params) as s:  # type: ignore[arg-type]
             return await s.collect()
 
     return run

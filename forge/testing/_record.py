@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing_extensions import Unpack
+
+from forge._params import InvokeParams, StreamRequestParams
 from forge.config import ForgeConfig, RetryConfig
 from forge.errors import ForgeError, ProviderError, StreamError
 from forge.jobs import SQLiteJobStore
@@ -63,7 +66,7 @@ class Flow:
     settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def invoke(prompt: str, **params: object) -> Run:
+def invoke(prompt: str, **params: Unpack[InvokeParams]) -> Run:
     """A flow step: ``registry.invoke(model, prompt, **params)``."""
 
     async def run(registry: Registry, model: str) -> Response:
@@ -81,7 +84,7 @@ def batch(*prompts: str, max_tokens: int | None = None) -> Run:
     return run
 
 
-def stream(prompt: str, **params: object) -> Run:
+def stream(prompt: str, **params: Unpack[StreamRequestParams]) -> Run:
     """A flow step: stream the reply and reassemble it (``Stream.collect()``)."""
 
     async def run(registry: Registry, model: str) -> Response:

@@ -461,7 +461,34 @@ class LLM:
         error = exc if isinstance(exc, ForgeError) else self.provider.classify(exc)
         if isinstance(error, ProviderError) and error.model is None:
             error.model = self.model
+        if isinstance(error, ProviderTimeout) and self.config is not None:
+            error = self._named_timeout(error, error.__cause__ if error is exc else exc)
         return error
+
+    def _named_timeout(self, error: ProviderTimeout, cause: BaseException | None) -> ProviderTimeout:
+        """Say which limit a vendor client's timeout (``cause``) was, and the config key that sets it."""
+        assert self.config is not None
+        chain: list[BaseException] = []
+        while cause is not None and len(chain) < 5:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if not chain or all(isinstance(e, ForgeError) for e in chain):
+            return error  # forge's own limit (already named), or one that has no vendor cause
+        key = f"providers.{self.provider_name}"
+        if any("Connect" in type(e).__name__ for e in chain):
+            what = f"could not connect within {self.config.connect_timeout:g}s ({key}.connect_timeout)"
+        else:
+            what = f"the server sent nothing for {self.config.timeout:g}s ({key}.timeout)"
+        named = ProviderTimeout(
+            f"{self.ref}: {what}; raise it if the model needs longer. ({error.message})",
+            provider=error.provider,
+            model=error.model,
+            status=error.status,
+            request_id=error.request_id,
+            headers=error.headers,
+        )
+        named.__cause__ = chain[0]
+        return named
 
     def estimate_tokens(self, request: Request) -> int:
         """What the limiter reserves for ``request``: estimated input plus the output allowance."""
@@ -562,7 +589,10 @@ class LLM:
         async def attempt(req: Request) -> Response:
             nonlocal tries
             tries += 1
-            return await self.provider.complete(req)
+            try:
+                return await self.provider.complete(req)
+            except ProviderTimeout as exc:
+                raise self.classify(exc) from exc.__cause__
 
         async def send(req: Request) -> tuple[Response, int]:
             return await self.wrapper.call(
@@ -717,6 +747,11 @@ class LLM:
                 first = await events.__anext__()
             except StopAsyncIteration:
                 return events, None
+            except ProviderTimeout as exc:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise self.classify(exc) from exc.__cause__
             except BaseException:
                 aclose = getattr(events, "aclose", None)
                 if aclose is not None:

@@ -262,7 +262,7 @@ class RetryAttempt:
 
     __slots__ = ("attempt", "error", "wait")
 
-    def __init__(self, attempt: int, error: BaseException, wait: float) -> None:
+    def __init__(self, attempt: int, error: ForgeError, wait: float) -> None:
         self.attempt = attempt
         self.error = error
         self.wait = wait
@@ -274,7 +274,7 @@ class RetryAttempt:
 class RetryExhausted(ForgeError):
     """Every allowed attempt failed. ``last_error`` is the final error; ``attempts`` the history."""
 
-    def __init__(self, message: str, *, last_error: BaseException, attempts: list[RetryAttempt]) -> None:
+    def __init__(self, message: str, *, last_error: ForgeError, attempts: list[RetryAttempt]) -> None:
         super().__init__(message)
         self.last_error = last_error
         self.attempts = attempts

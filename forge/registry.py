@@ -297,7 +297,9 @@ class Registry:
         ]
         for name in dict.fromkeys(names):
             await self._import_provider(f"{name}:_")
-            self._provider(name)
+            if name not in self._providers:
+                # Building the client (TLS context, connection pool) also takes CPU: off the loop too.
+                await asyncio.to_thread(self._provider, name)
 
     async def _import_provider(self, model: str) -> None:
         """Import the provider module of ``model`` in a worker thread, the first time only."""

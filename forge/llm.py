@@ -472,8 +472,8 @@ class LLM:
         while cause is not None and len(chain) < 5:
             chain.append(cause)
             cause = cause.__cause__ or cause.__context__
-        if not chain or all(isinstance(e, ForgeError) for e in chain):
-            return error  # forge's own limit (already named), or one that has no vendor cause
+        if error.status is not None or not chain or all(isinstance(e, ForgeError) for e in chain):
+            return error  # the server's own 408, forge's own limit (already named), or no vendor cause
         key = f"providers.{self.provider_name}"
         if any("Connect" in type(e).__name__ for e in chain):
             what = f"could not connect within {self.config.connect_timeout:g}s ({key}.connect_timeout)"
@@ -485,6 +485,7 @@ class LLM:
             model=error.model,
             status=error.status,
             request_id=error.request_id,
+            code=error.code,
             headers=error.headers,
         )
         named.__cause__ = chain[0]

@@ -26,6 +26,7 @@ SUITES = {
     "batch": "benchmarks.bench_batch",
     "optimize": "benchmarks.bench_optimize",
     "fallback": "benchmarks.bench_fallback",
+    "first_call": "benchmarks.bench_first_call",
 }
 
 

@@ -45,7 +45,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from forge.errors import BatchError, ConfigError, ForgeError, ProviderError
 from forge.jobs import (
@@ -62,6 +62,7 @@ from forge.retry import RetryPolicy, RetryWrapper, backoff_wait
 from forge.types import BatchProvider, BatchStatus, Request, Response
 
 if TYPE_CHECKING:
+    from forge._params import RequestParams
     from forge.llm import LLM, Prompt
 
 __all__ = [
@@ -234,7 +235,7 @@ class BatchProcessor:
                 if isinstance(prompt, Request):
                     out.append(dataclasses.replace(prompt, model=self.llm.model))
                 else:
-                    out.append(self.llm.request(prompt, **params))
+                    out.append(self.llm.request(prompt, **cast("RequestParams", params)))
             except (TypeError, ValueError) as exc:
                 # A plain TypeError/ValueError: subclasses (pydantic's, ConfigError) take other arguments.
                 kind = TypeError if isinstance(exc, TypeError) else ValueError
@@ -249,11 +250,25 @@ class BatchProcessor:
         max_concurrent: int = 16,
         on_progress: ProgressHandler | None = None,
         max_wait: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None = None,
     ) -> list[BatchResult]:
-        """One result per request, in order. Items given as a ForgeError are returned as such (not sent)."""
+        """One result per request, in order. Items given as a ForgeError are returned as such (not sent).
+
+        ``timeout`` and ``max_attempts`` apply to each item's call in concurrent mode
+        (see :meth:`forge.LLM.invoke`); a provider batch is bounded by ``max_wait`` instead.
+        """
         chosen = self.choose_mode(mode, max_wait)
         if chosen == "concurrent":
-            return await self.run_concurrent(requests, max_concurrent=max_concurrent, on_progress=on_progress)
+            return await self.run_concurrent(
+                requests, max_concurrent=max_concurrent, on_progress=on_progress,
+                timeout=timeout, max_attempts=max_attempts,
+            )
+        if timeout is not None or max_attempts is not None:
+            raise ValueError(
+                "timeout= and max_attempts= apply to each call of a concurrent batch; this batch would "
+                "use the provider's batch API: pass mode='concurrent', or bound it with max_wait= instead."
+            )
         sendable = [r for r in requests if isinstance(r, Request)]
         if not sendable:
             return list(requests)  # type: ignore[arg-type]  # every item is a ForgeError
@@ -269,8 +284,12 @@ class BatchProcessor:
         *,
         max_concurrent: int = 16,
         on_progress: ProgressHandler | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None = None,
     ) -> list[BatchResult]:
         """Send every request as an ordinary call, at most ``max_concurrent`` at a time.
+
+        ``timeout`` and ``max_attempts`` apply to each call (see :meth:`forge.LLM.invoke`).
 
         Each call goes through the provider's rate limiter (so configured limits
         are never exceeded) and the ``batch`` retry policy. Cancelling the
@@ -278,6 +297,8 @@ class BatchProcessor:
         """
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}.")
+        self.llm._call_limit(timeout)  # a bad value fails the batch before anything is sent
+        self.llm._policy("batch", max_attempts)
         total = len(requests)
         results: list[BatchResult | None] = [r if isinstance(r, ForgeError) else None for r in requests]
         progress = _Tracker(total, self._clock, on_progress, mode="concurrent")
@@ -291,7 +312,9 @@ class BatchProcessor:
                 assert isinstance(request, Request)
                 progress.in_flight += 1
                 try:
-                    response = await llm.complete(request, operation="batch")
+                    response = await llm.complete(
+                        request, operation="batch", timeout=timeout, max_attempts=max_attempts
+                    )
                 except Exception as exc:
                     progress.in_flight -= 1
                     results[i] = llm.classify(exc)

@@ -174,8 +174,12 @@ class ProviderConfig:
     api_key: str | None = None
     api_key_env: str | None = None
     base_url: str | None = None
-    timeout: float = 600.0
+    timeout: float = 120.0
+    """Seconds one HTTP request may wait for its next bytes (the whole reply, when not streamed)."""
     connect_timeout: float = 5.0
+    """Seconds allowed to open a connection."""
+    deadline: float | None = 300.0
+    """Seconds a whole call may take, every retry and wait included (a stream: until its first event)."""
     max_connections: int = 100
     retry: RetryConfig = field(default_factory=RetryConfig)
     retry_overrides: Mapping[str, RetryConfig] = field(default_factory=dict)
@@ -374,6 +378,7 @@ _PROVIDER_KEYS = (
     "base_url",
     "timeout",
     "connect_timeout",
+    "deadline",
     "max_connections",
     "retry",
     "rate_limit",
@@ -728,8 +733,9 @@ class _Validator:
             api_key=self.string(data, key, "api_key"),
             api_key_env=api_key_env,
             base_url=self.url(data, key, "base_url"),
-            timeout=self.number(data, key, "timeout", 600.0, exclusive=True),
+            timeout=self.number(data, key, "timeout", 120.0, exclusive=True),
             connect_timeout=self.number(data, key, "connect_timeout", 5.0, exclusive=True),
+            deadline=self.number(data, key, "deadline", 300.0, exclusive=True),
             max_connections=int(
                 self.number(data, key, "max_connections", 100, minimum=1, integer=True)
             ),

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from forge._params import request_params
 from forge.errors import (
     AuthenticationError,
     BadRequestError,
@@ -347,9 +348,10 @@ class FallbackLLM:
     def __repr__(self) -> str:
         return f"FallbackLLM({' -> '.join(self.refs)})"
 
-    def requests(self, prompt: Prompt, params: dict[str, Any]) -> list[Request]:
+    def requests(self, prompt: Prompt, params: Mapping[str, Any]) -> list[Request]:
         """Each link's request, all built (and validated) before anything is sent."""
-        return [link.llm.request(prompt, **params) for link in self.links]
+        sent = request_params(params)  # call options (timeout, max_attempts) are not request fields
+        return [link.llm.request(prompt, **sent) for link in self.links]
 
     async def invoke(self, prompt: Prompt, **params: Any) -> Response:
         """Send ``prompt`` to the first link that answers; raise the last failure otherwise.
@@ -360,10 +362,22 @@ class FallbackLLM:
             when every link's breaker is open.
         """
         requests = self.requests(prompt, params)
-        return await self.complete(requests)
+        return await self.complete(
+            requests, timeout=params.get("timeout"), max_attempts=params.get("max_attempts")
+        )
 
-    async def complete(self, requests: Sequence[Request]) -> Response:
-        """Send already built requests (one per link) down the chain."""
+    async def complete(
+        self,
+        requests: Sequence[Request],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  # a per-link call option, not a wait
+        max_attempts: int | None = None,
+    ) -> Response:
+        """Send already built requests (one per link) down the chain.
+
+        ``timeout`` and ``max_attempts`` apply to each link's call (see
+        :meth:`forge.LLM.invoke`); a probe is always one attempt.
+        """
         run = _Run(self)
         for i, link in enumerate(self.links):
             go, probe = await run.admit(i, link.llm.estimate_tokens(requests[i]))
@@ -371,7 +385,10 @@ class FallbackLLM:
                 continue
             start = self._clock()
             try:
-                response = await link.llm.complete(requests[i], operation=_probe_operation(link.llm, probe))
+                response = await link.llm.complete(
+                    requests[i], operation=_probe_operation(link.llm, probe), timeout=timeout,
+                    max_attempts=1 if probe else max_attempts,
+                )
             except ForgeError as exc:
                 error = await run.failed(i, exc, self._clock() - start, probe)
                 if not run.falls_through(error):
@@ -413,6 +430,7 @@ class FallbackLLM:
         return _FallbackStream(
             self,
             requests,
+            max_attempts=params.get("max_attempts"),
             buffer_size=buffer_size,
             flush_interval=flush_interval,
             first_token_timeout=first_token_timeout,
@@ -430,7 +448,9 @@ class _FallbackStream(Stream):
     error classification, its settlement (limiter, metrics, cache).
     """
 
-    def __init__(self, chain: FallbackLLM, requests: Sequence[Request], **options: Any) -> None:
+    def __init__(
+        self, chain: FallbackLLM, requests: Sequence[Request], *, max_attempts: int | None, **options: Any
+    ) -> None:
         primary = chain.links[0].llm
         super().__init__(
             self._open_chain, provider=primary.provider_name, model=primary.model,
@@ -438,6 +458,8 @@ class _FallbackStream(Stream):
         )
         self._chain = chain
         self._requests = list(requests)
+        self._max_attempts = max_attempts
+        self._link_timeout = options.get("timeout")
         self._tried: tuple[FallbackAttempt, ...] = ()
 
     async def _open_chain(self) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
@@ -449,7 +471,9 @@ class _FallbackStream(Stream):
             go, probe = await run.admit(i, link.llm.estimate_tokens(request))
             if not go:
                 continue
-            inner = link.llm.stream_request(request)
+            inner = link.llm.stream_request(
+                request, max_attempts=1 if probe else self._max_attempts, timeout=self._link_timeout
+            )
             inner._keep_text = self._keep_text  # its settlement caches only streams that kept their text
             start = clock()
             try:

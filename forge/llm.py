@@ -19,8 +19,11 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import Unpack
+
+from forge._params import InvokeParams, RequestParams, StreamParams, request_params
 from forge.cache import as_cached, is_cacheable, replay_events, request_key
-from forge.errors import ForgeError, ProviderError
+from forge.errors import ForgeError, ProviderError, ProviderTimeout
 from forge.pricing import cost_usd
 from forge.ratelimit import Reservation
 from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["LLM", "build_request"]
 
 _log = logging.getLogger("forge")
+T = typing.TypeVar("T")
 
 Prompt = str | Message | Sequence[Message | Mapping[str, object]]
 
@@ -263,7 +267,7 @@ def tool_from_function(fn: Callable[..., object]) -> Tool:
     return Tool(fn.__name__, summary, schema_out)
 
 
-def build_request(model: str, prompt: Prompt, **params: object) -> Request:
+def build_request(model: str, prompt: Prompt, **params: Unpack[RequestParams]) -> Request:
     """Validate ``prompt`` and request parameters into a :class:`Request`.
 
     Parameters (all optional): ``system``, ``max_tokens``, ``temperature``,
@@ -359,7 +363,7 @@ def build_request(model: str, prompt: Prompt, **params: object) -> Request:
         tools=tools,
         tool_choice=tool_choice,
         extra=dict(extra),
-        reasoning_effort=effort,  # type: ignore[arg-type]  # checked against _EFFORTS above
+        reasoning_effort=effort,
         reasoning_budget=budget,
     )
 
@@ -444,7 +448,7 @@ class LLM:
     def __repr__(self) -> str:
         return f"LLM({self.ref!r})"
 
-    def request(self, prompt: Prompt, **params: object) -> Request:
+    def request(self, prompt: Prompt, **params: Unpack[RequestParams]) -> Request:
         """Build and validate the :class:`Request` this LLM would send."""
         return build_request(self.model, prompt, **params)
 
@@ -457,7 +461,35 @@ class LLM:
         error = exc if isinstance(exc, ForgeError) else self.provider.classify(exc)
         if isinstance(error, ProviderError) and error.model is None:
             error.model = self.model
+        if isinstance(error, ProviderTimeout) and self.config is not None:
+            error = self._named_timeout(error, error.__cause__ if error is exc else exc)
         return error
+
+    def _named_timeout(self, error: ProviderTimeout, cause: BaseException | None) -> ProviderTimeout:
+        """Say which limit a vendor client's timeout (``cause``) was, and the config key that sets it."""
+        assert self.config is not None
+        chain: list[BaseException] = []
+        while cause is not None and len(chain) < 5:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if error.status is not None or not chain or all(isinstance(e, ForgeError) for e in chain):
+            return error  # the server's own 408, forge's own limit (already named), or no vendor cause
+        key = f"providers.{self.provider_name}"
+        if any("Connect" in type(e).__name__ for e in chain):
+            what = f"could not connect within {self.config.connect_timeout:g}s ({key}.connect_timeout)"
+        else:
+            what = f"the server sent nothing for {self.config.timeout:g}s ({key}.timeout)"
+        named = ProviderTimeout(
+            f"{self.ref}: {what}; raise it if the model needs longer. ({error.message})",
+            provider=error.provider,
+            model=error.model,
+            status=error.status,
+            request_id=error.request_id,
+            code=error.code,
+            headers=error.headers,
+        )
+        named.__cause__ = chain[0]
+        return named
 
     def estimate_tokens(self, request: Request) -> int:
         """What the limiter reserves for ``request``: estimated input plus the output allowance."""
@@ -476,40 +508,115 @@ class LLM:
             return None
         return usage.input_tokens + (request.max_tokens or usage.output_tokens)
 
-    async def invoke(self, prompt: Prompt, **params: object) -> Response:
+    async def invoke(self, prompt: Prompt, **params: Unpack[InvokeParams]) -> Response:
         """Send ``prompt`` and return the whole reply.
+
+        ``params`` are request parameters (see :func:`build_request`) plus two call
+        options: ``timeout`` (seconds for the whole call, retries included; default:
+        the provider's ``deadline`` config key) and ``max_attempts`` (default: the
+        provider's ``retry.max_attempts``).
 
         Raises:
             ProviderError subclasses: the last attempt's error, its own class whether or not
-            retries ran (``error.attempts`` holds the history), TypeError/ValueError (bad parameters).
+            retries ran (``error.attempts`` holds the history); ProviderTimeout (no reply
+            within the call's time limit); TypeError/ValueError (bad parameters).
         """
-        return await self.complete(self.request(prompt, **params))
+        request = self.request(prompt, **request_params(params))
+        return await self.complete(
+            request, timeout=params.get("timeout"), max_attempts=params.get("max_attempts")
+        )
 
-    async def complete(self, request: Request, *, operation: str = "invoke") -> Response:
-        """Send an already built :class:`Request` through the limiter and the retry policy."""
+    def _call_limit(self, timeout: float | None) -> tuple[float | None, str]:
+        """The time limit of a whole call and where it comes from (for the error message)."""
+        if timeout is not None:
+            _check_number("timeout", timeout, 0.0, None)
+            if timeout <= 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+            return float(timeout), "the call's timeout= argument"
+        if self.config is None or self.config.deadline is None:
+            return None, ""
+        return self.config.deadline, f"providers.{self.provider_name}.deadline"
+
+    def _deadline_error(self, limit: float, source: str, attempts: int) -> ProviderTimeout:
+        return ProviderTimeout(
+            f"{self.ref}: no reply within {limit:g}s ({source}), {attempts} attempt(s) made. "
+            f"Raise {source} if the model needs longer, or check that the server answers.",
+            provider=self.provider_name,
+            model=self.model,
+        )
+
+    async def _within(
+        self, aw: Awaitable[T], limit: float | None, source: str, tries: Callable[[], int]
+    ) -> T:
+        """Await ``aw`` under one time limit for the whole call: every attempt and every wait."""
+        timer = asyncio.timeout(limit)
+        try:
+            async with timer:
+                return await aw
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            raise self._deadline_error(limit or 0.0, source, tries()) from None
+
+    def _policy(self, operation: str, max_attempts: int | None) -> RetryPolicy | None:
+        """The retry policy for a call that overrides ``max_attempts`` (None: the configured one)."""
+        if max_attempts is None:
+            return None
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a whole number >= 1 (1: no retry), got {max_attempts!r}.")
+        return dataclasses.replace(self.policy(operation), max_attempts=max_attempts)
+
+    async def complete(
+        self,
+        request: Request,
+        *,
+        operation: str = "invoke",
+        timeout: float | None = None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None = None,
+    ) -> Response:
+        """Send an already built :class:`Request` through the limiter and the retry policy.
+
+        ``timeout`` and ``max_attempts`` are the call options described on :meth:`invoke`.
+        """
+        limit, source = self._call_limit(timeout)
+        policy = self._policy(operation, max_attempts)
         start = self._clock()
         key = request_key(self.provider_name, request) if self.response_cache is not None else None
         if key is not None and (hit := await self._cache_get(key)) is not None:
             return as_cached(hit, self._clock() - start)
 
+        tries = 0
+
+        async def attempt(req: Request) -> Response:
+            nonlocal tries
+            tries += 1
+            try:
+                return await self.provider.complete(req)
+            except ProviderTimeout as exc:
+                raise self.classify(exc) from exc.__cause__
+
         async def send(req: Request) -> tuple[Response, int]:
             return await self.wrapper.call(
-                lambda: self.provider.complete(req),
+                lambda: attempt(req),
                 classify=self.classify,
                 operation=operation,
                 estimated_tokens=self.estimate_tokens(req),
                 settle=lambda r: self.charged_tokens(req, r.usage),
+                policy=policy,
             )
 
-        try:
+        async def run() -> tuple[Response, int]:
             sent = await self._optimize(request)
             try:
-                response, attempts = await send(sent)
+                return await send(sent)
             except ForgeError as exc:
                 if not self._falls_back(request, sent, exc):
                     raise
                 response, attempts = await send(request)
-                attempts += _attempts_used(exc)  # the refused optimized request counts too
+                return response, attempts + _attempts_used(exc)  # the refused optimized request counts too
+
+        try:
+            response, attempts = await self._within(run(), limit, source, lambda: tries)
         except Exception as exc:
             if self.metrics is not None:
                 self._record_failure(exc)
@@ -595,15 +702,18 @@ class LLM:
         timeout: float | None = None,
         on_chunk: ChunkCallback | None = None,
         on_progress: ProgressCallback | None = None,
-        **params: object,
+        **params: Unpack[StreamParams],
     ) -> Stream:
         """Start a streamed call; returns a :class:`~forge.Stream` (nothing is sent until it is iterated).
 
         Stream options (``buffer_size``, ``flush_interval``, timeouts, callbacks) are
-        described on :class:`~forge.Stream`; the rest are request parameters as for
-        :meth:`invoke`.
+        described on :class:`~forge.Stream`; ``timeout`` is the whole stream's time,
+        opening and retries included (without it, opening the stream is bounded by
+        the provider's ``deadline`` config key). ``max_attempts`` overrides the retry
+        policy's attempts for opening this stream; the rest are request parameters as
+        for :meth:`invoke`.
         """
-        request = self.request(prompt, **params)
+        request = self.request(prompt, **request_params(params))
         return self.stream_request(
             request,
             buffer_size=buffer_size,
@@ -613,23 +723,35 @@ class LLM:
             timeout=timeout,
             on_chunk=on_chunk,
             on_progress=on_progress,
+            max_attempts=params.get("max_attempts"),
         )
 
-    def stream_request(self, request: Request, **options: Any) -> Stream:
+    def stream_request(self, request: Request, *, max_attempts: int | None = None, **options: Any) -> Stream:
         """Stream an already built :class:`Request`.
 
         Retries cover opening the stream, up to its first event; after that a
         break raises :class:`~forge.StreamInterrupted`.
         """
+        policy = self._policy("stream", max_attempts)
+        # The stream's own `timeout` covers opening it; without one, the config's deadline does.
+        limit, source = self._call_limit(None) if options.get("timeout") is None else (None, "")
+        tries = 0
         estimate = self.estimate_tokens(request)
         key = request_key(self.provider_name, request) if self.response_cache is not None else None
 
         async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+            nonlocal tries
+            tries += 1
             events = self.provider.stream(req)
             try:
                 first = await events.__anext__()
             except StopAsyncIteration:
                 return events, None
+            except ProviderTimeout as exc:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise self.classify(exc) from exc.__cause__
             except BaseException:
                 aclose = getattr(events, "aclose", None)
                 if aclose is not None:
@@ -642,18 +764,21 @@ class LLM:
                 stream.cached = True
                 replay = replay_events(hit)
                 return replay, await replay.__anext__(), 0
+            return await self._within(open_stream(), limit, source, lambda: tries)
+
+        async def open_stream() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
             sent = await self._optimize(request)
             try:
                 (events, first), attempts = await self.wrapper.call(
                     lambda: attempt(sent), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate,
+                    estimated_tokens=estimate, policy=policy,
                 )
             except ForgeError as exc:
                 if not self._falls_back(request, sent, exc):
                     raise
                 (events, first), attempts = await self.wrapper.call(
                     lambda: attempt(request), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate,
+                    estimated_tokens=estimate, policy=policy,
                 )
                 attempts += _attempts_used(exc)
             return events, first, attempts

@@ -16,11 +16,21 @@ import contextlib
 import importlib
 import os
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from typing_extensions import Unpack
+
+from forge._params import (
+    InvokeParams,
+    RequestParams,
+    StreamCallbackParams,
+    StreamRequestParams,
+    request_params,
+)
 from forge.cache import MemoryResponseCache, ResponseCache
 from forge.config import PROVIDER_NAMES, ForgeConfig, ProviderConfig, load_config, normalize_provider
 from forge.errors import BatchError, ConfigError
@@ -330,7 +340,7 @@ class Registry:
         prompt: Prompt,
         *,
         fallbacks: FallbackChain | Sequence[str | Fallback] | None = None,
-        **params: object,
+        **params: Unpack[InvokeParams],
     ) -> Response:
         """``get_llm(model).invoke(prompt, **params)``, down ``model``'s fallback chain if it has one.
 
@@ -338,7 +348,11 @@ class Registry:
         :class:`~forge.FallbackChain` values) tried in order when ``model`` fails
         the way an outage fails; default: the config's ``[fallbacks]`` chain for
         ``model``; ``[]``: none. See docs/fallback.md.
+
+        The first call on a provider imports its vendor client in a worker thread,
+        so the event loop keeps running meanwhile (see :meth:`warm`).
         """
+        await self._import_provider(model)
         chain = self.fallback_llm(model, fallbacks)
         if chain is not None:
             return await chain.invoke(prompt, **params)
@@ -350,29 +364,75 @@ class Registry:
         prompt: Prompt,
         *,
         fallbacks: FallbackChain | Sequence[str | Fallback] | None = None,
-        **params: object,
+        **params: Unpack[StreamRequestParams],
     ) -> Stream:
         """``get_llm(model).stream(prompt, **params)``: a :class:`~forge.Stream` of text deltas.
 
         ``fallbacks`` as for :meth:`invoke`; a stream falls back only before its
         first text, reasoning or tool event reached the caller.
+
+        This call is synchronous: the first one on a provider imports its vendor
+        client on the event loop; ``await reg.warm(...)`` at startup avoids that.
         """
         chain = self.fallback_llm(model, fallbacks)
         if chain is not None:
-            return chain.stream(prompt, **params)  # type: ignore[arg-type]
-        return self.get_llm(model).stream(prompt, **params)  # type: ignore[arg-type]
+            return chain.stream(prompt, **params)
+        return self.get_llm(model).stream(prompt, **params)
+
+    async def warm(self, *models: str) -> None:
+        """Import and build the vendor clients of ``models`` (or of every configured provider)
+        without blocking the event loop.
+
+        Importing a vendor client takes 0.3-1 s of CPU; done on the loop (as the first
+        ``reg.stream`` or ``get_llm`` on a provider does), every other task of the
+        service waits for it. Call this once at startup::
+
+            async with forge.Registry() as reg:
+                await reg.warm("openai:gpt-4o-mini", "anthropic:claude-haiku-4-5")
+
+        Raises:
+            ConfigError: unknown provider or alias, missing package or API key.
+        """
+        names = [parse_model_ref(m, self.config)[0] for m in models] if models else [
+            n for n in PROVIDER_NAMES if n in self.config.providers
+        ]
+        for name in dict.fromkeys(names):
+            await self._import_provider(f"{name}:_")
+            if name not in self._providers:
+                # Building the client (TLS context, connection pool) also takes CPU: off the loop too.
+                await asyncio.to_thread(self._provider, name)
+
+    async def _import_provider(self, model: str) -> None:
+        """Import the provider module of ``model`` in a worker thread, the first time only."""
+        if self._closed:
+            return
+        try:
+            name = parse_model_ref(model, self.config)[0]
+        except ConfigError:
+            return  # get_llm raises it with the same message
+        if name in self._providers:
+            return
+        module_name = _PROVIDER_MODULES[name][0]
+        if module_name in sys.modules:
+            return
+        with contextlib.suppress(ImportError):  # _provider() turns it into a ConfigError
+            await asyncio.to_thread(importlib.import_module, module_name)
 
     async def stream_to_file(
-        self, model: str, prompt: Prompt, path: str | os.PathLike[str], **params: object
+        self, model: str, prompt: Prompt, path: str | os.PathLike[str], **params: Unpack[StreamRequestParams]
     ) -> Response:
         """Stream the reply into ``path`` at constant memory; see :meth:`forge.Stream.to_file`."""
-        return await self.stream(model, prompt, **params).to_file(path)  # type: ignore[arg-type]
+        return await self.stream(model, prompt, **params).to_file(path)
 
     async def stream_with_callback(
-        self, model: str, prompt: Prompt, callback: Callable[[str], object], **params: object
+        self,
+        model: str,
+        prompt: Prompt,
+        callback: Callable[[str], object],
+        **params: Unpack[StreamCallbackParams],
     ) -> Response:
         """Stream, calling ``callback(text)`` (sync or async) per piece; return the Response."""
-        s = self.stream(model, prompt, on_chunk=callback, **params)  # type: ignore[arg-type]
+        s = self.stream(model, prompt, on_chunk=callback, **params)
         async with s:
             return await s.collect()
 
@@ -425,7 +485,7 @@ class Registry:
         on_progress: ProgressHandler | None = None,
         max_wait: float | None = None,
         poll: PollSchedule | None = None,
-        **params: object,
+        **params: Unpack[InvokeParams],
     ) -> list[Response | ForgeError]:
         """Run every prompt; return one result per prompt, in order: the Response or that item's error.
 
@@ -437,7 +497,9 @@ class Registry:
         when the provider has one and ``max_wait`` is None or at least 24 h).
         ``on_progress`` (sync or async) receives a :class:`~forge.batch.BatchProgress`.
         ``max_wait`` (seconds) cancels a provider batch still running after that
-        long. ``params`` are request parameters for every prompt (``max_tokens``...).
+        long. ``params`` are request parameters for every prompt (``max_tokens``...),
+        plus ``timeout`` and ``max_attempts`` for each call in concurrent mode (as
+        for :meth:`invoke`; a provider batch is bounded by ``max_wait`` instead).
 
         ::
 
@@ -449,14 +511,16 @@ class Registry:
             TypeError / ValueError: a bad prompt or parameter (nothing was sent).
             ConfigError: ``mode="batch_api"`` for a provider without a batch API.
         """
+        await self._import_provider(model)
         processor = self.batch_processor(model, poll=poll)
-        requests = processor.requests(prompts, params)
+        requests = processor.requests(prompts, request_params(params))
         return await processor.run(
-            requests, mode=mode, max_concurrent=max_concurrent, on_progress=on_progress, max_wait=max_wait
+            requests, mode=mode, max_concurrent=max_concurrent, on_progress=on_progress, max_wait=max_wait,
+            timeout=params.get("timeout"), max_attempts=params.get("max_attempts"),
         )
 
     async def batch_submit(
-        self, model: str, prompts: Sequence[Prompt | Request], **params: object
+        self, model: str, prompts: Sequence[Prompt | Request], **params: Unpack[RequestParams]
     ) -> BatchJob:
         """Record and submit a provider batch, and return its job at once (``job.id`` resumes it).
 

@@ -179,8 +179,12 @@ class RetryWrapper:
         operation: str = "invoke",
         estimated_tokens: float = 0.0,
         settle: Callable[[T], float | None] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> tuple[T, int]:
-        """Run ``fn`` under the limiter and the retry policy; return ``(result, attempts)``."""
+        """Run ``fn`` under the limiter and the retry policy; return ``(result, attempts)``.
+
+        ``policy`` replaces the operation's policy for this one call (a per-call ``max_attempts``).
+        """
         limiter = self.limiter
 
         async def attempt() -> T:
@@ -209,7 +213,7 @@ class RetryWrapper:
 
         return await call_with_retry(
             attempt,
-            policy=self.policy_for(operation),
+            policy=policy or self.policy_for(operation),
             classify=classify,
             sleep=self._sleep,
             rng=self._rng,

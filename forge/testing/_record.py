@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing_extensions import Unpack
+
+from forge._params import InvokeParams, StreamRequestParams
 from forge.config import ForgeConfig, RetryConfig
 from forge.errors import ForgeError, ProviderError, StreamError
 from forge.jobs import SQLiteJobStore
@@ -63,11 +66,11 @@ class Flow:
     settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def invoke(prompt: str, **params: object) -> Run:
+def invoke(prompt: str, **params: Unpack[InvokeParams]) -> Run:
     """A flow step: ``registry.invoke(model, prompt, **params)``."""
 
     async def run(registry: Registry, model: str) -> Response:
-        return await registry.invoke(model, prompt, **params)  # type: ignore[arg-type]
+        return await registry.invoke(model, prompt, **params)
 
     return run
 
@@ -81,11 +84,11 @@ def batch(*prompts: str, max_tokens: int | None = None) -> Run:
     return run
 
 
-def stream(prompt: str, **params: object) -> Run:
+def stream(prompt: str, **params: Unpack[StreamRequestParams]) -> Run:
     """A flow step: stream the reply and reassemble it (``Stream.collect()``)."""
 
     async def run(registry: Registry, model: str) -> Response:
-        async with registry.stream(model, prompt, **params) as s:  # type: ignore[arg-type]
+        async with registry.stream(model, prompt, **params) as s:
             return await s.collect()
 
     return run

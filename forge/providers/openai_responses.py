@@ -36,13 +36,14 @@ raise the classified error.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from forge._wire import SSEDecoder
 from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
 from forge.providers._common import error_for_status, reasoning_effort
+from forge.providers._stream import ResponseOwner
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ async def complete(client: openai.AsyncOpenAI, request: Request, classify: Class
 
 
 async def stream(
-    client: openai.AsyncOpenAI, request: Request, classify: Classify
-) -> AsyncIterator[StreamEvent]:
+    client: openai.AsyncOpenAI, request: Request, classify: Classify, owner: ResponseOwner
+) -> AsyncGenerator[StreamEvent, None]:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
     try:
         params = responses_params(request)
@@ -78,6 +79,7 @@ async def stream(
             client.responses.with_streaming_response.create(**params) as resp,
             aclosing(resp.http_response.aiter_bytes()) as chunks,
         ):
+            owner.response = resp.http_response
             async for chunk in chunks:
                 for sse in decoder.feed(chunk):
                     for event in state.on_data(sse.data):

@@ -229,6 +229,10 @@ class HostileServer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            # Stopped by aclose(). Ending cancelled would make asyncio 3.11's stream
+            # callback call task.exception() and log the CancelledError it raises.
+            return
         finally:
             self.disconnects += 1
             self._changed.set()

@@ -27,6 +27,7 @@ SUITES = {
     "optimize": "benchmarks.bench_optimize",
     "fallback": "benchmarks.bench_fallback",
     "first_call": "benchmarks.bench_first_call",
+    "faults": "benchmarks.bench_faults",
 }
 
 

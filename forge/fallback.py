@@ -462,7 +462,7 @@ class _FallbackStream(Stream):
         self._link_timeout = options.get("timeout")
         self._tried: tuple[FallbackAttempt, ...] = ()
 
-    async def _open_chain(self) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
+    async def _open_chain(self) -> tuple[AsyncIterator[StreamEvent], Sequence[StreamEvent], int]:
         chain = self._chain
         run = _Run(chain)
         clock = chain._clock
@@ -495,6 +495,7 @@ class _FallbackStream(Stream):
                 await link.breaker.success(probe=probe)
             self.provider, self.model, self._classify = inner.provider, inner.model, inner._classify
             self._on_complete, self._on_error, self.cached = inner._on_complete, inner._on_error, inner.cached
+            self._price = inner._price  # the answering link's prices
             self._tried = tuple(run.tried)
             return opened
         raise run.exhausted()

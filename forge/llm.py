@@ -25,6 +25,7 @@ from forge._params import InvokeParams, RequestParams, StreamParams, request_par
 from forge.cache import as_cached, is_cacheable, replay_events, request_key
 from forge.errors import ForgeError, ProviderError, ProviderTimeout
 from forge.pricing import cost_usd
+from forge.providers._stream import aclose_events
 from forge.ratelimit import Reservation
 from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 from forge.streaming import ChunkCallback, ProgressCallback, Stream
@@ -729,8 +730,11 @@ class LLM:
     def stream_request(self, request: Request, *, max_attempts: int | None = None, **options: Any) -> Stream:
         """Stream an already built :class:`Request`.
 
-        Retries cover opening the stream, up to its first event; after that a
-        break raises :class:`~forge.StreamInterrupted`.
+        Retries cover opening the stream, up to its first event that carries
+        something the caller could see (text, reasoning, a tool call): metadata that
+        comes first (usage, pings, role-only chunks) is held back and replayed, so a
+        fault right after it is retried too. After that a break raises
+        :class:`~forge.StreamInterrupted`.
         """
         policy = self._policy("stream", max_attempts)
         # The stream's own `timeout` covers opening it; without one, the config's deadline does.
@@ -739,49 +743,52 @@ class LLM:
         estimate = self.estimate_tokens(request)
         key = request_key(self.provider_name, request) if self.response_cache is not None else None
 
-        async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+        async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
+            # Every provider at once: read up to the first content event under the retry
+            # wrapper, holding back what comes before it (Anthropic message_start and
+            # pings, a Gemini usage-only chunk, Responses API response.created...).
             nonlocal tries
             tries += 1
             events = self.provider.stream(req)
+            head: list[StreamEvent] = []
             try:
-                first = await events.__anext__()
-            except StopAsyncIteration:
-                return events, None
+                while True:
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        return events, head
+                    head.append(event)
+                    if _shows_content(event):
+                        return events, head
             except ProviderTimeout as exc:
-                aclose = getattr(events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await aclose_events(events)
                 raise self.classify(exc) from exc.__cause__
             except BaseException:
-                aclose = getattr(events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await aclose_events(events)
                 raise
-            return events, first
 
-        async def opener() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
+        async def opener() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
             if key is not None and (hit := await self._cache_get(key)) is not None:
                 stream.cached = True
-                replay = replay_events(hit)
-                return replay, await replay.__anext__(), 0
+                return replay_events(hit), [], 0
             return await self._within(open_stream(), limit, source, lambda: tries)
 
-        async def open_stream() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
+        async def open_stream() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
             sent = await self._optimize(request)
             try:
-                (events, first), attempts = await self.wrapper.call(
+                (events, head), attempts = await self.wrapper.call(
                     lambda: attempt(sent), classify=self.classify, operation="stream",
                     estimated_tokens=estimate, policy=policy,
                 )
             except ForgeError as exc:
                 if not self._falls_back(request, sent, exc):
                     raise
-                (events, first), attempts = await self.wrapper.call(
+                (events, head), attempts = await self.wrapper.call(
                     lambda: attempt(request), classify=self.classify, operation="stream",
                     estimated_tokens=estimate, policy=policy,
                 )
                 attempts += _attempts_used(exc)
-            return events, first, attempts
+            return events, head, attempts
 
         async def settle(response: Response) -> None:
             if stream.cached:
@@ -793,13 +800,7 @@ class LLM:
             if limiter is not None and limiter.tokens is not None and actual is not None:
                 await limiter.settle(Reservation(estimate, 0.0), actual)
             if self.metrics is not None:
-                priced = dataclasses.replace(
-                    response,
-                    cost_usd=cost_usd(
-                        self.provider_name, response.model, response.usage, overrides=self.prices
-                    ),
-                )
-                self.metrics.record_success(priced, stream=True, prices=self.prices)
+                self.metrics.record_success(response, stream=True, prices=self.prices)
 
         def failed(exc: BaseException) -> None:
             if self.metrics is not None and isinstance(exc, Exception):
@@ -813,6 +814,7 @@ class LLM:
             clock=self._clock,
             on_complete=settle,
             on_error=failed,
+            price=lambda usage: cost_usd(self.provider_name, self.model, usage, overrides=self.prices),
             **options,
         )
         return stream
@@ -820,6 +822,14 @@ class LLM:
     async def aclose(self) -> None:
         """Close the provider's client (normally done by the Registry)."""
         await self.provider.aclose()
+
+
+def _shows_content(event: StreamEvent) -> bool:
+    """Whether ``event`` carries something the caller could see: text, reasoning or a tool call."""
+    kind = event.kind
+    if kind == "text" or kind == "reasoning":
+        return bool(event.text)
+    return kind.startswith("tool_call")
 
 
 def _attempts_used(error: ForgeError) -> int:

@@ -39,7 +39,7 @@ Stream events: a thinking block's ``signature_delta`` is surfaced as a
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +60,7 @@ from forge.providers._common import (
     reasoning_budget,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "AnthropicProvider"]
@@ -130,12 +131,15 @@ class AnthropicProvider:
         except Exception as exc:
             raise self.classify(exc, model=request.model) from exc
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
 
-        The request goes out on the first ``__anext__``; closing the generator
-        closes the HTTP response. Errors are raised already classified.
+        The request goes out on the first ``__anext__``; ``aclose()`` closes the HTTP
+        response, from any task. Errors are raised already classified.
         """
+        return ResponseStream(lambda owner: self._stream(request, owner))
+
+    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
         params = _params(request)
         params["stream"] = True
         state = _MessageStream(request.model)
@@ -145,6 +149,7 @@ class AnthropicProvider:
                 self._client.messages.with_streaming_response.create(**params) as resp,
                 aclosing(resp.http_response.aiter_bytes()) as chunks,
             ):
+                owner.response = resp.http_response
                 state.request_id = resp.http_response.headers.get("request-id")
                 await check_stream_reply(
                     resp.http_response, media_types=("text/event-stream",),

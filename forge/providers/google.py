@@ -38,7 +38,7 @@ import base64
 import codecs
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx2
@@ -68,6 +68,7 @@ from forge.providers._common import (
     reasoning_budget,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import (
     FinishReason,
     Message,
@@ -185,13 +186,20 @@ class GoogleProvider:
             raw=body,
         )
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
-        """Stream ``:streamGenerateContent?alt=sse``; the request goes out on the first ``__anext__``."""
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``:streamGenerateContent?alt=sse``; the request goes out on the first ``__anext__``.
+
+        ``aclose()`` closes the HTTP response, from any task.
+        """
+        return ResponseStream(lambda owner: self._stream(request, owner))
+
+    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
         http_request = self._prepare(request, stream=True)
         try:
             response = await self._http.send(http_request, stream=True)
         except Exception as exc:
             raise self._classify(exc, request.model) from exc
+        owner.response = response
         try:
             if response.status_code != 200:
                 await genai_errors.APIError.raise_for_async_response(response)

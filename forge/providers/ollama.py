@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -57,6 +57,7 @@ from forge.providers._common import (
     reasoning_effort,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["OllamaProvider"]
@@ -125,14 +126,21 @@ class OllamaProvider:
             raw=body,
         )
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
-        """Stream ``/api/chat`` as NDJSON; the request goes out on the first ``__anext__``."""
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``/api/chat`` as NDJSON; the request goes out on the first ``__anext__``.
+
+        ``aclose()`` closes the HTTP response, from any task.
+        """
+        return ResponseStream(lambda owner: self._stream(request, owner))
+
+    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
         http = self._http()
         http_request = self._prepare(request, stream=True)
         try:
             response = await http.send(http_request, stream=True)
         except Exception as exc:
             raise self._classify(exc, request.model) from exc
+        owner.response = response
         try:
             if not response.is_success:
                 await response.aread()

@@ -26,7 +26,7 @@ Request mapping (see docs/providers.md for the full table):
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +56,7 @@ from forge.providers._common import (
     reasoning_effort,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
@@ -140,14 +141,18 @@ class OpenAIProvider:
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
 
-        The request goes out on the first ``__anext__``; closing the generator
-        closes the HTTP response. Errors are raised already classified.
+        The request goes out on the first ``__anext__``; ``aclose()`` closes the
+        HTTP response, from any task. Errors are raised already classified.
         """
         if self.api == "responses":
-            return openai_responses.stream(self._client, request, self.classify)
-        return self._stream_chat(request)
+            return ResponseStream(
+                lambda owner: openai_responses.stream(self._client, request, self.classify, owner)
+            )
+        return ResponseStream(lambda owner: self._stream_chat(request, owner))
 
-    async def _stream_chat(self, request: Request) -> AsyncIterator[StreamEvent]:
+    async def _stream_chat(
+        self, request: Request, owner: ResponseOwner
+    ) -> AsyncGenerator[StreamEvent, None]:
         params = _params(request, self._max_tokens_param, self._max_stop)
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}
@@ -158,6 +163,7 @@ class OpenAIProvider:
                 self._client.chat.completions.with_streaming_response.create(**params) as resp,
                 aclosing(resp.http_response.aiter_bytes()) as chunks,
             ):
+                owner.response = resp.http_response
                 await check_stream_reply(
                     resp.http_response, media_types=SSE_MEDIA_TYPES,
                     expected="an SSE stream of chat.completion.chunk", provider=self.name,

@@ -36,7 +36,7 @@ raise the classified error.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ from forge.providers._common import (
     public_url,
     reasoning_effort,
 )
+from forge.providers._stream import ResponseOwner
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -76,8 +77,8 @@ async def complete(client: openai.AsyncOpenAI, request: Request, classify: Class
 
 
 async def stream(
-    client: openai.AsyncOpenAI, request: Request, classify: Classify
-) -> AsyncIterator[StreamEvent]:
+    client: openai.AsyncOpenAI, request: Request, classify: Classify, owner: ResponseOwner
+) -> AsyncGenerator[StreamEvent, None]:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
     try:
         params = responses_params(request)
@@ -88,6 +89,7 @@ async def stream(
             client.responses.with_streaming_response.create(**params) as resp,
             aclosing(resp.http_response.aiter_bytes()) as chunks,
         ):
+            owner.response = resp.http_response
             await check_stream_reply(
                 resp.http_response, media_types=("text/event-stream",),
                 expected="an SSE stream of Responses API events", provider=_PROVIDER,

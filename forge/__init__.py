@@ -39,6 +39,7 @@ from forge.errors import (
 )
 
 if TYPE_CHECKING:
+    from forge._otel import Telemetry
     from forge.batch import BatchProcessor, BatchProgress, PollSchedule
     from forge.breaker import CircuitOpen
     from forge.cache import MemoryResponseCache, RedisResponseCache, ResponseCache
@@ -101,6 +102,7 @@ _LAZY = {
     "RetryPolicy": "forge.retry",
     "backoff_wait": "forge.retry",
     "Stream": "forge.streaming",
+    "Telemetry": "forge._otel",
     "StreamProgress": "forge.streaming",
     "stream": "forge.streaming",
     "stream_to_file": "forge.streaming",
@@ -209,6 +211,7 @@ __all__ = [
     "StreamInterrupted",
     "StreamProgress",
     "StreamTimeout",
+    "Telemetry",
     "TokenBucket",
     "Tool",
     "ToolCall",

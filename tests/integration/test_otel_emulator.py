@@ -161,7 +161,8 @@ async def test_a_stream_span_lasts_until_the_end_and_carries_usage(name: str, ot
 @pytest.mark.parametrize("name", NAMES)
 async def test_a_stream_closed_early_ends_its_span(name: str, otel: Otel) -> None:
     async with Emulator(chunk_count=20) as emu, _registry(emu, name, otel) as reg:
-        async with reg.stream(TARGETS[name][0], "tell me") as stream:
+        stream = reg.stream(TARGETS[name][0], "tell me")
+        async with stream:
             async for _ in stream:
                 break
     [span] = otel.spans()
@@ -270,13 +271,15 @@ async def test_fallbacks_are_events_and_each_link_has_its_span(otel: Otel) -> No
 
 
 async def test_fallback_streams_end_every_link_span(otel: Otel) -> None:
-    async with Emulator(chunk_count=4) as emu:
-        async with forge.Registry(config=_config(emu, "openai"), telemetry=otel.telemetry()) as reg:
-            emu.script(Fault.overloaded(), provider="openai", times=None)
-            stream = reg.stream("openai:gpt-4o-mini", "hi", fallbacks=["anthropic:claude-haiku-4-5"])
-            async with stream:
-                async for _ in stream:
-                    break
+    async with (
+        Emulator(chunk_count=4) as emu,
+        forge.Registry(config=_config(emu, "openai"), telemetry=otel.telemetry()) as reg,
+    ):
+        emu.script(Fault.overloaded(), provider="openai", times=None)
+        stream = reg.stream("openai:gpt-4o-mini", "hi", fallbacks=["anthropic:claude-haiku-4-5"])
+        async with stream:
+            async for _ in stream:
+                break
     failed, answered = otel.spans()
     assert (failed.attributes or {})["error.type"] == "OverloadedError"
     assert (answered.attributes or {})["forge.stream.closed_early"] is True

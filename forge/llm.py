@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Unpack
 
 from forge import _otel
+from forge._otel import Telemetry
 from forge._params import InvokeParams, RequestParams, StreamParams, request_params
 from forge.cache import as_cached, is_cacheable, replay_events, request_key
 from forge.errors import ForgeError, ProviderError, ProviderTimeout
@@ -402,7 +403,7 @@ class LLM:
         optimizer: ProviderOptimizer | None = None,
         response_cache: ResponseCache | None = None,
         cache_ttl: float = 300.0,
-        telemetry: _otel.Telemetry | bool | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         self.provider = provider
         self.provider_name = provider.name

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from typing_extensions import Unpack
 
 from forge import _otel
+from forge._otel import Telemetry
 from forge._params import (
     InvokeParams,
     RequestParams,
@@ -145,7 +146,7 @@ class Registry:
         rng: Callable[[], float] = random.random,
         on_retry: Callable[[RetryEvent], object] | None = None,
         response_cache: ResponseCache | None = None,
-        telemetry: _otel.Telemetry | bool | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         self.config = load_config(config)
         self.enable_optimizations = (

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from forge.cache import as_cached, is_cacheable, replay_events, request_key
+from forge.cache import as_cached, cache_scope_of, is_cacheable, replay_events, request_key
 from forge.errors import ForgeError, ProviderError, RetryExhausted
 from forge.pricing import cost_usd
 from forge.ratelimit import Reservation
@@ -408,6 +408,8 @@ class LLM:
         self.response_cache = response_cache
         """Serves identical requests without calling the provider (see :mod:`forge.cache`)."""
         self.cache_ttl = cache_ttl
+        self.cache_scope = cache_scope_of(config)
+        """Who is asked, in every response-cache key (base URL and credential fingerprint)."""
         if isinstance(retry, RetryWrapper):
             self.wrapper = retry
         else:
@@ -488,7 +490,7 @@ class LLM:
     async def complete(self, request: Request, *, operation: str = "invoke") -> Response:
         """Send an already built :class:`Request` through the limiter and the retry policy."""
         start = self._clock()
-        key = request_key(self.provider_name, request) if self.response_cache is not None else None
+        key = self._cache_key(request)
         if key is not None and (hit := await self._cache_get(key)) is not None:
             return as_cached(hit, self._clock() - start)
 
@@ -555,6 +557,11 @@ class LLM:
         if self.metrics is not None:
             self.metrics.record_optimization(self.provider_name, self.model, "fallback", False, str(error))
         return True
+
+    def _cache_key(self, request: Request) -> str | None:
+        if self.response_cache is None:
+            return None
+        return request_key(self.provider_name, request, self.cache_scope)
 
     async def _cache_get(self, key: str) -> Response | None:
         assert self.response_cache is not None
@@ -623,7 +630,7 @@ class LLM:
         break raises :class:`~forge.StreamInterrupted`.
         """
         estimate = self.estimate_tokens(request)
-        key = request_key(self.provider_name, request) if self.response_cache is not None else None
+        key = self._cache_key(request)
 
         async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
             events = self.provider.stream(req)

@@ -11,12 +11,16 @@ the key. :func:`redact` removes every key forge was given from a text
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["MASK", "fingerprint", "redact", "redact_url", "register_secret"]
+__all__ = [
+    "MASK", "fingerprint", "redact", "redact_url", "register_secret", "register_url_password",
+    "registered_secrets", "scrub_exception",
+]
 
 MASK = "***"
 # A fixed, public HMAC key: the fingerprint is not a secret either, it only must not
@@ -69,3 +73,48 @@ def redact_url(url: str | None) -> str | None:
     user = parts.username or ""
     netloc = f"{user}:{MASK}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def scrub_exception(exc: BaseException) -> BaseException:
+    """Remove every registered secret from ``exc``'s message, and from its causes' (in place).
+
+    A server may echo the key it was sent ("Incorrect API key provided: sk-..."); the
+    vendor exception kept as ``__cause__`` would print it in every traceback.
+    """
+    if not _secrets:
+        return exc
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current: BaseException | None = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        # RetryExhausted keeps the last error and every attempt's error.
+        last = getattr(current, "last_error", None)
+        if isinstance(last, BaseException):
+            pending.append(last)
+        for attempt in getattr(current, "attempts", None) or ():
+            error = getattr(attempt, "error", None)
+            if isinstance(error, BaseException):
+                pending.append(error)
+        if any(isinstance(a, str) for a in current.args):
+            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+        message = getattr(current, "message", None)
+        if isinstance(message, str):
+            with contextlib.suppress(AttributeError, TypeError):
+                current.message = redact(message)  # type: ignore[attr-defined]
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return exc
+
+
+def registered_secrets() -> tuple[str, ...]:
+    """Every value :func:`register_secret` was given (longest first)."""
+    return _secrets
+
+
+def register_url_password(url: str | None) -> None:
+    """:func:`register_secret` for the password of ``scheme://user:password@host`` (if any)."""
+    if url:
+        with contextlib.suppress(ValueError):
+            register_secret(urlsplit(url).password)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from forge import errors as _errors
+from forge._secrets import redact
 from forge.errors import ConfigError, ForgeError, ProviderError
 from forge.types import Request, Response
 
@@ -543,7 +544,8 @@ def encode_result(result: Response | ForgeError) -> str:
         return json.dumps({"response": _encode(result)}, separators=(",", ":"), ensure_ascii=False)
     error: dict[str, object] = {
         "type": type(result).__name__,
-        "message": result.message if isinstance(result, ProviderError) else str(result),
+        # A provider may echo the key in a per-item error: job rows outlive the process.
+        "message": redact(result.message if isinstance(result, ProviderError) else str(result)),
     }
     for name in _ERROR_FIELDS:
         value = getattr(result, name, None)

@@ -19,6 +19,7 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from forge._secrets import scrub_exception
 from forge.cache import as_cached, cache_scope_of, is_cacheable, replay_events, request_key
 from forge.errors import ForgeError, ProviderError, RetryExhausted
 from forge.pricing import cost_usd
@@ -459,6 +460,7 @@ class LLM:
         error = exc if isinstance(exc, ForgeError) else self.provider.classify(exc)
         if isinstance(error, ProviderError) and error.model is None:
             error.model = self.model
+        scrub_exception(error)  # a server may echo the key it was sent
         return error
 
     def estimate_tokens(self, request: Request) -> int:
@@ -513,6 +515,7 @@ class LLM:
                 response, attempts = await send(request)
                 attempts += _attempts_used(exc)  # the refused optimized request counts too
         except Exception as exc:
+            scrub_exception(exc)  # a server may echo the key it was sent
             if self.metrics is not None:
                 self._record_failure(exc)
             raise
@@ -685,6 +688,7 @@ class LLM:
                 self.metrics.record_success(priced, stream=True, prices=self.prices)
 
         def failed(exc: BaseException) -> None:
+            scrub_exception(exc)
             if self.metrics is not None and isinstance(exc, Exception):
                 self._record_failure(exc)
 

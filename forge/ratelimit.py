@@ -508,7 +508,11 @@ def counter_from_config(
                     "installed: pip install 'forge-llm[redis]'.",
                     key=f"providers.{provider}.rate_limit.backend",
                 ) from exc
-            client = owned = redis_asyncio.Redis.from_url(config.redis_url or "redis://localhost:6379/0")
+            from forge._secrets import register_url_password
+
+            url = config.redis_url or "redis://localhost:6379/0"
+            register_url_password(url)  # never printed, whatever error quotes it
+            client = owned = redis_asyncio.Redis.from_url(url)
         shared = client
         prefix = budget_key(provider, config, account)
 

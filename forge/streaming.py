@@ -547,8 +547,8 @@ class Stream:
                     async for text in self:
                         fh.write(text)
                 finally:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    # fsync can take long on a busy disk: in a worker thread, off the event loop.
+                    await asyncio.to_thread(_flush_to_disk, fh.flush, fh.fileno())
             os.replace(tmp, target)
             ok = True
             return self.response
@@ -563,6 +563,11 @@ class Stream:
         finally:
             if not ok:
                 tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no await point worth adding
+
+
+def _flush_to_disk(flush: Callable[[], object], fd: int) -> None:
+    flush()
+    os.fsync(fd)
 
 
 # ---------------------------------------------------------------------- module-level forms

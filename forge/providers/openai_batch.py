@@ -86,6 +86,8 @@ class OpenAIBatch:
         # marker -> input file id, uploaded for a batches.create that has not succeeded yet:
         # a retry reuses it instead of uploading (and paying storage for) the same file again.
         self._uploaded: dict[str, str] = {}
+        # batch id -> its files, as results() saw them: delete_files() needs no extra request.
+        self._files: dict[str, tuple[str | None, ...]] = {}
 
     def _error(self, exc: Exception) -> ForgeError:
         return self._provider.classify(exc)
@@ -129,6 +131,7 @@ class OpenAIBatch:
         """Replies from the output file and errors from the error file, by custom id."""
         try:
             batch = await self._client.batches.retrieve(batch_id)
+            self._files[batch_id] = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
             out: dict[str, Response | ForgeError] = {}
             model = batch.model or ""
             for file_id in (batch.output_file_id, batch.error_file_id):
@@ -150,12 +153,15 @@ class OpenAIBatch:
 
         Every file is tried; the first failure is raised after the others were deleted.
         """
-        try:
-            batch = await self._client.batches.retrieve(batch_id)
-        except Exception as exc:
-            raise self._error(exc) from exc
+        files = self._files.pop(batch_id, None)
+        if files is None:
+            try:
+                batch = await self._client.batches.retrieve(batch_id)
+            except Exception as exc:
+                raise self._error(exc) from exc
+            files = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
         failures: list[ForgeError] = []
-        for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
+        for file_id in files:
             if not file_id:
                 continue
             try:

@@ -137,8 +137,8 @@ class RetryWrapper:
     :class:`~forge.LLM` runs ``invoke``, the opening of a ``stream`` (up to its first
     event) and each batch item through :meth:`call`. Before each attempt the
     limiter (if any) is asked for one request and the estimated tokens; after a
-    success the estimate is settled with the provider's count; a 429 tightens the
-    limiter to the headers it carried.
+    success the estimate is settled with the provider's count; a failed attempt
+    gives its reservation back; a 429 tightens the limiter to the headers it carried.
     """
 
     def __init__(
@@ -204,6 +204,11 @@ class RetryWrapper:
             try:
                 result = await fn()
             except BaseException as exc:
+                if limiter is not None and reservation is not None and isinstance(exc, Exception):
+                    # A failed attempt gives its tokens back; a 429 was not counted at all,
+                    # so its request slot comes back too (before tightening to the headers).
+                    error = exc if isinstance(exc, ForgeError) else classify(exc)
+                    await limiter.release(reservation, request=isinstance(error, RateLimitError))
                 if limiter is not None and isinstance(exc, ProviderError) and exc.headers:
                     await limiter.observe(exc.headers)
                 raise

@@ -374,11 +374,16 @@ class SlidingWindow:
         """Never hold more than the server says remains, until its ``reset_in`` has passed."""
         now = self._clock()
         self._expire(now)
-        excess = self.capacity - self._sum - max(0.0, remaining)
+        # The difference is held as if taken now, or until the server's reset. When the
+        # server says nothing is left, nothing goes before that reset: only what is still
+        # held at that moment counts against the hold.
+        until = now + (reset_in if reset_in is not None and reset_in > 0 else self.span)
+        held = self._sum
+        if remaining < 1:
+            held = sum(amount for stamp, amount in self._log if stamp >= until - self.span)
+        excess = self.capacity - held - max(0.0, remaining)
         if excess <= 0:
             return
-        # Held as if taken now, or so that it frees when the server says it resets.
-        until = now + (reset_in if reset_in is not None and reset_in > 0 else self.span)
         paced = self._next
         self._take(excess, until - self.span)
         self._next = paced
@@ -734,9 +739,16 @@ elseif mode == 'refund' then
     nxt = math.min(nxt, now)
   end
 elseif mode == 'tighten' then
-  local excess = limit - sum - math.max(0, amount)
+  if arg > 0 then keep = arg end
+  local held = sum
+  if amount < 1 then
+    held = 0
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now + keep - span, '+inf')) do
+      held = held + size(m)
+    end
+  end
+  local excess = limit - held - math.max(0, amount)
   if excess > 0 then
-    if arg > 0 then keep = arg end
     seq = seq + 1
     redis.call('ZADD', KEYS[2], now + keep - span, seq .. ':' .. excess)
     sum = sum + excess

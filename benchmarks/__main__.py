@@ -25,6 +25,7 @@ SUITES = {
     "overhead": "benchmarks.bench_overhead",
     "batch": "benchmarks.bench_batch",
     "optimize": "benchmarks.bench_optimize",
+    "ratelimit": "benchmarks.bench_ratelimit",
 }
 
 

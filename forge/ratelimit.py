@@ -199,9 +199,15 @@ class TokenBucket:
 # Seconds added to the one-second window on the client side: requests that leave
 # evenly can still arrive bunched (scheduling, connection reuse), and a server
 # counting arrivals in a strict one-second window must never see more than the
-# slice. Measured with benchmarks/bench_ratelimit.py: 3% keeps 200 requests from
-# 50 tasks at zero 429s while using ~97% of the allowed rate.
+# slice. The margin is the jitter tolerated, and costs its share of the rate
+# (`python -m benchmarks ratelimit` measures both; see docs/retry.md).
 DEFAULT_MARGIN = 0.03
+
+
+# Takes in the first moments after an idle window are held this much longer: the
+# first requests of a burst open connections (and wake lazily built clients), so
+# they can reach the server this much later than the ones that follow them.
+COLD_START = 0.1
 
 
 class SlidingWindow:
@@ -242,6 +248,7 @@ class SlidingWindow:
         self._log: list[list[float]] = []  # [time, amount], sorted by time
         self._sum = 0.0
         self._next = -math.inf  # pacing: the earliest time of the next take
+        self._cold_until = -math.inf
         self._waiters: deque[tuple[float, asyncio.Future[float]]] = deque()
         self._waker: asyncio.Task[None] | None = None
 
@@ -278,12 +285,19 @@ class SlidingWindow:
         return max(wait, self._log[-1][0] + self.span - now)
 
     def _take(self, amount: float, now: float) -> None:
+        if not self._log:
+            self._cold_until = now + COLD_START
+        self._place(amount, now + COLD_START if now < self._cold_until else now)
+        # Paced from when this take was due, not from when a late wake-up let it go, so
+        # sleep overshoot is caught up (the log still bounds every window).
+        self._next = max(self._next, now - 0.01) + amount / self.rate
+
+    def _place(self, amount: float, now: float) -> None:
         if self._log and self._log[-1][0] > now:
             bisect.insort(self._log, [now, amount])
         else:
             self._log.append([now, amount])
         self._sum += amount
-        self._next = now + amount / self.rate
 
     def try_acquire(self, amount: float = 1.0) -> bool:
         """Take ``amount`` if it may leave now and nobody is queued; never waits."""
@@ -363,8 +377,7 @@ class SlidingWindow:
         now = self._clock()
         self._expire(now)
         if amount < 0:
-            self._take(-amount, now)
-            self._next = now  # a correction, not a new request: no extra pacing
+            self._place(-amount, now)  # a correction, not a new request: no pacing
             return
         self._give_back(amount, now - age if age is not None else now)
         self._next = min(self._next, now)
@@ -384,9 +397,7 @@ class SlidingWindow:
         excess = self.capacity - held - max(0.0, remaining)
         if excess <= 0:
             return
-        paced = self._next
-        self._take(excess, until - self.span)
-        self._next = paced
+        self._place(excess, until - self.span)
         self._rearm()
 
 
@@ -714,7 +725,7 @@ if mode == 'take' then
   result = delay(amount)
   if result <= 0 then
     add(now, amount)
-    nxt = now + amount / rate
+    nxt = math.max(nxt, now - span + 1) + amount / rate
     result = 0
   end
 elseif mode == 'peek' then

@@ -60,9 +60,10 @@ class StrictLimitServer:
     ) -> None:
         assert self._server is not None
         self._server.close()
+        if self._tasks:  # the clients have gone: let the handlers see EOF, then stop stragglers
+            await asyncio.wait(set(self._tasks), timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
-        for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
         await self._server.wait_closed()

@@ -162,3 +162,15 @@ async def test_reset_header_holds_the_budget_until_the_reset(clock: FakeClock) -
     stamp = datetime.fromtimestamp(later, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     await counter.observe({"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": stamp})
     assert 28 < await counter.wait_time() <= 30
+
+
+def test_anthropic_reservation_counts_the_default_max_tokens_it_sends() -> None:
+    from forge.config import ProviderConfig
+    from forge.llm import LLM
+    from forge.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
+
+    provider = AnthropicProvider(ProviderConfig(name="anthropic", api_key="test-key"))
+    llm = LLM(provider, "claude-haiku-4-5")
+    request = llm.request("hello")
+    assert llm.estimate_tokens(request) >= DEFAULT_MAX_TOKENS
+    assert llm.estimate_tokens(llm.request("hello", max_tokens=10)) < 100

@@ -245,7 +245,7 @@ class SlidingWindow:
         self.span = window + margin
         self._clock = clock
         self._sleep = sleep
-        self._log: list[list[float]] = []  # [time, amount], sorted by time
+        self._log: list[list[float]] = []  # [counted from, amount, taken at], sorted by the first
         self._sum = 0.0
         self._next = -math.inf  # pacing: the earliest time of the next take
         self._cold_until = -math.inf
@@ -260,7 +260,7 @@ class SlidingWindow:
 
     def _expire(self, now: float) -> None:
         cut = 0
-        for stamp, amount in self._log:
+        for stamp, amount, _ in self._log:
             if stamp > now - self.span:
                 break
             self._sum -= amount
@@ -278,7 +278,7 @@ class SlidingWindow:
         if (fits and self._sum + amount <= self.capacity) or not self._log:
             return wait
         freed = 0.0
-        for stamp, taken in self._log:
+        for stamp, taken, _ in self._log:
             freed += taken
             if (fits and self._sum - freed + amount <= self.capacity) or freed >= self._sum:
                 return max(wait, stamp + self.span - now)
@@ -287,16 +287,17 @@ class SlidingWindow:
     def _take(self, amount: float, now: float) -> None:
         if not self._log:
             self._cold_until = now + COLD_START
-        self._place(amount, now + COLD_START if now < self._cold_until else now)
+        self._place(amount, now + COLD_START if now < self._cold_until else now, now)
         # Paced from when this take was due, not from when a late wake-up let it go, so
         # sleep overshoot is caught up (the log still bounds every window).
         self._next = max(self._next, now - 0.01) + amount / self.rate
 
-    def _place(self, amount: float, now: float) -> None:
-        if self._log and self._log[-1][0] > now:
-            bisect.insort(self._log, [now, amount])
+    def _place(self, amount: float, stamp: float, taken: float | None = None) -> None:
+        entry = [stamp, amount, stamp if taken is None else taken]
+        if self._log and self._log[-1][0] > stamp:
+            bisect.insort(self._log, entry)
         else:
-            self._log.append([now, amount])
+            self._log.append(entry)
         self._sum += amount
 
     def try_acquire(self, amount: float = 1.0) -> bool:
@@ -362,8 +363,10 @@ class SlidingWindow:
         # everything younger, so the log must never undercount it.
         left = amount
         for entry in self._log:
-            if left <= 0 or entry[0] > taken_at:
+            if left <= 0:
                 break
+            if entry[2] > taken_at:
+                continue
             cut = min(left, entry[1])
             entry[1] -= cut
             self._sum -= cut
@@ -393,7 +396,7 @@ class SlidingWindow:
         until = now + (reset_in if reset_in is not None and reset_in > 0 else self.span)
         held = self._sum
         if remaining < 1:
-            held = sum(amount for stamp, amount in self._log if stamp >= until - self.span)
+            held = sum(amount for stamp, amount, _ in self._log if stamp >= until - self.span)
         excess = self.capacity - held - max(0.0, remaining)
         if excess <= 0:
             return

@@ -436,8 +436,8 @@ def _model_parts(m: Message, call_names: dict[str, str], sign_calls: bool) -> li
         parts.append(gt.Part(function_call=fc, thought_signature=_decode_signature(signature)))
     for block in own:
         if block.kind == "thinking":
-            signature = _decode_signature(block.signature)
-            thought = gt.Part(text=block.text, thought=True, thought_signature=signature)
+            thought_sig = _decode_signature(block.signature)
+            thought = gt.Part(text=block.text, thought=True, thought_signature=thought_sig)
             parts.insert(min(block.position, len(parts)), thought)
     return parts
 

@@ -137,7 +137,7 @@ async def test_gemini_thought_signatures_go_back_on_their_parts(name: str) -> No
         response = part.get("functionResponse") or part["function_response"]
         value = response["response"]
         after.append(Message("tool", json.dumps(value), name=response["name"]))
-    reply, sent = await _round_trip(name, "google", model, first, True, after, tools=_tools(first, "google"))
+    _reply, sent = await _round_trip(name, "google", model, first, True, after, tools=_tools(first, "google"))
     recorded = _call_signatures(second["contents"][1])
     assert recorded and all(sig for _, sig in recorded)
     assert _call_signatures(sent["contents"][1]) == recorded

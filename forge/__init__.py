@@ -65,6 +65,7 @@ if TYPE_CHECKING:
         CacheHints,
         Message,
         Provider,
+        ReasoningBlock,
         Request,
         Response,
         ResponseFormat,
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Message": "forge.types",
     "Provider": "forge.types",
+    "ReasoningBlock": "forge.types",
     "Request": "forge.types",
     "Response": "forge.types",
     "ResponseFormat": "forge.types",
@@ -173,6 +175,7 @@ __all__ = [
     "ProviderTimeout",
     "RateLimitConfig",
     "RateLimitError",
+    "ReasoningBlock",
     "RedisJobStore",
     "RedisResponseCache",
     "Registry",

@@ -58,7 +58,9 @@ class ToolCall:
     """A call the model asked for: ``arguments`` parsed, ``raw_arguments`` as sent.
 
     ``signature`` is an opaque token some providers attach to a call and require
-    back with it in the next turn (Gemini's ``thoughtSignature``).
+    back with it in the next turn (Gemini's ``thoughtSignature``). ``item_id`` is
+    the id of the output item that carried the call (OpenAI Responses ``fc_...``),
+    sent back with it so the API can pair the call with its reasoning item.
     """
 
     id: str
@@ -66,6 +68,7 @@ class ToolCall:
     arguments: Mapping[str, object] = field(default_factory=dict)
     raw_arguments: str = ""
     signature: str | None = None
+    item_id: str | None = None
 
     @classmethod
     def from_json(
@@ -77,6 +80,7 @@ class ToolCall:
         signature: str | None = None,
         provider: str = "",
         model: str | None = None,
+        item_id: str | None = None,
     ) -> ToolCall:
         """A call whose arguments arrived as JSON text (empty text means no arguments).
 
@@ -84,14 +88,14 @@ class ToolCall:
             ToolCallError: ``raw`` is not a JSON object; the error keeps ``raw``.
         """
         if not raw or raw.isspace():
-            return cls(id, name, {}, raw, signature)
+            return cls(id, name, {}, raw, signature, item_id)
         try:
             value = json.loads(raw)
         except ValueError as exc:
             raise _bad_arguments(id, name, raw, provider, model, f"invalid JSON ({exc})") from exc
         if not isinstance(value, dict):
             raise _bad_arguments(id, name, raw, provider, model, f"a JSON {type(value).__name__}")
-        return cls(id, name, value, raw, signature)
+        return cls(id, name, value, raw, signature, item_id)
 
 
 def _bad_arguments(

@@ -160,3 +160,10 @@ async def test_responses_reasoning_items_go_back_as_input_items() -> None:
     assert recorded and recorded[0][1]["encrypted_content"]
     assert reasoning(sent["input"]) == recorded
     assert reply.reasoning_blocks[0].kind == "encrypted"
+
+    def calls(items: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:  # with the item id
+        return [(i, {k: item.get(k) for k in ("type", "id", "call_id", "name", "arguments")})
+                for i, item in enumerate(items) if item.get("type") == "function_call"]
+
+    assert calls(second["input"]) and all(c["id"] for _, c in calls(second["input"]))
+    assert calls(sent["input"]) == calls(second["input"])

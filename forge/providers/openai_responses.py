@@ -179,14 +179,15 @@ def _input(messages: tuple[Message, ...], chained: bool = False) -> list[dict[st
             if m.content:
                 turn.append({"role": "assistant", "content": m.content})
             for tc in m.tool_calls:
-                turn.append(
-                    {
-                        "type": "function_call",
-                        "call_id": tc.id,
-                        "name": tc.name,
-                        "arguments": tc.raw_arguments or json.dumps(tc.arguments),
-                    }
-                )
+                call: dict[str, Any] = {
+                    "type": "function_call",
+                    "call_id": tc.id,
+                    "name": tc.name,
+                    "arguments": tc.raw_arguments or json.dumps(tc.arguments),
+                }
+                if tc.item_id:  # the API pairs the call with its reasoning item by this id
+                    call["id"] = tc.item_id
+                turn.append(call)
             if not chained:  # previous_response_id: the server holds these items already
                 if m.reasoning_blocks:
                     for block in own_blocks(m.reasoning_blocks, _PROVIDER):
@@ -310,6 +311,7 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
                     item.get("arguments") or "",
                     provider=_PROVIDER,
                     model=model,
+                    item_id=item.get("id"),
                 )
             )
         elif kind == "reasoning":
@@ -456,6 +458,7 @@ class _ResponseStream:
             raw if isinstance(raw, str) else "".join(call.parts),
             provider=_PROVIDER,
             model=self._model,
+            item_id=item.get("id"),
         )
         return [StreamEvent("tool_call_done", index=call.ordinal, tool_call=done, raw=obj)]
 
@@ -464,10 +467,9 @@ class _ResponseStream:
         response = obj.get("response") or {}
         self._id = response.get("id") or self._id
         events: list[StreamEvent] = []
-        for call in sorted(self._calls.values(), key=lambda c: c.ordinal):
-            done = ToolCall.from_json(
-                call.call_id, call.name, "".join(call.parts), provider=_PROVIDER, model=self._model
-            )
+        for item_id, call in sorted(self._calls.items(), key=lambda kv: kv[1].ordinal):
+            done = ToolCall.from_json(call.call_id, call.name, "".join(call.parts), provider=_PROVIDER,
+                                      model=self._model, item_id=item_id or None)
             events.append(StreamEvent("tool_call_done", index=call.ordinal, tool_call=done))
         self._calls.clear()
         if self._items:

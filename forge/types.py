@@ -134,7 +134,9 @@ class ReasoningBlock:
     - ``signature``: a Gemini ``thoughtSignature`` that rode on an answer part.
 
     ``position`` is the block's index among the reply's content blocks (Anthropic),
-    parts (Gemini) or output items (Responses), so it goes back in the same place.
+    parts (Gemini) or output items (Responses), so it goes back in the same place;
+    ``text_offset`` is how many characters of the answer text came before it
+    (Anthropic), so a block between two text blocks goes back between them.
     """
 
     provider: str
@@ -145,6 +147,7 @@ class ReasoningBlock:
     id: str | None = None
     parts: tuple[str, ...] = ()
     position: int = 0
+    text_offset: int = 0
 
     def __repr__(self) -> str:
         opaque = f", data=<{len(self.data)} chars>" if self.data else ""

@@ -353,21 +353,32 @@ def _check_tool_turn_thinking(request: Request) -> None:
 
 
 def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
-    """An assistant turn's content blocks: its own reasoning blocks back in their places."""
-    blocks: list[dict[str, Any]] = []
-    if m.content:
-        blocks.append({"type": "text", "text": m.content})
-    for tc in m.tool_calls:
-        blocks.append({"type": "tool_use", "id": tc.id, "name": tc.name, "input": dict(tc.arguments)})
+    """An assistant turn's content blocks, in the reply's order: its own reasoning blocks go back
+    at their positions, the answer text split where they stood (``text_offset``), text before the
+    tool calls of the same gap, tool calls in order."""
     reasoning = own_blocks(m.reasoning_blocks, "anthropic")
     if not m.reasoning_blocks and m.reasoning_signature:  # a hand-built turn: one thinking block
         reasoning = [ReasoningBlock("anthropic", "thinking", m.reasoning or "", m.reasoning_signature)]
+    text, calls = m.content or "", list(m.tool_calls)
+    blocks: list[dict[str, Any]] = []
+    cursor = 0
+
+    def fill(upto: int | None, end: int) -> None:  # text up to char ``end``, calls up to block ``upto``
+        nonlocal cursor
+        if end > cursor:
+            blocks.append({"type": "text", "text": text[cursor:end]})
+            cursor = end
+        while calls and (upto is None or len(blocks) < upto):
+            tc = calls.pop(0)
+            blocks.append({"type": "tool_use", "id": tc.id, "name": tc.name, "input": dict(tc.arguments)})
+
     for block in reasoning:
+        fill(block.position, min(max(block.text_offset, cursor), len(text)))
         if block.kind == "redacted":
-            item: dict[str, Any] = {"type": "redacted_thinking", "data": block.data or ""}
+            blocks.append({"type": "redacted_thinking", "data": block.data or ""})
         else:
-            item = {"type": "thinking", "thinking": block.text, "signature": block.signature or ""}
-        blocks.insert(min(block.position, len(blocks)), item)
+            blocks.append({"type": "thinking", "thinking": block.text, "signature": block.signature or ""})
+    fill(None, len(text))
     return blocks
 
 
@@ -450,10 +461,11 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
             thinking.append(block.get("thinking") or "")
             signature = block.get("signature") or signature
             blocks.append(ReasoningBlock("anthropic", "thinking", block.get("thinking") or "",
-                                         block.get("signature"), position=position))
+                                         block.get("signature"), position=position,
+                                         text_offset=sum(map(len, texts))))
         elif kind == "redacted_thinking":
             blocks.append(ReasoningBlock("anthropic", "redacted", data=block.get("data") or "",
-                                         position=position))
+                                         position=position, text_offset=sum(map(len, texts))))
     usage = data.get("usage")
     return Response(
         text="".join(texts),
@@ -506,6 +518,7 @@ class _MessageStream:
         "_model",
         "_reasoning",
         "_stopped",
+        "_text_chars",
         "_thoughts",
         "_tools",
         "_usage",
@@ -522,6 +535,7 @@ class _MessageStream:
         self._tools = 0
         self._reasoning: dict[int, _ThinkingBlock] = {}  # by content-block index
         self._thoughts = 0
+        self._text_chars = 0  # answer text so far: where a thinking block stands in it
         self.request_id: str | None = None
 
     def on_event(self, event: str, data: str) -> list[StreamEvent]:
@@ -532,7 +546,10 @@ class _MessageStream:
             delta = obj["delta"]
             kind = delta.get("type")
             if kind == "text_delta":
-                return [StreamEvent("text", delta["text"], raw=obj)] if delta["text"] else []
+                if not delta["text"]:
+                    return []
+                self._text_chars += len(delta["text"])
+                return [StreamEvent("text", delta["text"], raw=obj)]
             if kind == "input_json_delta":
                 fragment = delta.get("partial_json")
                 block = self._blocks.get(obj.get("index", 0))
@@ -594,9 +611,10 @@ class _MessageStream:
             self._blocks[obj.get("index", 0)] = _ToolBlock(ordinal, call_id, name, block.get("input") or {})
             return [StreamEvent("tool_call_start", index=ordinal, tool_call=ToolCall(call_id, name), raw=obj)]
         if kind == "text" and block.get("text"):
+            self._text_chars += len(block["text"])
             return [StreamEvent("text", block["text"], raw=obj)]
         if kind in ("thinking", "redacted_thinking"):
-            thought = _ThinkingBlock(self._thoughts, obj.get("index", 0), kind, block)
+            thought = _ThinkingBlock(self._thoughts, obj.get("index", 0), kind, block, self._text_chars)
             self._thoughts += 1
             self._reasoning[thought.position] = thought
             if kind == "thinking" and block.get("thinking"):
@@ -652,11 +670,12 @@ class _ToolBlock:
 class _ThinkingBlock:
     """A ``thinking`` or ``redacted_thinking`` block being streamed."""
 
-    __slots__ = ("data", "kind", "ordinal", "parts", "position", "signature")
+    __slots__ = ("data", "kind", "offset", "ordinal", "parts", "position", "signature")
 
-    def __init__(self, ordinal: int, position: int, kind: str, start: Mapping[str, Any]) -> None:
+    def __init__(self, ordinal: int, position: int, kind: str, start: Mapping[str, Any], offset: int) -> None:
         self.ordinal = ordinal
         self.position = position
+        self.offset = offset
         self.kind = kind
         text = start.get("thinking")
         self.parts: list[str] = [text] if isinstance(text, str) and text else []
@@ -665,10 +684,11 @@ class _ThinkingBlock:
 
     def done(self, obj: object) -> StreamEvent:
         if self.kind == "redacted_thinking":
-            block = ReasoningBlock("anthropic", "redacted", data=self.data or "", position=self.position)
+            block = ReasoningBlock("anthropic", "redacted", data=self.data or "", position=self.position,
+                                   text_offset=self.offset)
         else:
             block = ReasoningBlock("anthropic", "thinking", "".join(self.parts), self.signature,
-                                   position=self.position)
+                                   position=self.position, text_offset=self.offset)
         return StreamEvent("reasoning_done", index=self.ordinal, reasoning=block, raw=obj)
 
 

@@ -108,7 +108,8 @@ async def typed_events(interaction: Interaction) -> list[tuple[Any, ...]]:
                     out.append(("reasoning", "\n\n", None))
                 elif ev.type == "response.output_item.done" and ev.item.type == "function_call":
                     index = calls[ev.item.id or ""][0]
-                    done = ToolCall(ev.item.call_id, ev.item.name, json.loads(ev.item.arguments), ev.item.arguments)
+                    done = ToolCall(ev.item.call_id, ev.item.name, json.loads(ev.item.arguments), ev.item.arguments,
+                                    item_id=ev.item.id)
                     out.append(("tool_call_done", index, done))
                 elif ev.type == "response.output_item.done" and ev.item.type == "reasoning":
                     item: dict[str, Any] = {

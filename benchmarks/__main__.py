@@ -29,6 +29,7 @@ SUITES = {
     "first_call": "benchmarks.bench_first_call",
     "faults": "benchmarks.bench_faults",
     "otel": "benchmarks.bench_otel",
+    "ratelimit": "benchmarks.bench_ratelimit",
 }
 
 

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         FallbackAttempt,
         Message,
         Provider,
+        ReasoningBlock,
         Request,
         Response,
         ResponseFormat,
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Message": "forge.types",
     "Provider": "forge.types",
+    "ReasoningBlock": "forge.types",
     "Request": "forge.types",
     "Response": "forge.types",
     "ResponseFormat": "forge.types",
@@ -190,6 +192,7 @@ __all__ = [
     "ProviderTimeout",
     "RateLimitConfig",
     "RateLimitError",
+    "ReasoningBlock",
     "RedisJobStore",
     "RedisResponseCache",
     "Registry",

@@ -75,9 +75,12 @@ async def forge_path(name: str, url: str) -> tuple[Run, Close]:
     reg = forge.Registry(config=cfg)
     spec = f"{target.provider}:{target.model}"
 
+    # Anthropic requires max_tokens: the same 100,000 the typed and floor requests send.
+    kwargs: dict[str, int] = {"max_tokens": 100_000} if target.provider == "anthropic" else {}
+
     async def run() -> int:
         n = 0
-        async for ev in reg.stream(spec, PROMPT).events():
+        async for ev in reg.stream(spec, PROMPT, **kwargs).events():
             if ev.kind == "text":
                 n += 1
         return n

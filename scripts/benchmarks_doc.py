@@ -146,8 +146,9 @@ def main() -> None:
     parser.add_argument("--command", default="python -m benchmarks --json",
                         help="the command that produced the JSON, as the page should name it")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--seconds", type=float, default=None, help="how long the run took (with a JSON file)")
     args = parser.parse_args()
-    seconds = None
+    seconds = args.seconds
     if args.run:
         start = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "benchmarks", "--json"], cwd=ROOT, check=True,

@@ -112,7 +112,7 @@ def render(figures: list[dict[str, object]], command: str, date: str, seconds: f
         "```bash",
         f"{command}",
         "python -m benchmarks streaming --quick           # tiny sizes: checks that everything runs",
-        "python -m benchmarks.bench_streaming --targets openai,google --modes packed   # one suite, its options",
+        "python -m benchmarks.bench_streaming --targets openai,google --modes packed  # one suite",
         "python -m benchmarks.peers                        # LiteLLM / any-llm, when installed",
         "python scripts/benchmarks_doc.py --run            # run the default suite and rewrite this page",
         "```",
@@ -141,12 +141,12 @@ def render(figures: list[dict[str, object]], command: str, date: str, seconds: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("json_file", nargs="?", help="output of `python -m benchmarks --json` (default: stdin)")
+    parser.add_argument("json_file", nargs="?", help="`python -m benchmarks --json` output (default: stdin)")
     parser.add_argument("--run", action="store_true", help="run `python -m benchmarks --json` first")
     parser.add_argument("--command", default="python -m benchmarks --json",
                         help="the command that produced the JSON, as the page should name it")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--seconds", type=float, default=None, help="how long the run took (with a JSON file)")
+    parser.add_argument("--seconds", type=float, default=None, help="how long the run took")
     args = parser.parse_args()
     seconds = args.seconds
     if args.run:

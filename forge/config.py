@@ -138,7 +138,7 @@ class RateLimitConfig:
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
-    burst_seconds: float = 1.0
+    burst_seconds: float | None = None  # None: every sliding second within the per-minute slice
     backend: str = "memory"
     # repr=False: a redis:// URL may carry a password (see forge._secrets).
     redis_url: str | None = field(default=None, repr=False)
@@ -564,7 +564,11 @@ class _Validator:
         return RateLimitConfig(
             requests_per_minute=self.optional_number(data, key, "requests_per_minute"),
             tokens_per_minute=self.optional_number(data, key, "tokens_per_minute"),
-            burst_seconds=self.number(data, key, "burst_seconds", 1.0, exclusive=True),
+            burst_seconds=(
+                self.number(data, key, "burst_seconds", 1.0, exclusive=True)
+                if "burst_seconds" in data
+                else None
+            ),
             backend=backend,
             redis_url=redis_url,
             budget=budget,

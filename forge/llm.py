@@ -497,9 +497,17 @@ class LLM:
         return named
 
     def estimate_tokens(self, request: Request) -> int:
-        """What the limiter reserves for ``request``: estimated input plus the output allowance."""
-        return estimate_tokens(request.prompt_text(), self.model, self.provider_name) + (
-            request.max_tokens or DEFAULT_OUTPUT_ESTIMATE
+        """What the limiter reserves for ``request``: estimated input plus the output allowance.
+
+        The allowance is the ``max_tokens`` actually sent: an adapter that sends a
+        default of its own says so through an optional ``max_tokens_sent(request)``
+        (see :class:`~forge.types.Provider`); otherwise ``request.max_tokens``, else
+        ``DEFAULT_OUTPUT_ESTIMATE`` (settled with the real count afterwards).
+        """
+        sent = getattr(self.provider, "max_tokens_sent", None)
+        allowance = sent(request) if callable(sent) else request.max_tokens
+        return estimate_tokens(request.prompt_text(), self.model, self.provider_name) + int(
+            allowance or DEFAULT_OUTPUT_ESTIMATE
         )
 
     @staticmethod

@@ -60,6 +60,11 @@ HOW = """\
   wall times are the emulator's modelled prefill, not real provider latency. The
   emulator's cache rules come from the vendors' documentation
   (`forge/testing/_emulator/vendor_facts.py`), not from forge's optimizer.
+- **ratelimit**: a raw server (`tests/strict_limits.py`, not the emulator) admits at
+  most rpm/60 requests and tpm/60 tokens in any sliding one-second window and
+  answers 429 otherwise; forge, configured with the same limit, sends 200 requests
+  from 50 tasks. Figures: 429s, the busiest second as a share of the slice, and the
+  rate reached as a share of the slice.
 - **fallback**, **first_call**, **faults**: see docs/fallback.md, docs/configuration.md
   and docs/retry.md; each prints its own command line there.
 """

@@ -30,6 +30,7 @@ SUITES = {
     "faults": "benchmarks.bench_faults",
     "otel": "benchmarks.bench_otel",
     "ratelimit": "benchmarks.bench_ratelimit",
+    "peers": "benchmarks.peers",  # LiteLLM / any-llm when installed; otherwise a note and nothing
 }
 
 

@@ -420,89 +420,122 @@ class LLM:
         policy = self._policy("stream", max_attempts)
         # The stream's own `timeout` covers opening it; without one, the config's deadline does.
         limit, source = self._call_limit(None) if options.get("timeout") is None else (None, "")
-        tries = 0
-        estimate = self.estimate_tokens(request)
-        key = request_key(self.provider_name, request) if self.response_cache is not None else None
-
-        async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
-            # Every provider at once: read up to the first content event under the retry
-            # wrapper, holding back what comes before it (Anthropic message_start and
-            # pings, a Gemini usage-only chunk, Responses API response.created...).
-            nonlocal tries
-            tries += 1
-            events = self.provider.stream(req)
-            head: list[StreamEvent] = []
-            try:
-                while True:
-                    try:
-                        event = await events.__anext__()
-                    except StopAsyncIteration:
-                        return events, head
-                    head.append(event)
-                    if _shows_content(event):
-                        return events, head
-            except ProviderTimeout as exc:
-                await aclose_events(events)
-                raise self.classify(exc) from exc.__cause__
-            except BaseException:
-                await aclose_events(events)
-                raise
-
-        async def opener() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
-            if key is not None and (hit := await self._cache_get(key)) is not None:
-                stream.cached = True
-                return replay_events(hit), [], 0
-            return await self._within(open_stream(), limit, source, lambda: tries)
-
-        async def open_stream() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
-            sent = await self._optimize(request)
-            try:
-                (events, head), attempts = await self.wrapper.call(
-                    lambda: attempt(sent), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate, policy=policy,
-                )
-            except ForgeError as exc:
-                if not self._falls_back(request, sent, exc):
-                    raise
-                (events, head), attempts = await self.wrapper.call(
-                    lambda: attempt(request), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate, policy=policy,
-                )
-                attempts += _attempts_used(exc)
-            return events, head, attempts
-
-        async def settle(response: Response) -> None:
-            if stream.cached:
-                return
-            if key is not None and stream.keeps_text and is_cacheable(response):
-                await self._cache_set(key, response)
-            limiter = self.wrapper.limiter
-            actual = self.charged_tokens(request, response.usage)
-            if limiter is not None and limiter.tokens is not None and actual is not None:
-                await limiter.settle(Reservation(estimate, 0.0), actual)
-            if self.metrics is not None:
-                self.metrics.record_success(response, stream=True, prices=self.prices)
-
-        def failed(exc: BaseException) -> None:
-            if self.metrics is not None and isinstance(exc, Exception):
-                self._record_failure(exc)
-
-        stream = Stream(
-            opener,
-            provider=self.provider_name,
-            model=self.model,
-            classify=self.classify,
-            clock=self._clock,
-            on_complete=settle,
-            on_error=failed,
-            price=lambda usage: cost_usd(self.provider_name, self.model, usage, overrides=self.prices),
-            **options,
-        )
-        return stream
+        return _StreamCall(self, request, policy, limit, source).start(options)
 
     async def aclose(self) -> None:
         """Close the provider's client (normally done by the Registry)."""
         await self.provider.aclose()
+
+
+class _StreamCall:
+    """The policy of one streamed call: what its :class:`~forge.Stream` runs to open, settle and fail.
+
+    Opening: the response cache, then the optimizer, then retries up to the first
+    content event (metadata before it is held back), all under the call's deadline;
+    a refused optimized request is re-sent as written. Settlement: the cache, the
+    limiter's tokens/min and the metrics.
+    """
+
+    stream: Stream
+
+    def __init__(
+        self, llm: LLM, request: Request, policy: RetryPolicy | None, limit: float | None, source: str
+    ) -> None:
+        self.llm = llm
+        self.request = request
+        self.policy = policy
+        self.limit = limit
+        self.source = source
+        self.tries = 0
+        self.estimate = llm.estimate_tokens(request)
+        self.key = request_key(llm.provider_name, request) if llm.response_cache is not None else None
+
+    def start(self, options: Mapping[str, Any]) -> Stream:
+        llm = self.llm
+        self.stream = Stream(
+            self.open,
+            provider=llm.provider_name,
+            model=llm.model,
+            classify=llm.classify,
+            clock=llm._clock,
+            on_complete=self.settle,
+            on_error=self.failed,
+            price=self.price,
+            **options,
+        )
+        return self.stream
+
+    async def attempt(self, req: Request) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
+        # Every provider at once: read up to the first content event under the retry
+        # wrapper, holding back what comes before it (Anthropic message_start and
+        # pings, a Gemini usage-only chunk, Responses API response.created...).
+        self.tries += 1
+        events = self.llm.provider.stream(req)
+        head: list[StreamEvent] = []
+        try:
+            while True:
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    return events, head
+                head.append(event)
+                if _shows_content(event):
+                    return events, head
+        except ProviderTimeout as exc:
+            await aclose_events(events)
+            raise self.llm.classify(exc) from exc.__cause__
+        except BaseException:
+            await aclose_events(events)
+            raise
+
+    async def open(self) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
+        """The Stream's opener: a cached reply replayed, or the provider's stream opened."""
+        key = self.key
+        if key is not None and (hit := await self.llm._cache_get(key)) is not None:
+            self.stream.cached = True
+            return replay_events(hit), [], 0
+        return await self.llm._within(self._open_stream(), self.limit, self.source, lambda: self.tries)
+
+    async def _send(self, req: Request) -> tuple[tuple[AsyncIterator[StreamEvent], list[StreamEvent]], int]:
+        llm = self.llm
+        return await llm.wrapper.call(
+            lambda: self.attempt(req), classify=llm.classify, operation="stream",
+            estimated_tokens=self.estimate, policy=self.policy,
+        )
+
+    async def _open_stream(self) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
+        request = self.request
+        sent = await self.llm._optimize(request)
+        try:
+            (events, head), attempts = await self._send(sent)
+        except ForgeError as exc:
+            if not self.llm._falls_back(request, sent, exc):
+                raise
+            (events, head), attempts = await self._send(request)
+            attempts += _attempts_used(exc)
+        return events, head, attempts
+
+    async def settle(self, response: Response) -> None:
+        """After the last event: cache the reply, settle the limiter with real usage, record metrics."""
+        stream, llm = self.stream, self.llm
+        if stream.cached:
+            return
+        if self.key is not None and stream.keeps_text and is_cacheable(response):
+            await llm._cache_set(self.key, response)
+        limiter = llm.wrapper.limiter
+        actual = llm.charged_tokens(self.request, response.usage)
+        if limiter is not None and limiter.tokens is not None and actual is not None:
+            await limiter.settle(Reservation(self.estimate, 0.0), actual)
+        if llm.metrics is not None:
+            llm.metrics.record_success(response, stream=True, prices=llm.prices)
+
+    def failed(self, exc: BaseException) -> None:
+        if self.llm.metrics is not None and isinstance(exc, Exception):
+            self.llm._record_failure(exc)
+
+    def price(self, usage: Usage) -> float | None:
+        llm = self.llm
+        return cost_usd(llm.provider_name, llm.model, usage, overrides=llm.prices)
 
 
 def _shows_content(event: StreamEvent) -> bool:

@@ -622,8 +622,8 @@ class Stream:
                     async for text in self:
                         fh.write(text)
                 finally:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    # fsync can take long on a busy disk: in a worker thread, off the event loop.
+                    await asyncio.to_thread(_flush_to_disk, fh.flush, fh.fileno())
             os.replace(tmp, target)
             ok = True
             return self.response
@@ -644,6 +644,11 @@ def _cancelling() -> bool:
     """Whether the current task itself is being cancelled (not just something it awaited)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _flush_to_disk(flush: Callable[[], object], fd: int) -> None:
+    flush()
+    os.fsync(fd)
 
 
 # ---------------------------------------------------------------------- module-level forms

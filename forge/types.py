@@ -331,6 +331,10 @@ class Provider(Protocol):
 
     Adapters translate and nothing more: no retry, rate limiting, metrics or
     token counting (those live once, in :class:`forge.LLM`).
+
+    Optional: an adapter that sends a ``max_tokens`` of its own when the request
+    sets none (Anthropic requires one) defines ``max_tokens_sent(request) -> int |
+    None``, so the limiter reserves what is really sent.
     """
 
     name: str

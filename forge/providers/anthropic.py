@@ -170,6 +170,10 @@ class AnthropicProvider:
         except Exception as exc:
             raise self.classify(exc, model=request.model) from exc
 
+    def max_tokens_sent(self, request: Request) -> int | None:
+        """The ``max_tokens`` sent for ``request`` (a default when unset): what the limiter reserves."""
+        return int(_params(request)["max_tokens"])
+
     def classify(self, exc: BaseException, *, model: str | None = None) -> ForgeError:
         """Map an ``anthropic`` or transport exception onto the forge error tree.
 

@@ -69,9 +69,11 @@ the chunk that crosses it is cut to ``4 * remaining`` characters, output
 tokens equal the budget, and the finish reason is ``length`` /
 ``max_tokens`` / ``MAX_TOKENS`` / ``"length"``.
 
-Enforced limits (:meth:`Emulator.set_limits`) are token buckets holding
-``limit / 60 * burst_seconds`` and refilling at ``limit / 60`` per second,
-on the injectable ``clock``; a request costs 1 request and ``input tokens +
+Enforced limits (:meth:`Emulator.set_limits`) are strict sliding windows by
+default (the arrivals of any one second total at most ``limit / 60``, as
+OpenAI documents per-minute limits enforced in slices), or token buckets
+holding ``limit / 60 * burst_seconds`` refilled at ``limit / 60`` per second
+when ``burst_seconds`` is given, on the injectable ``clock``; a request costs 1 request and ``input tokens +
 max tokens`` (the planned output when no maximum is given). Success
 responses report the buckets in the vendor's headers (``x-ratelimit-*``,
 ``anthropic-ratelimit-*``); generous defaults when no limit is set.
@@ -101,7 +103,7 @@ from ._emulator.batch import BatchQueue
 from ._emulator.engine import ReplyDefaults, fault_spec, plan_chunks, send_chat, send_json
 from ._emulator.google import GoogleDialect
 from ._emulator.http import BadRequest, ClientGone, Connection, HttpRequest, response_head
-from ._emulator.limits import ProviderLimits, TokenBucket, unlimited
+from ._emulator.limits import ProviderLimits, SlidingWindow, TokenBucket, unlimited
 from ._emulator.ollama import OllamaDialect
 from ._emulator.openai import OpenAIDialect
 from ._emulator.script import (
@@ -330,23 +332,30 @@ class Emulator:
         *,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-        burst_seconds: float = 1.0,
+        burst_seconds: float | None = None,
     ) -> None:
         """Enforce requests/min and/or tokens/min for ``provider`` (both None: no limits).
 
-        Each limit is a bucket of ``limit / 60 * burst_seconds`` refilled at
-        ``limit / 60`` per second on the emulator's clock; requests over it
-        get the vendor's 429 with its headers and body.
+        By default each limit is enforced the strict way providers document: the
+        arrivals of any sliding one second may total at most ``limit / 60``. With
+        ``burst_seconds`` set, each limit is instead a bucket of ``limit / 60 *
+        burst_seconds`` refilled at ``limit / 60`` per second. Either runs on the
+        emulator's clock; requests over it get the vendor's 429 with its headers and body.
         """
         name = canonical_provider(provider)
         if requests_per_minute is None and tokens_per_minute is None:
             self._limits.pop(name, None)
             return
         now = self._clock()
-        self._limits[name] = ProviderLimits(
-            TokenBucket(requests_per_minute, burst_seconds, now) if requests_per_minute is not None else None,
-            TokenBucket(tokens_per_minute, burst_seconds, now) if tokens_per_minute is not None else None,
-        )
+
+        def limit(per_minute: float | None) -> TokenBucket | SlidingWindow | None:
+            if per_minute is None:
+                return None
+            if burst_seconds is None:
+                return SlidingWindow(per_minute, now)
+            return TokenBucket(per_minute, burst_seconds, now)
+
+        self._limits[name] = ProviderLimits(limit(requests_per_minute), limit(tokens_per_minute))
 
     def require_api_key(self, provider: str, key: str | None) -> None:
         """Reject requests to ``provider`` without this key, as the vendor would (None: accept any)."""
@@ -702,7 +711,7 @@ class EmulatorThread:
         *,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-        burst_seconds: float = 1.0,
+        burst_seconds: float | None = None,
     ) -> None:
         """:meth:`Emulator.set_limits`, on the loop thread."""
         self.call(lambda emu: emu.set_limits(

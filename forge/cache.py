@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from forge.types import Request, Response, StreamEvent, ToolCall, Usage
+from forge.types import ReasoningBlock, Request, Response, StreamEvent, ToolCall, Usage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -112,9 +112,15 @@ def as_cached(response: Response, latency_s: float | None = None) -> Response:
 
 
 async def replay_events(response: Response) -> AsyncIterator[StreamEvent]:
-    """A cached reply as stream events: reasoning, text in pieces, tool calls, usage, finish."""
+    """A cached reply as stream events: reasoning, text in pieces, tool calls, usage, finish.
+
+    The reasoning text replays whole, then each reasoning block complete, so the
+    Stream rebuilds ``Response.reasoning_blocks`` exactly as first received.
+    """
     if response.reasoning or response.reasoning_signature:
         yield StreamEvent("reasoning", response.reasoning or "", signature=response.reasoning_signature)
+    for index, block in enumerate(response.reasoning_blocks):
+        yield StreamEvent("reasoning_done", index=index, reasoning=block)
     text = response.text
     for start in range(0, len(text), _REPLAY_CHUNK):
         yield StreamEvent("text", text[start : start + _REPLAY_CHUNK])
@@ -222,6 +228,7 @@ def _response_to_json(r: Response) -> dict[str, Any]:
         "tool_calls": [dataclasses.asdict(c) for c in r.tool_calls],
         "reasoning": r.reasoning,
         "reasoning_signature": r.reasoning_signature,
+        "reasoning_blocks": [_block_to_json(b) for b in r.reasoning_blocks],
         "id": r.id,
         "chunks": r.chunks,
     }
@@ -237,6 +244,17 @@ def _response_from_json(d: dict[str, Any]) -> Response:
         tool_calls=tuple(ToolCall(**c) for c in d.get("tool_calls", ())),
         reasoning=d.get("reasoning"),
         reasoning_signature=d.get("reasoning_signature"),
+        reasoning_blocks=tuple(_block_from_json(b) for b in d.get("reasoning_blocks", ())),
         id=d.get("id"),
         chunks=d.get("chunks", 0),
     )
+
+
+def _block_to_json(b: ReasoningBlock) -> dict[str, Any]:
+    out = dataclasses.asdict(b)
+    out["parts"] = list(b.parts)
+    return out
+
+
+def _block_from_json(d: dict[str, Any]) -> ReasoningBlock:
+    return ReasoningBlock(**{**d, "parts": tuple(d.get("parts", ()))})

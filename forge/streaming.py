@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from forge.errors import ForgeError, StreamInterrupted, StreamTimeout, ToolCallError
 from forge.providers._stream import aclose_events
 from forge.tokens import chars_per_token
-from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
+from forge.types import FinishReason, ReasoningBlock, Response, StreamEvent, ToolCall, Usage
 
 if TYPE_CHECKING:
     from forge.llm import LLM
@@ -153,6 +153,7 @@ class Stream:
         self._parts: list[str] = []
         self._reasoning: list[str] = []
         self._signature: str | None = None
+        self._blocks: dict[int, ReasoningBlock] = {}
         self._chars = 0
         self._chunks = 0
         self._delivered = 0
@@ -555,6 +556,8 @@ class Stream:
                 self._chunks += 1
             if ev.signature is not None:
                 self._signature = ev.signature
+        elif kind == "reasoning_done" and ev.reasoning is not None:
+            self._blocks[ev.index] = ev.reasoning
         elif kind == "tool_call_start":
             call = ev.tool_call
             self._tools[ev.index] = _ToolCallBuilder(call.id if call else "", call.name if call else "")
@@ -588,6 +591,7 @@ class Stream:
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
             reasoning="".join(self._reasoning) or None,
             reasoning_signature=self._signature,
+            reasoning_blocks=tuple(self._blocks[i] for i in sorted(self._blocks)),
             id=self._response_id,
             attempts=self._attempts,
             latency_s=now - self._t0,

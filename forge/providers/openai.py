@@ -47,6 +47,7 @@ from forge.errors import (
 from forge.providers import openai_responses
 from forge.providers._common import (
     body_preview,
+    check_schema_name,
     check_stream_reply,
     error_for_status,
     headers_dict,
@@ -250,6 +251,7 @@ def _params(
             provider="openai",
             model=request.model,
         )
+    check_schema_name(request)
     params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
     if request.max_tokens is not None:
         params[max_tokens_param] = request.max_tokens

@@ -115,6 +115,7 @@ from ._emulator.script import (
     canonical_provider,
     resolve,
 )
+from ._emulator.signatures import Signatures
 from ._emulator.text import tokens_for_chars
 from ._emulator.tools import plan_extras
 
@@ -161,6 +162,11 @@ class Emulator:
             input tokens the model has to process; tokens read from a prompt
             cache count a tenth. 0 (the default) answers at once; benchmarks
             set it to show what caching does to latency.
+        verify_signatures: refuse, with the vendor's 400, a follow-up whose
+            reasoning (Anthropic thinking / redacted_thinking blocks, Gemini
+            thought signatures, Responses encrypted reasoning items) was changed,
+            merged, reordered or dropped (``_emulator/signatures.py``). On by
+            default; ``False`` still issues signatures but checks none.
     """
 
     def __init__(
@@ -175,6 +181,7 @@ class Emulator:
         record_requests: bool = True,
         coalesce: bool = False,
         prefill_rate: float = 0.0,
+        verify_signatures: bool = True,
     ) -> None:
         if chunk_count < 1:
             raise ValueError(f"chunk_count must be >= 1, got {chunk_count}")
@@ -189,8 +196,10 @@ class Emulator:
         self._coalesce = coalesce
         self._ids = IdSource()
         self._dialects: dict[str, Dialect] = {cls.name: cls(self._ids) for cls in _DIALECTS}
+        self.signatures = Signatures(enabled=verify_signatures)
         for dialect in self._dialects.values():
             dialect.clock = clock
+            dialect.signatures = self.signatures
         if prefill_rate < 0:
             raise ValueError(f"prefill_rate must be >= 0, got {prefill_rate}")
         self._prefill_rate = prefill_rate
@@ -380,6 +389,7 @@ class Emulator:
             dialect.reset()
             dialect.caches.clear()
         self._batches.reset()
+        self.signatures.reset()
 
     def set_batch_delay(self, seconds: float) -> None:
         """Batches created from now on end ``seconds`` after creation, on the emulator's clock (default 0)."""
@@ -595,10 +605,11 @@ class EmulatorThread:
         record_requests: bool = True,
         coalesce: bool = False,
         prefill_rate: float = 0.0,
+        verify_signatures: bool = True,
     ) -> None:
         self.emulator = Emulator(host, port, chunk_count=chunk_count, chunk_size=chunk_size, clock=clock,
                                  models=models, record_requests=record_requests, coalesce=coalesce,
-                                 prefill_rate=prefill_rate)
+                                 prefill_rate=prefill_rate, verify_signatures=verify_signatures)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

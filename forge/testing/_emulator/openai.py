@@ -233,7 +233,7 @@ class OpenAIDialect(Dialect):
 
     def parse_chat(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> ChatCall:
         if req.path == "/v1/responses":
-            return responses_api.parse(body)
+            return responses_api.parse(body, self.signatures)
         if body is None:
             raise invalid("You must provide a JSON body.")
         model = body.get("model")
@@ -294,7 +294,7 @@ class OpenAIDialect(Dialect):
         self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
     ) -> bytes:
         if call.api == "responses":
-            return responses_api.completion(self.ids, call, text, finish, usage, extras)
+            return responses_api.completion(self.ids, call, text, finish, usage, extras, self.signatures)
         message: JsonBody = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
         if extras.calls:
             message["content"] = text or None
@@ -317,7 +317,7 @@ class OpenAIDialect(Dialect):
 
     def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
         if call.api == "responses":
-            return responses_api.ResponseStream(self.ids, call, usage, extras)
+            return responses_api.ResponseStream(self.ids, call, usage, extras, self.signatures)
         return _ChatStream(f"chatcmpl-emu{self.ids.next():020d}", call.model, call.include_usage, extras)
 
     @staticmethod

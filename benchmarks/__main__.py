@@ -29,6 +29,7 @@ SUITES = {
     "first_call": "benchmarks.bench_first_call",
     "faults": "benchmarks.bench_faults",
     "ratelimit": "benchmarks.bench_ratelimit",
+    "peers": "benchmarks.peers",  # LiteLLM / any-llm when installed; otherwise a note and nothing
 }
 
 

@@ -265,15 +265,21 @@ class _Bridge:
         if isinstance(inputs, int) and isinstance(outputs, int) and (inputs or outputs):
             instruments.token_usage.record(inputs, {**attrs, "gen_ai.token.type": "input"})
             instruments.token_usage.record(outputs, {**attrs, "gen_ai.token.type": "output"})
-        if not fields.get("stream"):
-            return
+        if fields.get("stream"):
+            self._record_stream_timing(instruments, fields, attrs)
+
+    @staticmethod
+    def _record_stream_timing(
+        instruments: _Instruments, fields: Mapping[str, object], attrs: dict[str, Any]
+    ) -> None:
         ttft = fields.get("ttft_s")
-        if isinstance(ttft, (int, float)):
-            instruments.time_to_first_chunk.record(ttft, attrs)
-            chunks = fields.get("chunks")
-            if isinstance(chunks, int) and chunks > 1 and isinstance(latency, (int, float)):
-                # Recorded once per stream (the mean gap), so that nothing is done per chunk.
-                instruments.time_per_output_chunk.record(max(latency - ttft, 0.0) / (chunks - 1), attrs)
+        if not isinstance(ttft, (int, float)):
+            return
+        instruments.time_to_first_chunk.record(ttft, attrs)
+        chunks, latency = fields.get("chunks"), fields.get("latency_s")
+        if isinstance(chunks, int) and chunks > 1 and isinstance(latency, (int, float)):
+            # Recorded once per stream (the mean gap), so that nothing is done per chunk.
+            instruments.time_per_output_chunk.record(max(latency - ttft, 0.0) / (chunks - 1), attrs)
 
 
 def _event_attributes(event: MetricEvent) -> dict[str, Any]:

@@ -43,9 +43,7 @@ from typing import Any
 
 import httpx2
 from google import genai
-from google.genai import _common as genai_common
 from google.genai import errors as genai_errors
-from google.genai import models as genai_models
 from google.genai import types as gt
 
 from forge._wire import GeminiSSEDecoder, JSONArrayDecoder
@@ -57,6 +55,7 @@ from forge.errors import (
     ProviderConnectionError,
     ProviderError,
 )
+from forge.providers import _genai_private as genai_private
 from forge.providers._common import (
     check_stream_reply,
     error_for_status,
@@ -273,18 +272,17 @@ def build_gemini_http_request(
     The streaming path of the SDK first passes the config through
     ``StreamContinuation.start_hop`` which returns it unchanged on the first hop.
     """
-    api_client = client._api_client
-    params = gt._GenerateContentParameters(model=model, contents=contents, config=config)
-    request_dict = genai_models._GenerateContentParameters_to_mldev(api_client, params, None, params)
+    params = genai_private.GenerateContentParameters(model=model, contents=contents, config=config)
+    request_dict = genai_private.to_mldev(genai_private.api_client(client), params, None, params)
     url_params = request_dict.get("_url")
     template = "{model}:streamGenerateContent?alt=sse" if stream else "{model}:generateContent"
     path = template.format_map(url_params) if url_params else template
     if request_dict.get("_query"):  # not produced for generateContent today; kept for parity
         raise ValueError(f"unexpected query parameters {request_dict['_query']!r}")
     request_dict.pop("config", None)
-    request_dict = genai_common.convert_to_dict(request_dict)
-    request_dict = genai_common.encode_unserializable_types(request_dict)
-    http_request = api_client._build_request("post", path, request_dict, config.http_options)
+    request_dict = genai_private.convert_to_dict(request_dict)
+    request_dict = genai_private.encode_unserializable_types(request_dict)
+    http_request = genai_private.build_request(client, "post", path, request_dict, config.http_options)
     data = http_request.data
     body = data if isinstance(data, bytes) else json.dumps(data).encode("utf-8")
     return http_request.method.upper(), http_request.url, http_request.headers, body

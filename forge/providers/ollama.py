@@ -35,7 +35,6 @@ from typing import Any
 
 import httpx
 import ollama
-from ollama._client import _copy_messages, _copy_tools
 from ollama._types import ChatRequest, Options
 
 from forge._wire import NDJSONDecoder
@@ -47,6 +46,7 @@ from forge.errors import (
     ProviderConnectionError,
     ServerError,
 )
+from forge.providers import _ollama_private as ollama_private
 from forge.providers._common import (
     check_stream_reply,
     error_for_status,
@@ -158,8 +158,7 @@ class OllamaProvider:
 
     def _http(self) -> httpx.AsyncClient:
         # The client's own pooled httpx client (``BaseClient._client``); ollama offers no public handle.
-        client: httpx.AsyncClient = self._client._client
-        return client
+        return ollama_private.http_client(self._client)
 
     def _prepare(self, request: Request, *, stream: bool) -> httpx.Request:
         try:
@@ -210,8 +209,8 @@ def build_ollama_chat_payload(model: str, kwargs: Mapping[str, Any], *, stream: 
     """
     return ChatRequest(
         model=model,
-        messages=list(_copy_messages(kwargs.get("messages"))),
-        tools=list(_copy_tools(kwargs.get("tools"))),
+        messages=list(ollama_private.copy_messages(kwargs.get("messages"))),
+        tools=list(ollama_private.copy_tools(kwargs.get("tools"))),
         stream=stream,
         think=kwargs.get("think"),
         logprobs=kwargs.get("logprobs"),

@@ -28,6 +28,7 @@ SUITES = {
     "fallback": "benchmarks.bench_fallback",
     "first_call": "benchmarks.bench_first_call",
     "faults": "benchmarks.bench_faults",
+    "ratelimit": "benchmarks.bench_ratelimit",
 }
 
 

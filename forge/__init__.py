@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         FallbackAttempt,
         Message,
         Provider,
+        ReasoningBlock,
         Request,
         Response,
         ResponseFormat,
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Message": "forge.types",
     "Provider": "forge.types",
+    "ReasoningBlock": "forge.types",
     "Request": "forge.types",
     "Response": "forge.types",
     "ResponseFormat": "forge.types",
@@ -188,6 +190,7 @@ __all__ = [
     "ProviderTimeout",
     "RateLimitConfig",
     "RateLimitError",
+    "ReasoningBlock",
     "RedisJobStore",
     "RedisResponseCache",
     "Registry",

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -64,6 +65,8 @@ from forge.types import BatchProvider, BatchStatus, Request, Response
 if TYPE_CHECKING:
     from forge._params import RequestParams
     from forge.llm import LLM, Prompt
+
+_log = logging.getLogger("forge.batch")
 
 __all__ = [
     "BATCH_WINDOW_S",
@@ -175,6 +178,9 @@ class BatchProcessor:
         clock, sleep: monotonic time and waiting (tests inject fakes).
         wall: unix time for job records.
         poll: how often a provider batch is polled.
+        delete_files: delete the provider's batch input and result files once the results
+            are in the store (OpenAI keeps them, and bills their storage, until deleted).
+            A failed delete is logged at WARNING and never fails the batch.
     """
 
     def __init__(
@@ -187,9 +193,12 @@ class BatchProcessor:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
         poll: PollSchedule | None = None,
+        delete_files: bool = True,
     ) -> None:
         self.llm = llm
         self.batch_provider = batch_provider
+        self.delete_files = delete_files
+        self._owns_store = store is None
         if store is None:
             from forge.jobs import SQLiteJobStore
 
@@ -202,6 +211,18 @@ class BatchProcessor:
         # Submissions and polls are retried with the batch policy but never rate limited:
         # batch endpoints have their own limits, apart from the model's requests/min.
         self._calls = RetryWrapper(llm.policy("batch"), sleep=sleep)
+
+    async def aclose(self) -> None:
+        """Close the job store this processor opened itself (a store passed in is the caller's)."""
+        if self._owns_store:
+            self._owns_store = False
+            await self.store.aclose()
+
+    async def __aenter__(self) -> BatchProcessor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # ------------------------------------------------------------------ entry points
 
@@ -527,6 +548,7 @@ class BatchProcessor:
             job.id, {i: encode_result(r) for i, r in enumerate(results)}, state=state,
             message=status.message, now=self._wall(),
         )
+        await self._delete_files(batch, status.id)
         metrics = self.llm.metrics
         if metrics is not None:
             for result in results:
@@ -538,6 +560,17 @@ class BatchProcessor:
         progress.state = state
         await progress.report()
         return results
+
+    async def _delete_files(self, batch: BatchProvider, batch_id: str) -> None:
+        """The provider's files of a batch whose results are stored (a provider without any: no-op)."""
+        delete = getattr(batch, "delete_files", None)
+        if not self.delete_files or delete is None:
+            return
+        try:
+            await delete(batch_id)
+        except Exception as exc:  # the results are safe in the store; only storage is at stake
+            _log.warning("forge batch: could not delete the files of %s batch %s (%s); they stay "
+                         "(and are billed as storage) until deleted by hand", batch.name, batch_id, exc)
 
     async def _stored_results(self, job: BatchJob) -> list[BatchResult]:
         stored = await self.store.results(job.id)

@@ -6,7 +6,9 @@
     first = await llm.invoke("Capital of France?")   # calls OpenAI
     again = await llm.invoke("Capital of France?")   # from the cache: again.cached, cost_usd == 0
 
-The key is the sha256 of the normalized request (provider, model, messages
+The key is the sha256 of who is asked (provider, base URL and a one-way
+fingerprint of the API key, organization and project; see ``cache_scope`` in
+docs/configuration.md) and the normalized request (model, messages
 and every parameter; not stream options such as timeouts or buffering, and
 not prompt-cache hints), so a stream and a plain call of the same request
 share an entry, and a cached reply replays as a stream (text in pieces, tool
@@ -28,15 +30,18 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from forge.types import Request, Response, StreamEvent, ToolCall, Usage
+from forge.types import ReasoningBlock, Request, Response, StreamEvent, ToolCall, Usage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from forge.config import ProviderConfig
 
 __all__ = [
     "MemoryResponseCache",
     "RedisResponseCache",
     "ResponseCache",
+    "cache_scope_of",
     "is_cacheable",
     "replay_events",
     "request_key",
@@ -65,8 +70,13 @@ class ResponseCache(Protocol):
         ...
 
 
-def request_key(provider: str, request: Request) -> str:
+def request_key(provider: str, request: Request, scope: str = "") -> str:
     """sha256 of the normalized request: what decides the reply, nothing else.
+
+    ``scope`` says who is asked: the base URL and a one-way fingerprint of the
+    credentials (:meth:`forge.config.ProviderConfig.account`), or the base URL
+    alone when the provider's ``cache_scope`` is ``shared``. Two tenants with
+    different keys therefore never read each other's replies.
 
     Prompt-cache hints (``Request.cache``, ``Message.cache_breakpoint``) change
     what the call costs, not what it answers, so they are left out.
@@ -75,9 +85,19 @@ def request_key(provider: str, request: Request) -> str:
     data.pop("cache", None)
     for message in data["messages"]:
         message.pop("cache_breakpoint", None)
-    text = json.dumps([provider, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    text = json.dumps([provider, scope, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_scope_of(config: ProviderConfig | None) -> str:
+    """The ``scope`` of :func:`request_key` for a provider's config ("" without one)."""
+    if config is None:
+        return ""
+    account = config.account()
+    if config.cache_scope == "shared":  # opt-in: every key on this base URL shares replies
+        return account.partition("#")[0]
+    return account
 
 
 def is_cacheable(response: Response) -> bool:
@@ -92,9 +112,15 @@ def as_cached(response: Response, latency_s: float | None = None) -> Response:
 
 
 async def replay_events(response: Response) -> AsyncIterator[StreamEvent]:
-    """A cached reply as stream events: reasoning, text in pieces, tool calls, usage, finish."""
+    """A cached reply as stream events: reasoning, text in pieces, tool calls, usage, finish.
+
+    The reasoning text replays whole, then each reasoning block complete, so the
+    Stream rebuilds ``Response.reasoning_blocks`` exactly as first received.
+    """
     if response.reasoning or response.reasoning_signature:
         yield StreamEvent("reasoning", response.reasoning or "", signature=response.reasoning_signature)
+    for index, block in enumerate(response.reasoning_blocks):
+        yield StreamEvent("reasoning_done", index=index, reasoning=block)
     text = response.text
     for start in range(0, len(text), _REPLAY_CHUNK):
         yield StreamEvent("text", text[start : start + _REPLAY_CHUNK])
@@ -202,6 +228,7 @@ def _response_to_json(r: Response) -> dict[str, Any]:
         "tool_calls": [dataclasses.asdict(c) for c in r.tool_calls],
         "reasoning": r.reasoning,
         "reasoning_signature": r.reasoning_signature,
+        "reasoning_blocks": [_block_to_json(b) for b in r.reasoning_blocks],
         "id": r.id,
         "chunks": r.chunks,
     }
@@ -217,6 +244,17 @@ def _response_from_json(d: dict[str, Any]) -> Response:
         tool_calls=tuple(ToolCall(**c) for c in d.get("tool_calls", ())),
         reasoning=d.get("reasoning"),
         reasoning_signature=d.get("reasoning_signature"),
+        reasoning_blocks=tuple(_block_from_json(b) for b in d.get("reasoning_blocks", ())),
         id=d.get("id"),
         chunks=d.get("chunks", 0),
     )
+
+
+def _block_to_json(b: ReasoningBlock) -> dict[str, Any]:
+    out = dataclasses.asdict(b)
+    out["parts"] = list(b.parts)
+    return out
+
+
+def _block_from_json(d: dict[str, Any]) -> ReasoningBlock:
+    return ReasoningBlock(**{**d, "parts": tuple(d.get("parts", ()))})

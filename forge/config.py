@@ -33,6 +33,7 @@ import difflib
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -137,9 +138,13 @@ class RateLimitConfig:
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
-    burst_seconds: float = 1.0
+    burst_seconds: float | None = None  # None: every sliding second within the per-minute slice
     backend: str = "memory"
-    redis_url: str | None = None
+    # repr=False: a redis:// URL may carry a password (see forge._secrets).
+    redis_url: str | None = field(default=None, repr=False)
+    budget: str | None = None
+    """Name of a shared budget (Redis backend): every process and key configured with the
+    same name draws from one bucket. None: one budget per provider, base URL and credentials."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +176,7 @@ class ProviderConfig:
     """Settings for one provider."""
 
     name: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed (see forge._secrets)
     api_key_env: str | None = None
     base_url: str | None = None
     timeout: float = 120.0
@@ -189,6 +194,9 @@ class ProviderConfig:
     options: Mapping[str, object] = field(default_factory=dict)
     pricing: Mapping[str, ModelPrice] = field(default_factory=dict)
     source: str = "defaults"
+    cache_scope: str = "credentials"
+    """``credentials``: cached replies are shared only by calls with the same base URL and
+    credentials; ``shared``: by every key on the same base URL (see docs/configuration.md)."""
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to use: ``api_key``, else ``api_key_env``, else the provider's usual env vars."""
@@ -234,6 +242,26 @@ class ProviderConfig:
             if env.get(var):
                 return env[var]
         return None
+
+
+    def account(self, environ: Mapping[str, str] | None = None) -> str:
+        """Who is asked, without a secret: ``<base URL>#<fingerprint of key, organization, project>``.
+
+        Response-cache keys and Redis rate-limit budgets carry it, so two keys (two
+        tenants) never share a reply or a budget unless the config says so.
+        """
+        from forge._secrets import fingerprint, register_secret
+
+        env = os.environ if environ is None else environ
+        key = self.resolve_api_key(env)
+        register_secret(key)
+        org, project = self.options.get("organization"), self.options.get("project")
+        if self.name == "openai":  # the OpenAI client falls back to these, so the account does too
+            org = org or env.get("OPENAI_ORG_ID")
+            project = project or env.get("OPENAI_PROJECT_ID")
+        fp = fingerprint(self.name, key, org if isinstance(org, str) else None,
+                         project if isinstance(project, str) else None)
+        return f"{self.resolve_base_url(env) or 'default'}#{fp}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +413,10 @@ _PROVIDER_KEYS = (
     "optimizations",
     "models",
     "pricing",
+    "cache_scope",
 )
+_CACHE_SCOPES = ("credentials", "shared")
+_BUDGET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "batch_discount")
 _RETRY_OPERATIONS = ("invoke", "stream", "batch")
 
@@ -466,7 +497,8 @@ class _Validator:
             return None
         value = data[name]
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(f"{key}.{name}", f"expected a non-empty string, got {value!r}.")
+            shown = f"a {type(value).__name__}" if name == "api_key" else repr(value)  # never echo a key
+            raise self.fail(f"{key}.{name}", f"expected a non-empty string, got {shown}.")
         return value.strip()
 
     def url(self, data: Mapping[str, object], key: str, name: str) -> str | None:
@@ -511,9 +543,18 @@ class _Validator:
             raise self.fail(f"{key}.backend", f"expected 'memory' or 'redis', got {backend!r}.")
         redis_url = self.string(data, key, "redis_url")
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            from forge._secrets import redact_url
+
             raise self.fail(
                 f"{key}.redis_url",
-                f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}.",
+                f"expected a redis://, rediss:// or unix:// URL, got {redact_url(redis_url)!r}.",
+            )
+        budget = self.string(data, key, "budget")
+        if budget is not None and not _BUDGET_NAME.fullmatch(budget):
+            raise self.fail(
+                f"{key}.budget",
+                f"expected a name of 1-64 letters, digits, '.', '_' or '-' (e.g. 'org-acme'), "
+                f"got {budget!r}.",
             )
         if backend == "redis" and redis_url is None:
             raise self.fail(
@@ -523,9 +564,14 @@ class _Validator:
         return RateLimitConfig(
             requests_per_minute=self.optional_number(data, key, "requests_per_minute"),
             tokens_per_minute=self.optional_number(data, key, "tokens_per_minute"),
-            burst_seconds=self.number(data, key, "burst_seconds", 1.0, exclusive=True),
+            burst_seconds=(
+                self.number(data, key, "burst_seconds", 1.0, exclusive=True)
+                if "burst_seconds" in data
+                else None
+            ),
             backend=backend,
             redis_url=redis_url,
+            budget=budget,
         )
 
     def pricing(self, value: object, key: str) -> dict[str, ModelPrice]:
@@ -725,6 +771,13 @@ class _Validator:
                     overrides[op] = self.retry(
                         retry_table[op], f"{key}.retry.{op}", retry, operations=False
                     )
+        cache_scope = self.string(data, key, "cache_scope") or "credentials"
+        if cache_scope not in _CACHE_SCOPES:
+            raise self.fail(
+                f"{key}.cache_scope",
+                f"expected 'credentials' (one cache per base URL and key) or 'shared' (every key on "
+                f"the base URL shares cached replies), got {cache_scope!r}.",
+            )
         optimizations = validate_optimizations(
             canonical, data.get("optimizations", {}), key=f"{key}.optimizations", source=self.source
         )
@@ -751,6 +804,7 @@ class _Validator:
             options=options,
             pricing=self.pricing(data.get("pricing", {}), f"{key}.pricing"),
             source=self.source,
+            cache_scope=cache_scope,
         )
 
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Unpack
 
 from forge._params import InvokeParams, RequestParams, StreamParams, request_params
-from forge.cache import as_cached, is_cacheable, replay_events, request_key
+from forge._secrets import scrub_exception
+from forge.cache import as_cached, cache_scope_of, is_cacheable, replay_events, request_key
 from forge.errors import ForgeError, ProviderError, ProviderTimeout
 from forge.pricing import cost_usd
 from forge.providers._stream import aclose_events
@@ -413,6 +414,8 @@ class LLM:
         self.response_cache = response_cache
         """Serves identical requests without calling the provider (see :mod:`forge.cache`)."""
         self.cache_ttl = cache_ttl
+        self.cache_scope = cache_scope_of(config)
+        """Who is asked, in every response-cache key (base URL and credential fingerprint)."""
         if isinstance(retry, RetryWrapper):
             self.wrapper = retry
         else:
@@ -464,6 +467,7 @@ class LLM:
             error.model = self.model
         if isinstance(error, ProviderTimeout) and self.config is not None:
             error = self._named_timeout(error, error.__cause__ if error is exc else exc)
+        scrub_exception(error)  # a server may echo the key it was sent
         return error
 
     def _named_timeout(self, error: ProviderTimeout, cause: BaseException | None) -> ProviderTimeout:
@@ -493,9 +497,17 @@ class LLM:
         return named
 
     def estimate_tokens(self, request: Request) -> int:
-        """What the limiter reserves for ``request``: estimated input plus the output allowance."""
-        return estimate_tokens(request.prompt_text(), self.model, self.provider_name) + (
-            request.max_tokens or DEFAULT_OUTPUT_ESTIMATE
+        """What the limiter reserves for ``request``: estimated input plus the output allowance.
+
+        The allowance is the ``max_tokens`` actually sent: an adapter that sends a
+        default of its own says so through an optional ``max_tokens_sent(request)``
+        (see :class:`~forge.types.Provider`); otherwise ``request.max_tokens``, else
+        ``DEFAULT_OUTPUT_ESTIMATE`` (settled with the real count afterwards).
+        """
+        sent = getattr(self.provider, "max_tokens_sent", None)
+        allowance = sent(request) if callable(sent) else request.max_tokens
+        return estimate_tokens(request.prompt_text(), self.model, self.provider_name) + int(
+            allowance or DEFAULT_OUTPUT_ESTIMATE
         )
 
     @staticmethod
@@ -582,7 +594,7 @@ class LLM:
         limit, source = self._call_limit(timeout)
         policy = self._policy(operation, max_attempts)
         start = self._clock()
-        key = request_key(self.provider_name, request) if self.response_cache is not None else None
+        key = self._cache_key(request)
         if key is not None and (hit := await self._cache_get(key)) is not None:
             return as_cached(hit, self._clock() - start)
 
@@ -619,6 +631,7 @@ class LLM:
         try:
             response, attempts = await self._within(run(), limit, source, lambda: tries)
         except Exception as exc:
+            scrub_exception(exc)  # a server may echo the key it was sent
             if self.metrics is not None:
                 self._record_failure(exc)
             raise
@@ -663,6 +676,11 @@ class LLM:
         if self.metrics is not None:
             self.metrics.record_optimization(self.provider_name, self.model, "fallback", False, str(error))
         return True
+
+    def _cache_key(self, request: Request) -> str | None:
+        if self.response_cache is None:
+            return None
+        return request_key(self.provider_name, request, self.cache_scope)
 
     async def _cache_get(self, key: str) -> Response | None:
         assert self.response_cache is not None
@@ -741,7 +759,7 @@ class LLM:
         limit, source = self._call_limit(None) if options.get("timeout") is None else (None, "")
         tries = 0
         estimate = self.estimate_tokens(request)
-        key = request_key(self.provider_name, request) if self.response_cache is not None else None
+        key = self._cache_key(request)
 
         async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
             # Every provider at once: read up to the first content event under the retry
@@ -803,6 +821,7 @@ class LLM:
                 self.metrics.record_success(response, stream=True, prices=self.prices)
 
         def failed(exc: BaseException) -> None:
+            scrub_exception(exc)
             if self.metrics is not None and isinstance(exc, Exception):
                 self._record_failure(exc)
 

@@ -148,6 +148,7 @@ class Registry:
         self._optimizations_forced_off = enable_optimizations is False
         self._optimizers: dict[str, ProviderOptimizer | None] = {}
         self._response_cache = response_cache
+        self._owns_response_cache = False
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -211,6 +212,7 @@ class Registry:
         """The cache behind ``get_llm(..., enable_cache=True)`` handles."""
         if self._response_cache is None:
             self._response_cache = MemoryResponseCache(clock=self._clock)
+            self._owns_response_cache = True
         return self._response_cache
 
     def get_llm(self, model: str, *, enable_cache: bool = False, cache_ttl: float = 300.0) -> LLM:
@@ -258,8 +260,9 @@ class Registry:
         """The provider's rate limiter (None when it has no limits), shared by all its models."""
         name = normalize_provider(provider)
         if name not in self._limiters:
+            pcfg = self.provider_config(name)
             self._limiters[name] = counter_from_config(
-                name, self.provider_config(name).rate_limit, clock=self._clock, sleep=self._sleep
+                name, pcfg.rate_limit, clock=self._clock, sleep=self._sleep, account=pcfg.account()
             )
         return self._limiters[name]
 
@@ -575,23 +578,42 @@ class Registry:
     # ------------------------------------------------------------------ lifecycle
 
     async def aclose(self) -> None:
-        """Close every vendor client this registry created."""
+        """Close everything this registry opened: optimizers (their Gemini caches), the job store,
+        the rate limiters (their Redis connections), the default response cache and every vendor client.
+
+        Every close runs even when one fails; the failure is raised afterwards (several: an
+        ``ExceptionGroup`` of them). A response cache or job store passed in is the caller's to close.
+        """
         self._closed = True
+        closers: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        optimizers, self._optimizers = self._optimizers, {}
+        # Optimizers first: Gemini context caches are deleted through the vendor clients.
+        closers += [(f"{n} optimizer", o.aclose) for n, o in optimizers.items() if o is not None]
         if getattr(self, "_owns_job_store", False):
-            await self._job_store.aclose()
-        optimizers, self._optimizers = [o for o in self._optimizers.values() if o is not None], {}
-        for optimizer in optimizers:  # before the clients close: Gemini caches are deleted through them
-            with contextlib.suppress(Exception):
-                await optimizer.aclose()
-        providers, self._providers = list(self._providers.values()), {}
+            closers.append(("job store", self._job_store.aclose))
+            self._owns_job_store = False
+        limiters, self._limiters = self._limiters, {}
+        closers += [(f"{n} rate limiter", lim.aclose) for n, lim in limiters.items() if lim is not None]
+        if self._response_cache is not None and self._owns_response_cache:
+            closers.append(("response cache", self._response_cache.aclose))
+        providers, self._providers = self._providers, {}
+        closers += [(f"{n} client", p.aclose) for n, p in providers.items()]
         self._llms.clear()
         self._chains.clear()
         breakers, self._breakers = self._breakers, None
         if breakers is not None:
-            with contextlib.suppress(Exception):
-                await breakers.aclose()
-        for provider in providers:
-            await provider.aclose()
+            closers.append(("circuit breakers", breakers.aclose))
+        errors: list[Exception] = []
+        for what, close in closers:
+            try:
+                await close()
+            except Exception as exc:
+                exc.add_note(f"while closing the registry's {what}")
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup(f"Registry.aclose: {len(errors)} closes failed", errors)
 
     async def __aenter__(self) -> Registry:
         return self

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from forge.errors import ForgeError, ProviderError, RetryAttempt
+from forge.errors import ForgeError, ProviderError, RateLimitError, RetryAttempt
 from forge.ratelimit import response_observer
 
 if TYPE_CHECKING:
@@ -128,8 +128,8 @@ class RetryWrapper:
     :class:`~forge.LLM` runs ``invoke``, the opening of a ``stream`` (up to its first
     event) and each batch item through :meth:`call`. Before each attempt the
     limiter (if any) is asked for one request and the estimated tokens; after a
-    success the estimate is settled with the provider's count; a 429 tightens the
-    limiter to the headers it carried.
+    success the estimate is settled with the provider's count; a failed attempt
+    gives its reservation back; a 429 tightens the limiter to the headers it carried.
     """
 
     def __init__(
@@ -199,6 +199,11 @@ class RetryWrapper:
             try:
                 result = await fn()
             except BaseException as exc:
+                if limiter is not None and reservation is not None and isinstance(exc, Exception):
+                    # A failed attempt gives its tokens back; a 429 was not counted at all,
+                    # so its request slot comes back too (before tightening to the headers).
+                    error = exc if isinstance(exc, ForgeError) else classify(exc)
+                    await limiter.release(reservation, request=isinstance(error, RateLimitError))
                 if limiter is not None and isinstance(exc, ProviderError) and exc.headers:
                     await limiter.observe(exc.headers)
                 raise

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 from forge.errors import ForgeError, StreamInterrupted, StreamTimeout, ToolCallError
 from forge.providers._stream import aclose_events
 from forge.tokens import chars_per_token
-from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
+from forge.types import FinishReason, ReasoningBlock, Response, StreamEvent, ToolCall, Usage
 
 if TYPE_CHECKING:
     from forge.llm import LLM
@@ -153,6 +153,7 @@ class Stream:
         self._parts: list[str] = []
         self._reasoning: list[str] = []
         self._signature: str | None = None
+        self._blocks: dict[int, ReasoningBlock] = {}
         self._chars = 0
         self._chunks = 0
         self._delivered = 0
@@ -545,6 +546,8 @@ class Stream:
                 self._chunks += 1
             if ev.signature is not None:
                 self._signature = ev.signature
+        elif kind == "reasoning_done" and ev.reasoning is not None:
+            self._blocks[ev.index] = ev.reasoning
         elif kind == "tool_call_start":
             call = ev.tool_call
             self._tools[ev.index] = _ToolCallBuilder(call.id if call else "", call.name if call else "")
@@ -578,6 +581,7 @@ class Stream:
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
             reasoning="".join(self._reasoning) or None,
             reasoning_signature=self._signature,
+            reasoning_blocks=tuple(self._blocks[i] for i in sorted(self._blocks)),
             id=self._response_id,
             attempts=self._attempts,
             latency_s=now - self._t0,
@@ -612,8 +616,8 @@ class Stream:
                     async for text in self:
                         fh.write(text)
                 finally:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    # fsync can take long on a busy disk: in a worker thread, off the event loop.
+                    await asyncio.to_thread(_flush_to_disk, fh.flush, fh.fileno())
             os.replace(tmp, target)
             ok = True
             return self.response
@@ -634,6 +638,11 @@ def _cancelling() -> bool:
     """Whether the current task itself is being cancelled (not just something it awaited)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _flush_to_disk(flush: Callable[[], object], fd: int) -> None:
+    flush()
+    os.fsync(fd)
 
 
 # ---------------------------------------------------------------------- module-level forms

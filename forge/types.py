@@ -6,10 +6,11 @@ adapter in :mod:`forge.providers` maps its vendor's shapes onto these.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from forge.errors import ForgeError, ToolCallError
 
@@ -22,7 +23,9 @@ __all__ = [
     "FinishReason",
     "Message",
     "Provider",
+    "ReasoningBlock",
     "ReasoningEffort",
+    "ReasoningKind",
     "Request",
     "Response",
     "ResponseFormat",
@@ -37,9 +40,11 @@ __all__ = [
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 ReasoningEffort = Literal["none", "low", "medium", "high"]
+ReasoningKind = Literal["thinking", "redacted", "encrypted", "signature"]
 StreamEventKind = Literal[
     "text",
     "reasoning",
+    "reasoning_done",
     "tool_call_start",
     "tool_call_delta",
     "tool_call_done",
@@ -55,7 +60,9 @@ class ToolCall:
     """A call the model asked for: ``arguments`` parsed, ``raw_arguments`` as sent.
 
     ``signature`` is an opaque token some providers attach to a call and require
-    back with it in the next turn (Gemini's ``thoughtSignature``).
+    back with it in the next turn (Gemini's ``thoughtSignature``). ``item_id`` is
+    the id of the output item that carried the call (OpenAI Responses ``fc_...``),
+    sent back with it so the API can pair the call with its reasoning item.
     """
 
     id: str
@@ -63,6 +70,7 @@ class ToolCall:
     arguments: Mapping[str, object] = field(default_factory=dict)
     raw_arguments: str = ""
     signature: str | None = None
+    item_id: str | None = None
 
     @classmethod
     def from_json(
@@ -74,6 +82,7 @@ class ToolCall:
         signature: str | None = None,
         provider: str = "",
         model: str | None = None,
+        item_id: str | None = None,
     ) -> ToolCall:
         """A call whose arguments arrived as JSON text (empty text means no arguments).
 
@@ -81,14 +90,14 @@ class ToolCall:
             ToolCallError: ``raw`` is not a JSON object; the error keeps ``raw``.
         """
         if not raw or raw.isspace():
-            return cls(id, name, {}, raw, signature)
+            return cls(id, name, {}, raw, signature, item_id)
         try:
             value = json.loads(raw)
         except ValueError as exc:
             raise _bad_arguments(id, name, raw, provider, model, f"invalid JSON ({exc})") from exc
         if not isinstance(value, dict):
             raise _bad_arguments(id, name, raw, provider, model, f"a JSON {type(value).__name__}")
-        return cls(id, name, value, raw, signature)
+        return cls(id, name, value, raw, signature, item_id)
 
 
 def _bad_arguments(
@@ -107,6 +116,54 @@ def _bad_arguments(
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningBlock:
+    """One piece of a reply's reasoning, exactly as the provider returned it.
+
+    A follow-up turn must send these back unchanged and in place (Anthropic
+    checks the signature of every thinking block; Gemini 3 the signature on each
+    function call; OpenAI's stateless Responses calls need the encrypted items),
+    so forge keeps them in order on :attr:`Response.reasoning_blocks` and
+    :attr:`Message.reasoning_blocks`. They are provider-specific: an adapter
+    sends back only the blocks whose ``provider`` is its own.
+
+    ``kind``:
+
+    - ``thinking``: visible thinking ``text`` (Anthropic ``thinking`` with its
+      ``signature``; Gemini thought summary parts; Responses reasoning summaries).
+    - ``redacted``: Anthropic ``redacted_thinking``; ``data`` is opaque, never text.
+    - ``encrypted``: an OpenAI Responses ``reasoning`` item: ``id``, the summary
+      texts in ``parts`` (and joined in ``text``), ``encrypted_content`` in ``data``.
+    - ``signature``: a Gemini ``thoughtSignature`` that rode on an answer part.
+
+    ``position`` is the block's index among the reply's content blocks (Anthropic),
+    parts (Gemini) or output items (Responses), so it goes back in the same place;
+    ``text_offset`` is how many characters of the answer text came before it
+    (Anthropic), so a block between two text blocks goes back between them.
+    """
+
+    provider: str
+    kind: ReasoningKind = "thinking"
+    text: str = ""
+    signature: str | None = None
+    data: str | None = None
+    id: str | None = None
+    parts: tuple[str, ...] = ()
+    position: int = 0
+    text_offset: int = 0
+
+    def __repr__(self) -> str:
+        opaque = f", data=<{len(self.data)} chars>" if self.data else ""
+        sig = ", signature=<set>" if self.signature else ""
+        return (f"ReasoningBlock(provider={self.provider!r}, kind={self.kind!r}, text={self.text[:40]!r}"
+                f"{sig}{opaque}, position={self.position})")
+
+
+def own_blocks(blocks: Sequence[ReasoningBlock], provider: str) -> list[ReasoningBlock]:
+    """The blocks ``provider`` issued, by position: signatures never go to another provider."""
+    return sorted((b for b in blocks if b.provider == provider), key=lambda b: b.position)
+
+
+@dataclass(frozen=True, slots=True)
 class Tool:
     """A function the model may call, described by a JSON schema for its parameters."""
 
@@ -122,7 +179,9 @@ class Message:
     """One turn of a conversation.
 
     ``tool_calls`` is set on assistant turns that called tools; ``tool_call_id``
-    on ``tool`` turns that answer one. ``cache_breakpoint`` marks the end of a
+    on ``tool`` turns that answer one. ``reasoning_blocks`` holds the reply's
+    reasoning as the provider returned it (see :class:`ReasoningBlock`), sent back
+    in place to the provider that made it and dropped for any other. ``cache_breakpoint`` marks the end of a
     stable prefix (a document sent with every call): providers with explicit
     prompt caching cache everything up to and including this message.
     """
@@ -135,6 +194,7 @@ class Message:
     reasoning: str | None = None
     reasoning_signature: str | None = None
     cache_breakpoint: bool = False
+    reasoning_blocks: tuple[ReasoningBlock, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -258,6 +318,11 @@ class Response:
 
     ``cached`` is True when the reply came from forge's response cache (no
     provider call was made; ``cost_usd`` is 0).
+
+    ``reasoning`` is the visible thinking text joined, for reading;
+    ``reasoning_blocks`` is every block as returned (thinking with signatures,
+    redacted or encrypted reasoning), what a follow-up turn sends back.
+    ``reasoning_signature`` is the last signature only, kept for older code.
     """
 
     text: str
@@ -278,6 +343,7 @@ class Response:
     cached: bool = False
     fallback_attempts: tuple[FallbackAttempt, ...] = ()
     """The fallback links tried before the one that answered (see docs/fallback.md)."""
+    reasoning_blocks: tuple[ReasoningBlock, ...] = ()
 
     def to_message(self) -> Message:
         """This reply as the assistant turn of a conversation (text, tool calls, reasoning).
@@ -292,7 +358,9 @@ class Response:
             self.text,
             tool_calls=self.tool_calls,
             reasoning=self.reasoning,
-            reasoning_signature=self.reasoning_signature,
+            # The blocks carry every signature, each with the provider that issued it.
+            reasoning_signature=None if self.reasoning_blocks else self.reasoning_signature,
+            reasoning_blocks=self.reasoning_blocks,
         )
 
 
@@ -302,10 +370,13 @@ class StreamEvent:
 
     ``kind`` says which fields matter:
 
-    - ``text`` / ``reasoning``: ``text`` is the delta. A ``reasoning`` event may
-      carry ``signature`` instead (Anthropic's ``signature_delta``, Gemini's
-      ``thoughtSignature`` on a text part): the opaque token a follow-up turn
-      sends back, reassembled into ``Response.reasoning_signature``.
+    - ``text`` / ``reasoning``: ``text`` is the delta. For ``reasoning``, ``index``
+      is the reasoning block it belongs to (0, 1, ... in the reply), and the event
+      may carry ``signature`` instead (Anthropic's ``signature_delta``, Gemini's
+      ``thoughtSignature`` on a text part).
+    - ``reasoning_done``: ``index`` and ``reasoning``, the complete
+      :class:`ReasoningBlock` (signature, redacted or encrypted data included)
+      as a follow-up turn sends it back; collected into ``Response.reasoning_blocks``.
     - ``tool_call_start``: ``index`` and ``tool_call`` (id and name; no arguments yet).
     - ``tool_call_delta``: ``index`` and ``text`` (a fragment of the JSON arguments).
     - ``tool_call_done``: ``index`` and the complete ``tool_call``.
@@ -323,44 +394,41 @@ class StreamEvent:
     finish_reason: FinishReason | None = None
     raw: object = field(default=None, repr=False, compare=False)
     signature: str | None = None
+    reasoning: ReasoningBlock | None = None
 
 
-def _stream_event_init() -> Callable[..., None]:
-    # A stream makes one StreamEvent per chunk. The frozen dataclass's generated
-    # __init__ sets each of the eight fields with object.__setattr__ (about 1 us on
-    # CPython 3.11); the slots' own descriptors do the same in about half that.
-    # Same signature, defaults and frozenness (assigning a field still raises).
-    slots = StreamEvent.__dict__
-    kind_, text_, index_, tool_call_, usage_, finish_reason_, raw_, signature_ = (
-        slots[name].__set__
-        for name in ("kind", "text", "index", "tool_call", "usage", "finish_reason", "raw", "signature")
-    )
+def _slots_init(cls: type) -> Callable[..., None]:
+    """An ``__init__`` for a frozen slots dataclass that sets its fields through the slots'
+    descriptors: same signature, defaults and frozenness, about half the cost.
 
-    def __init__(
-        self: StreamEvent,
-        kind: StreamEventKind,
-        text: str = "",
-        index: int = 0,
-        tool_call: ToolCall | None = None,
-        usage: Usage | None = None,
-        finish_reason: FinishReason | None = None,
-        raw: object = None,
-        signature: str | None = None,
-    ) -> None:
-        kind_(self, kind)
-        text_(self, text)
-        index_(self, index)
-        tool_call_(self, tool_call)
-        usage_(self, usage)
-        finish_reason_(self, finish_reason)
-        raw_(self, raw)
-        signature_(self, signature)
-
-    __init__.__qualname__ = "StreamEvent.__init__"
-    return __init__
+    A stream makes one StreamEvent per chunk, and the generated __init__ sets each
+    field with ``object.__setattr__`` (about 1 us for StreamEvent on CPython 3.11).
+    Built from ``dataclasses.fields`` as dataclasses builds its own, so a new field
+    needs nothing here.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    namespace: dict[str, Any] = {}
+    params = ["self"]
+    for f in dataclasses.fields(cls):
+        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name}: a default_factory needs the generated __init__")
+        else:
+            params.append(f.name)
+    body = "\n".join(f"    _set_{name}(self, {name})" for name in names)
+    exec(f"def __init__({', '.join(params)}):\n{body}\n", namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__annotations__ = dict(vars(cls)["__init__"].__annotations__)
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    return init
 
 
-StreamEvent.__init__ = _stream_event_init()  # type: ignore[method-assign]
+StreamEvent.__init__ = _slots_init(StreamEvent)  # type: ignore[method-assign]
+
 
 
 @runtime_checkable
@@ -369,6 +437,10 @@ class Provider(Protocol):
 
     Adapters translate and nothing more: no retry, rate limiting, metrics or
     token counting (those live once, in :class:`forge.LLM`).
+
+    Optional: an adapter that sends a ``max_tokens`` of its own when the request
+    sets none (Anthropic requires one) defines ``max_tokens_sent(request) -> int |
+    None``, so the limiter reserves what is really sent.
     """
 
     name: str

@@ -25,7 +25,8 @@ import forge  # noqa: E402
 SECTIONS: list[tuple[str, list[str]]] = [
     ("Entry points", ["Registry", "LLM", "Stream", "StreamProgress", "stream", "stream_to_file",
                       "stream_with_callback", "build_request", "tool_from_function", "estimate_tokens"]),
-    ("Values", ["Message", "Request", "Response", "Usage", "ResponseFormat", "Tool", "ToolCall", "StreamEvent"]),
+    ("Values", ["Message", "Request", "Response", "Usage", "ResponseFormat", "Tool", "ToolCall",
+                "ReasoningBlock", "StreamEvent"]),
     ("Configuration", ["load_config", "ForgeConfig", "ProviderConfig", "ProviderRetryConfig", "RetryConfig",
                        "RateLimitConfig"]),
     ("Retry and rate limits", ["RetryPolicy", "RetryWrapper", "RetryEvent", "backoff_wait", "RequestCounter",
@@ -99,6 +100,9 @@ Usage(input_tokens=11, output_tokens=6, cached_input_tokens=0, cache_write_token
 'json_schema'""",
     "Tool": """>>> forge.Tool("lookup", "Find a record", {"type": "object", "properties": {"id": {"type": "string"}}}).name
 'lookup'""",
+    "ReasoningBlock": """>>> block = forge.ReasoningBlock("anthropic", "redacted", data="EmwKAhgBEgy...", position=0)
+>>> forge.Message("assistant", "Hi.", reasoning_blocks=(block,)).reasoning_blocks[0].kind
+'redacted'""",
     "ToolCall": """>>> forge.ToolCall("call_1", "lookup", {"id": "42"}, '{"id": "42"}').arguments["id"]
 '42'""",
     "StreamEvent": """>>> kinds = []

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from forge.ratelimit import RequestCounter, TokenBucket
+from forge.ratelimit import COLD_START, RequestCounter, TokenBucket
 from tests.conftest import FakeClock
 
 
@@ -64,14 +64,14 @@ async def test_cancelled_waiter_is_skipped(clock: FakeClock) -> None:
     assert await b.acquire(1) >= 0
 
 
-def test_counter_burst_defaults_to_one_second(clock: FakeClock) -> None:
+def test_counter_limits_default_to_the_one_second_slice(clock: FakeClock) -> None:
     c = RequestCounter(requests_per_minute=600, tokens_per_minute=60_000, clock=clock)
     assert c.requests is not None and c.requests.capacity == 10
     assert c.tokens is not None and c.tokens.capacity == 1000
 
 
 async def test_counter_settles_with_real_usage(clock: FakeClock) -> None:
-    c = RequestCounter(tokens_per_minute=60_000, clock=clock, sleep=clock.sleep, initial_fill=1.0)
+    c = RequestCounter(tokens_per_minute=60_000, clock=clock, sleep=clock.sleep)
     res = await c.acquire(800)
     assert c.tokens is not None
     await c.settle(res, 300)
@@ -81,22 +81,23 @@ async def test_counter_settles_with_real_usage(clock: FakeClock) -> None:
 
 
 async def test_counter_tightens_to_server_remaining(clock: FakeClock) -> None:
-    c = RequestCounter(requests_per_minute=600, clock=clock, sleep=clock.sleep, initial_fill=1.0)
-    await c.observe({"x-ratelimit-remaining-requests": "0"})
+    c = RequestCounter(requests_per_minute=600, clock=clock, sleep=clock.sleep)
+    await c.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "100ms"})
     assert await c.wait_time() == pytest.approx(0.1)
 
 
 async def test_rate_achieved_matches_configuration(clock: FakeClock) -> None:
-    c = RequestCounter(requests_per_minute=120, clock=clock, sleep=clock.sleep, initial_fill=1.0)
+    c = RequestCounter(requests_per_minute=120, clock=clock, sleep=clock.sleep)
     start = clock()
     for _ in range(62):
         await c.acquire()
-    # 2 per second after the 2-request burst: 60 more take 30 s.
-    assert clock() - start == pytest.approx(30.0)
+    # 2 in any 1.03 s (the window plus its jitter margin): 31 windows' worth, plus the
+    # cold-start allowance held by the very first take.
+    assert clock() - start == pytest.approx(30 * 1.03 + 0.5 + COLD_START, abs=0.02)
 
 
-async def test_counter_starts_half_full_by_default(clock: FakeClock) -> None:
-    c = RequestCounter(requests_per_minute=600, clock=clock, sleep=clock.sleep)
+async def test_burst_mode_bucket_starts_half_full(clock: FakeClock) -> None:
+    c = RequestCounter(requests_per_minute=600, burst_seconds=1.0, clock=clock, sleep=clock.sleep)
     assert c.requests is not None
     assert await c.requests.wait_time(5) == 0.0
     assert await c.requests.wait_time(6) == pytest.approx(0.1)

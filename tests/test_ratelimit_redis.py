@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from forge.config import RateLimitConfig
-from forge.ratelimit import RedisBucket, counter_from_config
+from forge.ratelimit import RedisBucket, RedisWindow, counter_from_config
 
 URL = os.environ.get("FORGE_TEST_REDIS_URL")
 if not URL:
@@ -63,6 +63,34 @@ async def test_acquire_sleeps_for_the_deficit(client: object) -> None:
 async def test_counter_from_config_uses_redis(client: object) -> None:
     cfg = RateLimitConfig(requests_per_minute=60, backend="redis", redis_url=URL)
     counter = counter_from_config(f"test-{uuid.uuid4()}", cfg, redis_client=client)
-    assert counter is not None and isinstance(counter.requests, RedisBucket)
+    assert counter is not None and isinstance(counter.requests, RedisWindow)
     await counter.acquire()
     assert await counter.wait_time() > 0
+
+
+async def test_redis_window_admits_the_slice_and_no_more(client: object) -> None:
+    key = f"forge:test:{uuid.uuid4()}"
+    a = RedisWindow(client, key, limit=100, window=60)
+    b = RedisWindow(client, key, limit=100, window=60)
+    assert await a.acquire(60) == 0.0
+    assert await b.wait_time(41) > 50  # only 40 left in the window for everyone
+    await a.refund(30, age=10.0)  # taken 10 s ago: nothing that old, so nothing comes back
+    assert await b.wait_time(41) > 50
+    await a.refund(30, age=0.0)  # what left up to now: 30 of the 60 come back, pacing resets
+    assert await b.wait_time(70) == 0.0
+    assert await b.wait_time(71) > 50
+    await b.tighten(0, reset_in=5.0)  # the server says: nothing left until 5 s from now
+    assert 4.0 < await b.wait_time(1) <= 5.0
+
+
+async def test_redis_window_refund_wakes_a_waiter_of_this_process(client: object) -> None:
+    import asyncio
+
+    key = f"forge:test:{uuid.uuid4()}"
+    w = RedisWindow(client, key, limit=10, window=30)
+    await w.acquire(10)
+    waiter = asyncio.ensure_future(w.acquire(5))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await w.refund(10)
+    await asyncio.wait_for(waiter, 2.0)  # not the 30 s window

@@ -13,13 +13,13 @@ from forge.types import StreamEvent, ToolCall, Usage
 def test_defaults_and_fields_are_the_dataclass_ones() -> None:
     ev = StreamEvent("text", "hi")
     assert [f.name for f in dataclasses.fields(ev)] == list(inspect.signature(StreamEvent).parameters)
-    assert (ev.kind, ev.text, ev.index, ev.tool_call, ev.usage, ev.finish_reason, ev.raw, ev.signature) == (
-        "text", "hi", 0, None, None, None, None, None
+    assert tuple(getattr(ev, f.name) for f in dataclasses.fields(ev)) == (
+        "text", "hi", 0, None, None, None, None, None, None
     )
     call = ToolCall("c1", "f")
-    full = StreamEvent("tool_call_done", "t", 2, call, Usage(1, 2), "stop", {"a": 1}, "sig")
+    full = StreamEvent("tool_call_done", "t", 2, call, Usage(1, 2), "stop", {"a": 1}, "sig", None)
     values = tuple(getattr(full, f.name) for f in dataclasses.fields(full))
-    assert values == ("tool_call_done", "t", 2, call, Usage(1, 2), "stop", {"a": 1}, "sig")
+    assert values == ("tool_call_done", "t", 2, call, Usage(1, 2), "stop", {"a": 1}, "sig", None)
     assert dataclasses.replace(ev, text="x") == StreamEvent("text", "x")
 
 

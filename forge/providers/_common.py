@@ -483,3 +483,26 @@ def reasoning_effort(request: Request) -> ReasoningEffort | None:
     if budget == 0:
         return "none"
     return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+
+
+_SCHEMA_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def check_schema_name(request: Request) -> None:
+    """OpenAI refuses a ``json_schema`` response format whose ``name`` is not ``^[a-zA-Z0-9_-]{1,64}$``.
+
+    (platform.openai.com API reference, ``response_format.json_schema.name``.) Checked
+    before sending, for Chat Completions and the Responses API alike.
+
+    Raises:
+        BadRequestError: the name does not match.
+    """
+    fmt = request.response_format
+    if fmt is None or fmt.type != "json_schema" or _SCHEMA_NAME.fullmatch(fmt.name):
+        return
+    raise BadRequestError(
+        f"openai needs a json_schema name of 1-64 letters, digits, '_' or '-'; got {fmt.name!r}. "
+        "Set ResponseFormat(name=...) to such a name.",
+        provider="openai",
+        model=request.model,
+    )

@@ -31,9 +31,15 @@ Request mapping (see docs/providers.md for the full table):
   (0 -> ``{"type": "disabled"}``); without ``max_tokens`` the budget is added
   to the default, since thinking counts toward it.
 
-Stream events: a thinking block's ``signature_delta`` is surfaced as a
-``reasoning`` event with empty ``text`` and the signature in
-``event.signature`` (``Stream`` puts it in ``Response.reasoning_signature``).
+Reasoning: every ``thinking`` block (text and signature) and every
+``redacted_thinking`` block (opaque ``data``, never shown as text) becomes a
+:class:`~forge.types.ReasoningBlock` with its index among the content blocks,
+in order, on ``Response.reasoning_blocks``; a stream reports thinking deltas and
+``signature_delta`` as ``reasoning`` events (``index`` = the block) and each
+finished block as a ``reasoning_done`` event. An assistant turn sends its
+Anthropic blocks back unchanged in the same place (the API checks every
+signature, and requires the thinking of an assistant turn that ended in
+``tool_use`` when thinking is on); blocks from other providers are dropped.
 """
 
 from __future__ import annotations
@@ -68,7 +74,17 @@ from forge.providers._stream import (
     decoded_events,
     http_response_of,
 )
-from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
+from forge.types import (
+    FinishReason,
+    Message,
+    ReasoningBlock,
+    Request,
+    Response,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    own_blocks,
+)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "AnthropicProvider"]
 
@@ -154,6 +170,10 @@ class AnthropicProvider:
     def _classifier(self, model: str) -> Callable[[BaseException], ForgeError]:
         return lambda exc: self.classify(exc, model=model)
 
+    def max_tokens_sent(self, request: Request) -> int | None:
+        """The ``max_tokens`` sent for ``request`` (a default when unset): what the limiter reserves."""
+        return int(_params(request)["max_tokens"])
+
     def classify(self, exc: BaseException, *, model: str | None = None) -> ForgeError:
         """Map an ``anthropic`` or transport exception onto the forge error tree.
 
@@ -222,6 +242,8 @@ def _params(request: Request) -> dict[str, Any]:
         params["thinking"] = _thinking(request, budget)
         if request.max_tokens is None:
             params["max_tokens"] = budget + DEFAULT_MAX_TOKENS  # thinking counts toward max_tokens
+    if _thinking_on(request.extra.get("thinking", params.get("thinking"))):
+        _check_tool_turn_thinking(request)
     fmt = request.response_format
     if fmt is not None and fmt.type == "json":
         system_parts.append(_JSON_INSTRUCTION)
@@ -300,6 +322,70 @@ def _thinking(request: Request, budget: int) -> dict[str, Any]:
     return {"type": "enabled", "budget_tokens": budget}
 
 
+def _thinking_on(value: object) -> bool:
+    return isinstance(value, Mapping) and value.get("type") in ("enabled", "adaptive")
+
+
+def _check_tool_turn_thinking(request: Request) -> None:
+    """With thinking on, the assistant turn of an unfinished tool loop must start with its thinking.
+
+    Anthropic refuses it otherwise ("Expected `thinking` or `redacted_thinking`, but
+    found `tool_use`"); this happens when the turn came from another provider (whose
+    signatures cannot be sent) or was built by hand without ``reasoning_blocks``.
+    """
+    messages = [m for m in request.messages if m.role != "system"]
+    end = len(messages)
+    while end and messages[end - 1].role == "tool":
+        end -= 1
+    if end == len(messages) or not end or messages[end - 1].role != "assistant":
+        return
+    turn = messages[end - 1]
+    if not turn.tool_calls or own_blocks(turn.reasoning_blocks, "anthropic") or (
+        not turn.reasoning_blocks and turn.reasoning_signature
+    ):
+        return
+    came_from = sorted({b.provider for b in turn.reasoning_blocks})
+    why = f" (its reasoning came from {', '.join(came_from)}, whose signatures anthropic cannot take)" \
+        if came_from else ""
+    raise BadRequestError(
+        "anthropic refuses thinking on a tool loop whose last assistant turn has no anthropic thinking "
+        f"block{why}; send that turn as reply.to_message() from an anthropic reply, or turn thinking off "
+        "for this call (reasoning_budget=0) and on again after the tool loop.",
+        provider="anthropic",
+        model=request.model,
+    )
+
+
+def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
+    """An assistant turn's content blocks, in the reply's order: its own reasoning blocks go back
+    at their positions, the answer text split where they stood (``text_offset``), text before the
+    tool calls of the same gap, tool calls in order."""
+    reasoning = own_blocks(m.reasoning_blocks, "anthropic")
+    if not m.reasoning_blocks and m.reasoning_signature:  # a hand-built turn: one thinking block
+        reasoning = [ReasoningBlock("anthropic", "thinking", m.reasoning or "", m.reasoning_signature)]
+    text, calls = m.content or "", list(m.tool_calls)
+    blocks: list[dict[str, Any]] = []
+    cursor = 0
+
+    def fill(upto: int | None, end: int) -> None:  # text up to char ``end``, calls up to block ``upto``
+        nonlocal cursor
+        if end > cursor:
+            blocks.append({"type": "text", "text": text[cursor:end]})
+            cursor = end
+        while calls and (upto is None or len(blocks) < upto):
+            tc = calls.pop(0)
+            blocks.append({"type": "tool_use", "id": tc.id, "name": tc.name, "input": dict(tc.arguments)})
+
+    for block in reasoning:
+        fill(block.position, min(max(block.text_offset, cursor), len(text)))
+        if block.kind == "redacted":
+            blocks.append({"type": "redacted_thinking", "data": block.data or ""})
+        else:
+            blocks.append({"type": "thinking", "thinking": block.text, "signature": block.signature or ""})
+    fill(None, len(text))
+    return blocks
+
+
 def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -317,17 +403,11 @@ def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
                 last["content"].append(block)
             else:
                 out.append({"role": "user", "content": [block]})
-        elif m.role == "assistant" and (m.tool_calls or m.reasoning_signature):
-            blocks: list[dict[str, Any]] = []
-            if m.reasoning_signature:
-                blocks.append(
-                    {"type": "thinking", "thinking": m.reasoning or "", "signature": m.reasoning_signature}
-                )
-            if m.content:
-                blocks.append({"type": "text", "text": m.content})
-            for tc in m.tool_calls:
-                blocks.append({"type": "tool_use", "id": tc.id, "name": tc.name, "input": dict(tc.arguments)})
-            out.append({"role": "assistant", "content": blocks})
+        elif m.role == "assistant" and (
+            m.tool_calls or own_blocks(m.reasoning_blocks, "anthropic")
+            or (m.reasoning_signature and not m.reasoning_blocks)
+        ):
+            out.append({"role": "assistant", "content": _assistant_blocks(m)})
         else:
             out.append({"role": m.role, "content": m.content})
     return out
@@ -387,7 +467,8 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
     thinking: list[str] = []
     signature: str | None = None
     calls: list[ToolCall] = []
-    for block in data.get("content") or ():
+    blocks: list[ReasoningBlock] = []
+    for position, block in enumerate(data.get("content") or ()):
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
@@ -398,6 +479,12 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
         elif kind == "thinking":
             thinking.append(block.get("thinking") or "")
             signature = block.get("signature") or signature
+            blocks.append(ReasoningBlock("anthropic", "thinking", block.get("thinking") or "",
+                                         block.get("signature"), position=position,
+                                         text_offset=sum(map(len, texts))))
+        elif kind == "redacted_thinking":
+            blocks.append(ReasoningBlock("anthropic", "redacted", data=block.get("data") or "",
+                                         position=position, text_offset=sum(map(len, texts))))
     usage = data.get("usage")
     return Response(
         text="".join(texts),
@@ -408,6 +495,7 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
         tool_calls=tuple(calls),
         reasoning="".join(thinking) if thinking else None,
         reasoning_signature=signature,
+        reasoning_blocks=tuple(blocks),
         id=data.get("id"),
         raw=data,
     )
@@ -443,7 +531,18 @@ class _MessageStream:
     """Turns Anthropic SSE events into forge stream events."""
 
     __slots__ = (
-        "_base_url", "_blocks", "_finish", "_id", "_model", "_stopped", "_tools", "_usage", "request_id"
+        "_base_url",
+        "_blocks",
+        "_finish",
+        "_id",
+        "_model",
+        "_reasoning",
+        "_stopped",
+        "_text_chars",
+        "_thoughts",
+        "_tools",
+        "_usage",
+        "request_id",
     )
 
     def __init__(self, model: str, base_url: str = "") -> None:
@@ -455,6 +554,9 @@ class _MessageStream:
         self._stopped = False
         self._blocks: dict[int, _ToolBlock] = {}  # by content-block index
         self._tools = 0
+        self._reasoning: dict[int, _ThinkingBlock] = {}  # by content-block index
+        self._thoughts = 0
+        self._text_chars = 0  # answer text so far: where a thinking block stands in it
         self.request_id: str | None = None
 
     async def start(self, response: httpx2.Response) -> SSEDecoder:
@@ -477,7 +579,10 @@ class _MessageStream:
             delta = obj["delta"]
             kind = delta.get("type")
             if kind == "text_delta":
-                return [StreamEvent("text", delta["text"], raw=obj)] if delta["text"] else []
+                if not delta["text"]:
+                    return []
+                self._text_chars += len(delta["text"])
+                return [StreamEvent("text", delta["text"], raw=obj)]
             if kind == "input_json_delta":
                 fragment = delta.get("partial_json")
                 block = self._blocks.get(obj.get("index", 0))
@@ -486,13 +591,27 @@ class _MessageStream:
                 block.parts.append(fragment)
                 return [StreamEvent("tool_call_delta", fragment, index=block.ordinal, raw=obj)]
             if kind == "thinking_delta":
-                return [StreamEvent("reasoning", delta["thinking"], raw=obj)] if delta["thinking"] else []
+                thought = self._reasoning.get(obj.get("index", 0))
+                if not delta["thinking"]:
+                    return []
+                ordinal = 0
+                if thought is not None:
+                    thought.parts.append(delta["thinking"])
+                    ordinal = thought.ordinal
+                return [StreamEvent("reasoning", delta["thinking"], index=ordinal, raw=obj)]
             if kind == "signature_delta":
-                return [StreamEvent("reasoning", "", raw=obj, signature=delta.get("signature"))]
+                thought = self._reasoning.get(obj.get("index", 0))
+                if thought is not None:
+                    thought.signature = (thought.signature or "") + (delta.get("signature") or "")
+                return [StreamEvent("reasoning", "", index=thought.ordinal if thought else 0, raw=obj,
+                                    signature=delta.get("signature"))]
             return []
         if event == "content_block_start":
             return self._on_block_start(obj)
         if event == "content_block_stop":
+            thought = self._reasoning.pop(obj.get("index", 0), None)
+            if thought is not None:
+                return [thought.done(obj)]
             block = self._blocks.pop(obj.get("index", 0), None)
             return [] if block is None else [block.done(obj, self._model)]
         if event == "message_start":
@@ -525,9 +644,14 @@ class _MessageStream:
             self._blocks[obj.get("index", 0)] = _ToolBlock(ordinal, call_id, name, block.get("input") or {})
             return [StreamEvent("tool_call_start", index=ordinal, tool_call=ToolCall(call_id, name), raw=obj)]
         if kind == "text" and block.get("text"):
+            self._text_chars += len(block["text"])
             return [StreamEvent("text", block["text"], raw=obj)]
-        if kind == "thinking" and block.get("thinking"):
-            return [StreamEvent("reasoning", block["thinking"], raw=obj)]
+        if kind in ("thinking", "redacted_thinking"):
+            thought = _ThinkingBlock(self._thoughts, obj.get("index", 0), kind, block, self._text_chars)
+            self._thoughts += 1
+            self._reasoning[thought.position] = thought
+            if kind == "thinking" and block.get("thinking"):
+                return [StreamEvent("reasoning", block["thinking"], index=thought.ordinal, raw=obj)]
         return []
 
     def _error(self, obj: object) -> ProviderError:
@@ -552,7 +676,9 @@ class _MessageStream:
                 model=self._model,
                 request_id=self.request_id,
             )
-        events = [block.done(None, self._model) for _, block in sorted(self._blocks.items())]
+        events = [thought.done(None) for _, thought in sorted(self._reasoning.items())]
+        self._reasoning.clear()
+        events += [block.done(None, self._model) for _, block in sorted(self._blocks.items())]
         self._blocks.clear()
         events.append(StreamEvent("finish", self._id, finish_reason=self._finish or "stop"))
         return events
@@ -573,3 +699,27 @@ class _ToolBlock:
         call = ToolCall.from_json(self.id, self.name, raw, provider="anthropic", model=model)
         return StreamEvent("tool_call_done", index=self.ordinal, tool_call=call, raw=obj)
 
+
+class _ThinkingBlock:
+    """A ``thinking`` or ``redacted_thinking`` block being streamed."""
+
+    __slots__ = ("data", "kind", "offset", "ordinal", "parts", "position", "signature")
+
+    def __init__(self, ordinal: int, position: int, kind: str, start: Mapping[str, Any], offset: int) -> None:
+        self.ordinal = ordinal
+        self.position = position
+        self.offset = offset
+        self.kind = kind
+        text = start.get("thinking")
+        self.parts: list[str] = [text] if isinstance(text, str) and text else []
+        self.signature: str | None = start.get("signature") or None
+        self.data: str | None = start.get("data")
+
+    def done(self, obj: object) -> StreamEvent:
+        if self.kind == "redacted_thinking":
+            block = ReasoningBlock("anthropic", "redacted", data=self.data or "", position=self.position,
+                                   text_offset=self.offset)
+        else:
+            block = ReasoningBlock("anthropic", "thinking", "".join(self.parts), self.signature,
+                                   position=self.position, text_offset=self.offset)
+        return StreamEvent("reasoning_done", index=self.ordinal, reasoning=block, raw=obj)

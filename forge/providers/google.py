@@ -39,7 +39,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 from google import genai
@@ -71,12 +71,14 @@ from forge.providers._stream import ResponseStream, classified, decoded_events
 from forge.types import (
     FinishReason,
     Message,
+    ReasoningBlock,
     Request,
     Response,
     StreamEvent,
     StreamEventKind,
     ToolCall,
     Usage,
+    own_blocks,
 )
 
 __all__ = ["GoogleProvider"]
@@ -107,6 +109,17 @@ _TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "any": "ANY"}
 # Gemini 3 takes thinkingLevel; older models only a thinkingBudget. "none" is as low as Gemini 3 goes.
 _THINKING_LEVELS = {"none": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
 _BUDGET_MODELS = re.compile(r"(models/)?gemini-[12][.-]")
+# Levels the Pro models take (ai.google.dev/gemini-api/docs/thinking, "thinking levels"): Gemini 3 Pro
+# only LOW and HIGH; Gemini 3.1 Pro adds MEDIUM, never MINIMAL. Neither can turn thinking off.
+_PRO_LEVELS = (
+    (re.compile(r"(models/)?gemini-3-pro"), ("LOW", "HIGH")),
+    (re.compile(r"(models/)?gemini-3\.\d+-pro"), ("LOW", "MEDIUM", "HIGH")),
+)
+# Google's documented stand-in for a function call that no Gemini reply signed (a turn from
+# another provider or built by hand): Gemini 3 refuses such a call in the current turn otherwise.
+# ai.google.dev/gemini-api/docs/thought-signatures ("dummy signatures").
+_UNSIGNED_CALL = "skip_thought_signature_validator"
+_GEMINI_3 = re.compile(r"(models/)?gemini-([3-9]|\d\d)")
 
 
 class GoogleProvider:
@@ -169,6 +182,7 @@ class GoogleProvider:
             tool_calls=tuple(ev.tool_call for ev in events if ev.kind == "tool_call_done" and ev.tool_call),
             reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
             reasoning_signature=reader.text_signature,
+            reasoning_blocks=reader.blocks(),
             id=reader.response_id,
             raw=body,
         )
@@ -346,7 +360,7 @@ def gemini_call_args(request: Request) -> tuple[str, list[gt.Content], gt.Genera
             extra_body[key] = value
     if extra_body:
         cfg["http_options"] = gt.HttpOptions(extra_body=extra_body)
-    return request.model, _contents(request.messages), gt.GenerateContentConfig(**cfg)
+    return request.model, _contents(request.messages, request.model), gt.GenerateContentConfig(**cfg)
 
 
 def _thinking_config(request: Request) -> gt.ThinkingConfig | None:
@@ -356,16 +370,63 @@ def _thinking_config(request: Request) -> gt.ThinkingConfig | None:
         return None
     if budget is None and _BUDGET_MODELS.match(request.model):
         budget = reasoning_budget(request)
+    accepted = next((levels for pattern, levels in _PRO_LEVELS if pattern.match(request.model)), None)
     if budget is not None:
+        if budget == 0 and accepted is not None:
+            raise BadRequestError(
+                f"{request.model} cannot turn thinking off (reasoning_budget=0); the lowest it takes is "
+                "reasoning_effort='low'.",
+                provider=_PROVIDER,
+                model=request.model,
+            )
         return gt.ThinkingConfig(thinking_budget=budget, include_thoughts=budget != 0 or None)
     assert effort is not None
     level = _THINKING_LEVELS[effort]
+    if accepted is not None and level not in accepted:
+        allowed = ", ".join(repr(e) for e, lv in _THINKING_LEVELS.items() if lv in accepted)
+        raise BadRequestError(
+            f"{request.model} refuses thinkingLevel {level} (from reasoning_effort={effort!r}); "
+            f"it accepts {', '.join(accepted)} only: use reasoning_effort {allowed}.",
+            provider=_PROVIDER,
+            model=request.model,
+        )
     return gt.ThinkingConfig(thinking_level=level, include_thoughts=True)  # type: ignore[arg-type]
 
 
-def _contents(messages: tuple[Message, ...]) -> list[gt.Content]:
+def _model_parts(m: Message, call_names: dict[str, str], sign_calls: bool) -> list[gt.Part]:
+    """A model turn's parts: Gemini's own thought parts and signatures back where they came from.
+
+    ``sign_calls``: the turn is in the current tool loop of a Gemini 3 call, whose
+    function calls need a signature; calls no Gemini reply signed get Google's stand-in.
+    """
+    own = own_blocks(m.reasoning_blocks, _PROVIDER)
+    text_sig = next((b.signature for b in own if b.kind == "signature"), None)
+    if not m.reasoning_blocks:
+        text_sig = m.reasoning_signature  # a hand-built turn
+    parts: list[gt.Part] = []
+    if m.content or not m.tool_calls or text_sig:
+        parts.append(gt.Part(text=m.content, thought_signature=_decode_signature(text_sig)))
+    signed = any(call.signature for call in m.tool_calls)
+    for i, call in enumerate(m.tool_calls):
+        call_names[call.id] = call.name
+        fc = gt.FunctionCall(id=_vendor_call_id(call.id), name=call.name, args=dict(call.arguments))
+        signature = call.signature
+        if signature is None and sign_calls and not signed and i == 0:
+            signature = _UNSIGNED_CALL
+        parts.append(gt.Part(function_call=fc, thought_signature=_decode_signature(signature)))
+    for block in own:
+        if block.kind == "thinking":
+            thought_sig = _decode_signature(block.signature)
+            thought = gt.Part(text=block.text, thought=True, thought_signature=thought_sig)
+            parts.insert(min(block.position, len(parts)), thought)
+    return parts
+
+
+def _contents(messages: tuple[Message, ...], model: str = "") -> list[gt.Content]:
     turns: list[tuple[str, list[gt.Part]]] = []
     call_names: dict[str, str] = {}
+    model_turns: list[tuple[int, Message]] = []
+    current = 0
     for m in messages:
         if m.role == "system":
             continue
@@ -382,16 +443,15 @@ def _contents(messages: tuple[Message, ...]) -> list[gt.Content]:
                 turns.append(("tool", [part]))
         elif m.role == "user":
             turns.append(("user", [gt.Part(text=m.content)]))
+            current = len(turns)  # the current turn starts after the last user text
         else:
-            parts: list[gt.Part] = []
-            if m.content or not m.tool_calls:
-                sig = _decode_signature(m.reasoning_signature)
-                parts.append(gt.Part(text=m.content, thought_signature=sig))
-            for call in m.tool_calls:
-                call_names[call.id] = call.name
-                fc = gt.FunctionCall(id=_vendor_call_id(call.id), name=call.name, args=dict(call.arguments))
-                parts.append(gt.Part(function_call=fc, thought_signature=_decode_signature(call.signature)))
-            turns.append(("model", parts))
+            turns.append(("model", _model_parts(m, call_names, False)))
+            if m.tool_calls:
+                model_turns.append((len(turns) - 1, m))
+    if _GEMINI_3.match(model):
+        for at, m in model_turns:
+            if at >= current:
+                turns[at] = ("model", _model_parts(m, {}, True))
     return [gt.Content(role="model" if role == "model" else "user", parts=parts) for role, parts in turns]
 
 
@@ -441,8 +501,11 @@ class _ChunkReader:
     __slots__ = (
         "_emitted",
         "_finish",
+        "_last",
         "_meta",
         "_meta_chunk",
+        "_pos",
+        "_reasoning",
         "_tools",
         "blocked",
         "response_id",
@@ -458,6 +521,11 @@ class _ChunkReader:
         self.blocked = False
         self.response_id: str | None = None
         self.text_signature: str | None = None
+        # Reasoning as parts: consecutive thought parts (streamed in pieces) form one block;
+        # _pos counts the reply's parts so merged, which is where a block goes back.
+        self._reasoning: list[_Thought] = []
+        self._pos = 0
+        self._last = ""
 
     @property
     def usage(self) -> Usage | None:
@@ -483,13 +551,17 @@ class _ChunkReader:
                 for part in content.get("parts") or ():
                     text = part.get("text")
                     if text is not None:
+                        index = self._on_text_part(part, text)
                         if text:
-                            kind: StreamEventKind = "reasoning" if part.get("thought") else "text"
-                            out.append(StreamEvent(kind, text, raw=chunk))
+                            thought = bool(part.get("thought"))
+                            kind: StreamEventKind = "reasoning" if thought else "text"
+                            out.append(StreamEvent(kind, text, index=index if thought else 0, raw=chunk))
                         if self.text_signature is None and "thoughtSignature" in part:
                             self.text_signature = sig = part["thoughtSignature"]
-                            out.append(StreamEvent("reasoning", "", raw=chunk, signature=sig))
+                            out.append(StreamEvent("reasoning", "", index=index, raw=chunk, signature=sig))
                     elif "functionCall" in part:
+                        self._pos += 1
+                        self._last = "call"
                         self._tool_call(part, chunk, out)
             reason = cand.get("finishReason")
             if reason:
@@ -506,6 +578,30 @@ class _ChunkReader:
         if self.response_id is None:
             self.response_id = chunk.get("responseId")
         return out
+
+    def _on_text_part(self, part: dict[str, Any], text: str) -> int:
+        """Account for a text part; returns the reasoning block it feeds (0 for plain answer text)."""
+        signature = part.get("thoughtSignature")
+        if part.get("thought"):
+            if self._last != "thought":
+                self._reasoning.append(_Thought(len(self._reasoning), "thinking", self._pos))
+                self._pos += 1
+                self._last = "thought"
+            thought = self._reasoning[-1]
+            thought.parts.append(text)
+            thought.signature = signature or thought.signature
+            return thought.ordinal
+        if self._last != "text":
+            self._pos += 1
+            self._last = "text"
+        if not signature:
+            return 0
+        self._reasoning.append(_Thought(len(self._reasoning), "signature", self._pos - 1, signature))
+        return len(self._reasoning) - 1
+
+    def blocks(self) -> tuple[ReasoningBlock, ...]:
+        """The reply's reasoning blocks (thought parts, answer-part signatures), in order."""
+        return tuple(t.block() for t in self._reasoning)
 
     def _tool_call(self, part: dict[str, Any], chunk: dict[str, Any], out: list[StreamEvent]) -> None:
         fc = part["functionCall"]
@@ -544,12 +640,31 @@ class _ChunkReader:
 
     def finish_events(self) -> list[StreamEvent]:
         """The final usage (when it changed since it was last reported) and the one ``finish``."""
-        out: list[StreamEvent] = []
+        out = [StreamEvent("reasoning_done", index=t.ordinal, reasoning=t.block()) for t in self._reasoning]
         usage = self.usage
         if usage is not None and usage != self._emitted:
             out.append(StreamEvent("usage", usage=usage, raw=self._meta_chunk))
         out.append(StreamEvent("finish", self.response_id or "", finish_reason=self.finish_reason()))
         return out
+
+
+class _Thought:
+    """A reasoning block being read: thought text parts, or a signature on an answer part."""
+
+    __slots__ = ("kind", "ordinal", "parts", "position", "signature")
+
+    def __init__(self, ordinal: int, kind: Literal["thinking", "signature"], position: int,
+                 signature: str | None = None) -> None:
+        self.ordinal = ordinal
+        self.kind: Literal["thinking", "signature"] = kind
+        self.position = position
+        self.signature = signature
+        self.parts: list[str] = []
+
+    def block(self) -> ReasoningBlock:
+        text = "".join(self.parts)
+        return ReasoningBlock(_PROVIDER, self.kind, text, self.signature, position=self.position)
+
 
 
 class _StreamReader(_ChunkReader):

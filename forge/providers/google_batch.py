@@ -94,6 +94,7 @@ def parse_inlined_response(item: Mapping[str, Any], model: str) -> Response | Fo
         tool_calls=tuple(ev.tool_call for ev in events if ev.kind == "tool_call_done" and ev.tool_call),
         reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
         reasoning_signature=reader.text_signature,
+        reasoning_blocks=reader.blocks(),
         id=reader.response_id,
         raw=body,
     )

@@ -46,6 +46,7 @@ from forge.errors import (
 from forge.providers import openai_responses
 from forge.providers._common import (
     body_preview,
+    check_schema_name,
     check_stream_reply,
     client_connection_error,
     error_for_status,
@@ -230,6 +231,7 @@ def _params(
             provider="openai",
             model=request.model,
         )
+    check_schema_name(request)
     params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
     if request.max_tokens is not None:
         params[max_tokens_param] = request.max_tokens

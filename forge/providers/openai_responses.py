@@ -26,8 +26,13 @@ Response: ``output_text`` parts -> text (``refusal`` parts too, finish
 ``content_filter``); ``function_call`` items -> tool calls (keyed by
 ``call_id``); ``reasoning`` items -> ``reasoning`` (summary texts, and
 ``reasoning_text`` content when a server sends it, joined by a blank line),
-and the items themselves, as JSON, -> ``reasoning_signature`` so a stateless
-follow-up turn with tool results can send them back. Finish: ``completed`` ->
+and each item -> a :class:`~forge.types.ReasoningBlock` (kind ``encrypted``: id,
+summary texts, ``encrypted_content`` when ``include=["reasoning.encrypted_content"]``
+asked for it, and its output index) that an assistant turn sends back as an input
+item in the same place, so a stateless (``store=false``) tool loop keeps its
+reasoning. With ``previous_response_id`` the server has them already, and sending
+them again would duplicate them, so they are left out. (The items as JSON also stay
+in ``reasoning_signature`` for older code.) Finish: ``completed`` ->
 stop (tool_calls with function calls); ``incomplete`` -> length
 (``content_filter`` when that was the reason); ``failed`` and ``error`` events
 raise the classified error.
@@ -43,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from forge._wire import SSEDecoder, SSEEvent, loads
 from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
 from forge.providers._common import (
+    check_schema_name,
     check_stream_reply,
     error_for_status,
     json_reply,
@@ -50,7 +56,17 @@ from forge.providers._common import (
     reasoning_effort,
 )
 from forge.providers._stream import ResponseOwner, decoded_events, http_response_of
-from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
+from forge.types import (
+    FinishReason,
+    Message,
+    ReasoningBlock,
+    Request,
+    Response,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    own_blocks,
+)
 
 if TYPE_CHECKING:
     import httpx2
@@ -100,7 +116,9 @@ def responses_params(request: Request) -> dict[str, Any]:
             provider=_PROVIDER,
             model=request.model,
         )
-    params: dict[str, Any] = {"model": request.model, "input": _input(request.messages)}
+    check_schema_name(request)
+    chained = "previous_response_id" in request.extra
+    params: dict[str, Any] = {"model": request.model, "input": _input(request.messages, chained)}
     if request.system:
         params["instructions"] = request.system
     if request.max_tokens is not None:
@@ -146,28 +164,62 @@ def responses_params(request: Request) -> dict[str, Any]:
     return params
 
 
-def _input(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def _input(messages: tuple[Message, ...], chained: bool = False) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "tool":
             call_id = m.tool_call_id or ""
             items.append({"type": "function_call_output", "call_id": call_id, "output": m.content})
-        elif m.role == "assistant" and m.tool_calls:
-            items.extend(_reasoning_items(m.reasoning_signature))
+        elif m.role == "assistant" and (m.tool_calls or own_blocks(m.reasoning_blocks, _PROVIDER)):
+            turn: list[dict[str, Any]] = []
             if m.content:
-                items.append({"role": "assistant", "content": m.content})
+                turn.append({"role": "assistant", "content": m.content})
             for tc in m.tool_calls:
-                items.append(
-                    {
-                        "type": "function_call",
-                        "call_id": tc.id,
-                        "name": tc.name,
-                        "arguments": tc.raw_arguments or json.dumps(tc.arguments),
-                    }
-                )
+                call: dict[str, Any] = {
+                    "type": "function_call",
+                    "call_id": tc.id,
+                    "name": tc.name,
+                    "arguments": tc.raw_arguments or json.dumps(tc.arguments),
+                }
+                if tc.item_id:  # the API pairs the call with its reasoning item by this id
+                    call["id"] = tc.item_id
+                turn.append(call)
+            if not chained:  # previous_response_id: the server holds these items already
+                if m.reasoning_blocks:
+                    for block in own_blocks(m.reasoning_blocks, _PROVIDER):
+                        if block.kind == "encrypted":
+                            turn.insert(min(block.position, len(turn)), _reasoning_input(block))
+                else:
+                    turn[:0] = _reasoning_items(m.reasoning_signature)
+            items.extend(turn)
         else:
             items.append({"role": m.role, "content": m.content})
     return items
+
+
+def _reasoning_input(block: ReasoningBlock) -> dict[str, Any]:
+    """A reasoning item as the reply had it: id, summary parts, encrypted content."""
+    item: dict[str, Any] = {
+        "type": "reasoning",
+        "id": block.id,
+        "summary": [{"type": "summary_text", "text": t} for t in block.parts],
+    }
+    if block.data:
+        item["encrypted_content"] = block.data
+    return item
+
+
+def _reasoning_block(item: Mapping[str, Any], position: int) -> ReasoningBlock:
+    summary = [s.get("text") or "" for s in item.get("summary") or () if isinstance(s, dict)]
+    return ReasoningBlock(
+        _PROVIDER,
+        "encrypted",
+        "\n\n".join(_reasoning_texts(item)),
+        data=item.get("encrypted_content") or None,
+        id=item.get("id"),
+        parts=tuple(summary),
+        position=position,
+    )
 
 
 def _reasoning_items(signature: str | None) -> list[dict[str, Any]]:
@@ -247,7 +299,8 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
     reasoning: list[str] = []
     items: list[dict[str, Any]] = []
     calls: list[ToolCall] = []
-    for item in data.get("output") or ():
+    blocks: list[ReasoningBlock] = []
+    for position, item in enumerate(data.get("output") or ()):
         kind = item.get("type")
         if kind == "message":
             for part in item.get("content") or ():
@@ -263,11 +316,13 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
                     item.get("arguments") or "",
                     provider=_PROVIDER,
                     model=model,
+                    item_id=item.get("id"),
                 )
             )
         elif kind == "reasoning":
             reasoning.extend(_reasoning_texts(item))
             items.append(_reasoning_item(item))
+            blocks.append(_reasoning_block(item, position))
     text = "".join(texts)
     usage = data.get("usage")
     return Response(
@@ -279,6 +334,7 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
         tool_calls=tuple(calls),
         reasoning="\n\n".join(reasoning) or None,
         reasoning_signature=json.dumps(items) if items else None,
+        reasoning_blocks=tuple(blocks),
         id=data.get("id"),
         raw=data,
     )
@@ -406,7 +462,8 @@ class _ResponseStream:
         kind = item.get("type")
         if kind == "reasoning":
             self._items.append(_reasoning_item(item))
-            return []
+            block = _reasoning_block(item, obj.get("output_index", len(self._items) - 1))
+            return [StreamEvent("reasoning_done", index=len(self._items) - 1, reasoning=block, raw=obj)]
         if kind != "function_call":
             return []
         call = self._calls.pop(item.get("id") or "", None)
@@ -420,6 +477,7 @@ class _ResponseStream:
             raw if isinstance(raw, str) else "".join(call.parts),
             provider=_PROVIDER,
             model=self._model,
+            item_id=item.get("id"),
         )
         return [StreamEvent("tool_call_done", index=call.ordinal, tool_call=done, raw=obj)]
 
@@ -428,10 +486,9 @@ class _ResponseStream:
         response = obj.get("response") or {}
         self._id = response.get("id") or self._id
         events: list[StreamEvent] = []
-        for call in sorted(self._calls.values(), key=lambda c: c.ordinal):
-            done = ToolCall.from_json(
-                call.call_id, call.name, "".join(call.parts), provider=_PROVIDER, model=self._model
-            )
+        for item_id, call in sorted(self._calls.items(), key=lambda kv: kv[1].ordinal):
+            done = ToolCall.from_json(call.call_id, call.name, "".join(call.parts), provider=_PROVIDER,
+                                      model=self._model, item_id=item_id or None)
             events.append(StreamEvent("tool_call_done", index=call.ordinal, tool_call=done))
         self._calls.clear()
         if self._items:

@@ -69,9 +69,11 @@ the chunk that crosses it is cut to ``4 * remaining`` characters, output
 tokens equal the budget, and the finish reason is ``length`` /
 ``max_tokens`` / ``MAX_TOKENS`` / ``"length"``.
 
-Enforced limits (:meth:`Emulator.set_limits`) are token buckets holding
-``limit / 60 * burst_seconds`` and refilling at ``limit / 60`` per second,
-on the injectable ``clock``; a request costs 1 request and ``input tokens +
+Enforced limits (:meth:`Emulator.set_limits`) are strict sliding windows by
+default (the arrivals of any one second total at most ``limit / 60``, as
+OpenAI documents per-minute limits enforced in slices), or token buckets
+holding ``limit / 60 * burst_seconds`` refilled at ``limit / 60`` per second
+when ``burst_seconds`` is given, on the injectable ``clock``; a request costs 1 request and ``input tokens +
 max tokens`` (the planned output when no maximum is given). Success
 responses report the buckets in the vendor's headers (``x-ratelimit-*``,
 ``anthropic-ratelimit-*``); generous defaults when no limit is set.
@@ -101,7 +103,7 @@ from ._emulator.batch import BatchQueue
 from ._emulator.engine import ReplyDefaults, fault_spec, plan_chunks, send_chat, send_json
 from ._emulator.google import GoogleDialect
 from ._emulator.http import BadRequest, ClientGone, Connection, HttpRequest, response_head
-from ._emulator.limits import ProviderLimits, TokenBucket, unlimited
+from ._emulator.limits import ProviderLimits, SlidingWindow, TokenBucket, unlimited
 from ._emulator.ollama import OllamaDialect
 from ._emulator.openai import OpenAIDialect
 from ._emulator.script import (
@@ -113,6 +115,7 @@ from ._emulator.script import (
     canonical_provider,
     resolve,
 )
+from ._emulator.signatures import Signatures
 from ._emulator.text import tokens_for_chars
 from ._emulator.tools import plan_extras
 
@@ -159,6 +162,11 @@ class Emulator:
             input tokens the model has to process; tokens read from a prompt
             cache count a tenth. 0 (the default) answers at once; benchmarks
             set it to show what caching does to latency.
+        verify_signatures: refuse, with the vendor's 400, a follow-up whose
+            reasoning (Anthropic thinking / redacted_thinking blocks, Gemini
+            thought signatures, Responses encrypted reasoning items) was changed,
+            merged, reordered or dropped (``_emulator/signatures.py``). On by
+            default; ``False`` still issues signatures but checks none.
     """
 
     def __init__(
@@ -173,6 +181,7 @@ class Emulator:
         record_requests: bool = True,
         coalesce: bool = False,
         prefill_rate: float = 0.0,
+        verify_signatures: bool = True,
     ) -> None:
         if chunk_count < 1:
             raise ValueError(f"chunk_count must be >= 1, got {chunk_count}")
@@ -187,8 +196,10 @@ class Emulator:
         self._coalesce = coalesce
         self._ids = IdSource()
         self._dialects: dict[str, Dialect] = {cls.name: cls(self._ids) for cls in _DIALECTS}
+        self.signatures = Signatures(enabled=verify_signatures)
         for dialect in self._dialects.values():
             dialect.clock = clock
+            dialect.signatures = self.signatures
         if prefill_rate < 0:
             raise ValueError(f"prefill_rate must be >= 0, got {prefill_rate}")
         self._prefill_rate = prefill_rate
@@ -330,23 +341,30 @@ class Emulator:
         *,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-        burst_seconds: float = 1.0,
+        burst_seconds: float | None = None,
     ) -> None:
         """Enforce requests/min and/or tokens/min for ``provider`` (both None: no limits).
 
-        Each limit is a bucket of ``limit / 60 * burst_seconds`` refilled at
-        ``limit / 60`` per second on the emulator's clock; requests over it
-        get the vendor's 429 with its headers and body.
+        By default each limit is enforced the strict way providers document: the
+        arrivals of any sliding one second may total at most ``limit / 60``. With
+        ``burst_seconds`` set, each limit is instead a bucket of ``limit / 60 *
+        burst_seconds`` refilled at ``limit / 60`` per second. Either runs on the
+        emulator's clock; requests over it get the vendor's 429 with its headers and body.
         """
         name = canonical_provider(provider)
         if requests_per_minute is None and tokens_per_minute is None:
             self._limits.pop(name, None)
             return
         now = self._clock()
-        self._limits[name] = ProviderLimits(
-            TokenBucket(requests_per_minute, burst_seconds, now) if requests_per_minute is not None else None,
-            TokenBucket(tokens_per_minute, burst_seconds, now) if tokens_per_minute is not None else None,
-        )
+
+        def limit(per_minute: float | None) -> TokenBucket | SlidingWindow | None:
+            if per_minute is None:
+                return None
+            if burst_seconds is None:
+                return SlidingWindow(per_minute, now)
+            return TokenBucket(per_minute, burst_seconds, now)
+
+        self._limits[name] = ProviderLimits(limit(requests_per_minute), limit(tokens_per_minute))
 
     def require_api_key(self, provider: str, key: str | None) -> None:
         """Reject requests to ``provider`` without this key, as the vendor would (None: accept any)."""
@@ -371,6 +389,7 @@ class Emulator:
             dialect.reset()
             dialect.caches.clear()
         self._batches.reset()
+        self.signatures.reset()
 
     def set_batch_delay(self, seconds: float) -> None:
         """Batches created from now on end ``seconds`` after creation, on the emulator's clock (default 0)."""
@@ -586,10 +605,11 @@ class EmulatorThread:
         record_requests: bool = True,
         coalesce: bool = False,
         prefill_rate: float = 0.0,
+        verify_signatures: bool = True,
     ) -> None:
         self.emulator = Emulator(host, port, chunk_count=chunk_count, chunk_size=chunk_size, clock=clock,
                                  models=models, record_requests=record_requests, coalesce=coalesce,
-                                 prefill_rate=prefill_rate)
+                                 prefill_rate=prefill_rate, verify_signatures=verify_signatures)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -702,7 +722,7 @@ class EmulatorThread:
         *,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-        burst_seconds: float = 1.0,
+        burst_seconds: float | None = None,
     ) -> None:
         """:meth:`Emulator.set_limits`, on the loop thread."""
         self.call(lambda emu: emu.set_limits(

@@ -27,7 +27,7 @@ from forge.errors import (
     ServerError,
 )
 from forge.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
-from forge.types import Message, Request, ResponseFormat, StreamEvent, Tool, ToolCall, Usage
+from forge.types import Message, ReasoningBlock, Request, ResponseFormat, StreamEvent, Tool, ToolCall, Usage
 from tests.cassette_replay import (
     ClosingStream,
     Interaction,
@@ -125,6 +125,8 @@ def as_tuples(events: list[StreamEvent]) -> list[tuple[Any, ...]]:
             out.append((ev.kind, ev.index, ev.text))
         elif ev.kind in ("tool_call_start", "tool_call_done"):
             out.append((ev.kind, ev.index, ev.tool_call))
+        elif ev.kind == "reasoning_done":
+            out.append((ev.kind, ev.index, ev.reasoning))
         elif ev.kind == "usage":
             out.append((ev.kind, ev.usage))
         else:
@@ -145,6 +147,7 @@ async def typed_events(interaction: Interaction) -> list[tuple[Any, ...]]:
     client = typed_client(interaction)
     out: list[tuple[Any, ...]] = []
     tools: dict[int, list[Any]] = {}  # block index -> [ordinal, id, name, input, json]
+    thoughts: dict[int, list[Any]] = {}  # block index -> [ordinal, kind, text, signature, data]
     start_usage: Any = None
     message_id, finish = "", None
     try:
@@ -170,19 +173,29 @@ async def typed_events(interaction: Interaction) -> list[tuple[Any, ...]]:
                     if ev.content_block.text:
                         out.append(("text", 0, ev.content_block.text))
                 elif ev.type == "content_block_start" and ev.content_block.type == "thinking":
+                    thoughts[ev.index] = [len(thoughts), "thinking", ev.content_block.thinking,
+                                          ev.content_block.signature, None]
                     if ev.content_block.thinking:
-                        out.append(("reasoning", 0, ev.content_block.thinking))
+                        out.append(("reasoning", thoughts[ev.index][0], ev.content_block.thinking))
+                elif ev.type == "content_block_start" and ev.content_block.type == "redacted_thinking":
+                    thoughts[ev.index] = [len(thoughts), "redacted", "", None, ev.content_block.data]
                 elif ev.type == "content_block_delta":
                     delta = ev.delta
                     if delta.type == "text_delta" and delta.text:
                         out.append(("text", 0, delta.text))
                     elif delta.type == "thinking_delta" and delta.thinking:
-                        out.append(("reasoning", 0, delta.thinking))
+                        thoughts[ev.index][2] += delta.thinking
+                        out.append(("reasoning", thoughts[ev.index][0], delta.thinking))
                     elif delta.type == "signature_delta":
-                        out.append(("reasoning", 0, ""))
+                        thoughts[ev.index][3] = (thoughts[ev.index][3] or "") + delta.signature
+                        out.append(("reasoning", thoughts[ev.index][0], ""))
                     elif delta.type == "input_json_delta" and delta.partial_json:
                         tools[ev.index][4] += delta.partial_json
                         out.append(("tool_call_delta", tools[ev.index][0], delta.partial_json))
+                elif ev.type == "content_block_stop" and ev.index in thoughts:
+                    ordinal, kind, text, signature, data = thoughts.pop(ev.index)
+                    block = ReasoningBlock("anthropic", kind, text, signature or None, data, position=ev.index)
+                    out.append(("reasoning_done", ordinal, block))
                 elif ev.type == "content_block_stop" and ev.index in tools:
                     ordinal, call_id, name, start_input, raw = tools.pop(ev.index)
                     raw = raw or json.dumps(start_input)

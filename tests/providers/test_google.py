@@ -31,7 +31,17 @@ from forge.errors import (
     ServerError,
 )
 from forge.providers.google import GoogleProvider, build_gemini_http_request, gemini_call_args
-from forge.types import Message, Request, Response, ResponseFormat, StreamEvent, Tool, ToolCall, Usage
+from forge.types import (
+    Message,
+    ReasoningBlock,
+    Request,
+    Response,
+    ResponseFormat,
+    StreamEvent,
+    Tool,
+    ToolCall,
+    Usage,
+)
 from tests.cassette_replay import (
     ClosingStream,
     Interaction,
@@ -757,7 +767,11 @@ async def test_thoughts_are_reasoning_and_finish_reasons_map() -> None:
     assert events[3].usage == Usage(
         input_tokens=8, output_tokens=3, cached_input_tokens=4, reasoning_tokens=2
     )
-    assert events[4].finish_reason == "length"
+    assert [e.reasoning for e in events[4:6]] == [
+        ReasoningBlock("google", "thinking", "hmm", position=0),
+        ReasoningBlock("google", "signature", "", "c2ln", position=1),
+    ]
+    assert events[6].finish_reason == "length"
     await _close(provider)
 
 
@@ -1069,6 +1083,7 @@ async def test_emulator_request_log_shows_identical_requests(
     emulated: tuple[Any, GoogleProvider], stream: bool
 ) -> None:
     emu, provider = emulated
+    emu.signatures.enabled = False  # FULL_REQUEST carries made-up signatures: this test is about the bytes
     config = ProviderConfig(name="google", api_key="emulator-key", base_url=emu.url)
     async with httpx2.AsyncClient() as http:
         sdk = genai.Client(

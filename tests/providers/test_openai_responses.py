@@ -16,7 +16,7 @@ from forge.errors import BadRequestError, ConfigError, ProviderConnectionError, 
 from forge.providers.openai import OpenAIProvider
 from forge.providers.openai_responses import responses_params
 from forge.testing import Emulator, Reply
-from forge.types import Message, Request, ResponseFormat, StreamEvent, Tool, ToolCall, Usage
+from forge.types import Message, ReasoningBlock, Request, ResponseFormat, StreamEvent, Tool, ToolCall, Usage
 from tests.cassette_replay import ClosingStream, Interaction, ReplayTransport, load_cassette
 
 MakeProvider = Callable[[httpx2.AsyncBaseTransport], OpenAIProvider]
@@ -64,6 +64,8 @@ def as_tuples(events: list[StreamEvent]) -> list[tuple[Any, ...]]:
             out.append((ev.kind, ev.index, ev.text))
         elif ev.kind in ("tool_call_start", "tool_call_done"):
             out.append((ev.kind, ev.index, ev.tool_call))
+        elif ev.kind == "reasoning_done":
+            out.append((ev.kind, ev.index, ev.reasoning))
         elif ev.kind == "usage":
             out.append((ev.kind, ev.usage))
         else:
@@ -106,7 +108,8 @@ async def typed_events(interaction: Interaction) -> list[tuple[Any, ...]]:
                     out.append(("reasoning", "\n\n", None))
                 elif ev.type == "response.output_item.done" and ev.item.type == "function_call":
                     index = calls[ev.item.id or ""][0]
-                    done = ToolCall(ev.item.call_id, ev.item.name, json.loads(ev.item.arguments), ev.item.arguments)
+                    done = ToolCall(ev.item.call_id, ev.item.name, json.loads(ev.item.arguments), ev.item.arguments,
+                                    item_id=ev.item.id)
                     out.append(("tool_call_done", index, done))
                 elif ev.type == "response.output_item.done" and ev.item.type == "reasoning":
                     item: dict[str, Any] = {
@@ -117,6 +120,11 @@ async def typed_events(interaction: Interaction) -> list[tuple[Any, ...]]:
                     if ev.item.encrypted_content:
                         item["encrypted_content"] = ev.item.encrypted_content
                     items.append(item)
+                    summary = tuple(s.text for s in ev.item.summary)
+                    block = ReasoningBlock("openai", "encrypted", "\n\n".join(summary),
+                                           data=ev.item.encrypted_content or None, id=ev.item.id,
+                                           parts=summary, position=ev.output_index)
+                    out.append(("reasoning_done", len(items) - 1, block))
                 elif ev.type in ("response.completed", "response.incomplete"):
                     response = ev.response
                     if items:
@@ -283,7 +291,7 @@ def test_request_mapping() -> None:
         "instructions": "Be brief.",
         "input": [
             {"role": "user", "content": "weather?"},
-            {"type": "reasoning", "id": "rs_1", "summary": []},
+            # previous_response_id: the server has the reasoning item; sending it would duplicate it
             {"role": "assistant", "content": "Checking."},
             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
             {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},

@@ -746,7 +746,7 @@ async def test_client_disconnects_log_nothing(
 async def test_requests_per_minute_are_enforced_per_second() -> None:
     clock = FakeClock()
     async with Emulator(clock=clock) as emu:
-        emu.set_limits("openai", requests_per_minute=120)  # 2 per second, refilled continuously
+        emu.set_limits("openai", requests_per_minute=120)  # 2 in any sliding second
         c = Clients(emu)
         try:
             ok = await c.openai.chat.completions.with_raw_response.create(
@@ -761,13 +761,17 @@ async def test_requests_per_minute_are_enforced_per_second() -> None:
             assert headers["x-ratelimit-remaining-requests"] == "0"
             assert headers["x-ratelimit-reset-requests"] == "1s"
             assert "(RPM): Limit 120" in info.value.message
+            clock.advance(0.5)  # both are still inside the last second: no refill
+            with pytest.raises(openai.RateLimitError):
+                await c.complete("openai")
             clock.advance(0.5)
+            await c.complete("openai")
             await c.complete("openai")
             with pytest.raises(openai.RateLimitError):
                 await c.complete("openai")
         finally:
             await c.aclose()
-    assert [r.status for r in emu.requests] == [200, 200, 429, 200, 429]
+    assert [r.status for r in emu.requests] == [200, 200, 429, 429, 200, 200, 429]
 
 
 async def test_tokens_per_minute_count_input_plus_max_tokens() -> None:

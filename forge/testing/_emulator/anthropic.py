@@ -29,6 +29,8 @@ from .batch import BatchItem, BatchJob, counts, jsonl, rfc3339
 from .caching import CacheUse, Segment, anthropic_min_tokens, breakpoint_digests
 from .http import HttpRequest
 from .limits import Admission, LimitState, rfc3339_in
+from .signatures import Signatures
+from .signatures import digest as text_digest
 from .text import content_text, tokens_for_chars
 from .tools import split_arguments
 
@@ -139,14 +141,16 @@ class _MessageStream(StreamRenderer):
     content_block_stop, [tool_use blocks], message_delta, message_stop."""
 
     def __init__(
-        self, message_id: str, call: ChatCall, usage: Usage, request_id: str, extras: ReplyExtras = NO_EXTRAS
+        self, message_id: str, call: ChatCall, usage: Usage, request_id: str, extras: ReplyExtras = NO_EXTRAS,
+        reasoning: list[JsonBody] | None = None,
     ) -> None:
         self._message_id = message_id
         self._model = call.model
         self._usage = usage
         self._request_id = request_id
         self._extras = extras
-        self._text_index = 1 if extras.reasoning else 0
+        self._reasoning = reasoning or []
+        self._text_index = len(self._reasoning)
         self._prefix = (
             b"event: content_block_delta\n"
             b'data: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":'
@@ -166,18 +170,8 @@ class _MessageStream(StreamRenderer):
         }
         events = [_event(b"message_start", _dumps({"type": "message_start", "message": message}))]
         extras = self._extras
-        if extras.reasoning:
-            start = {"type": "content_block_start", "index": 0,
-                     "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
-            events.append(_event(b"content_block_start", _dumps(start)))
-            for piece in extras.reasoning:
-                delta = {"type": "content_block_delta", "index": 0,
-                         "delta": {"type": "thinking_delta", "thinking": piece}}
-                events.append(_event(b"content_block_delta", _dumps(delta)))
-            signature = {"type": "content_block_delta", "index": 0,
-                         "delta": {"type": "signature_delta", "signature": extras.signature or ""}}
-            events.append(_event(b"content_block_delta", _dumps(signature)))
-            events.append(_event(b"content_block_stop", b'{"type":"content_block_stop","index":0}'))
+        for index, block in enumerate(self._reasoning):
+            events += _reasoning_events(index, block, extras.reasoning if len(self._reasoning) == 1 else ())
         if extras.has_text:
             events.append(_event(b"content_block_start", b'{"type":"content_block_start","index":%d,'
                                  b'"content_block":{"type":"text","text":""}}' % self._text_index))
@@ -212,6 +206,88 @@ class _MessageStream(StreamRenderer):
 
     def error_event(self, spec: ErrorSpec) -> bytes:
         return _event(b"error", _dumps(AnthropicDialect.error_body(spec, self._model, self._request_id)))
+
+
+def _reasoning_events(index: int, block: JsonBody, pieces: tuple[str, ...]) -> list[bytes]:
+    """A streamed thinking block (text in ``pieces`` or whole, then its signature) or redacted block."""
+    if block["type"] == "redacted_thinking":
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        return [_event(b"content_block_start", _dumps(start)),
+                _event(b"content_block_stop", b'{"type":"content_block_stop","index":%d}' % index)]
+    start = {"type": "content_block_start", "index": index,
+             "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+    events = [_event(b"content_block_start", _dumps(start))]
+    for piece in pieces or (block["thinking"],):
+        delta = {"type": "content_block_delta", "index": index,
+                 "delta": {"type": "thinking_delta", "thinking": piece}}
+        events.append(_event(b"content_block_delta", _dumps(delta)))
+    signature = {"type": "content_block_delta", "index": index,
+                 "delta": {"type": "signature_delta", "signature": block["signature"]}}
+    events.append(_event(b"content_block_delta", _dumps(signature)))
+    events.append(_event(b"content_block_stop", b'{"type":"content_block_stop","index":%d}' % index))
+    return events
+
+
+def reasoning_blocks(signatures: Signatures, extras: ReplyExtras) -> list[JsonBody]:
+    """A reply's thinking and redacted_thinking blocks, each signed for its place among them."""
+    texts = list(extras.blocks) or (["".join(extras.reasoning)] if extras.reasoning else [])
+    count = len(texts) + extras.redacted
+    out: list[JsonBody] = []
+    for i, text in enumerate(texts):
+        signature = extras.signature if extras.signature and i == 0 else signatures.seal(
+            {"k": "thinking", "i": i, "n": count, "h": text_digest(text)})
+        out.append({"type": "thinking", "thinking": text, "signature": signature})
+    if extras.redacted:
+        out.append({"type": "redacted_thinking", "data": signatures.seal({"k": "redacted", "i": len(texts),
+                                                                          "n": count})})
+    return out
+
+
+_THINKING_FIRST = (
+    "messages.{m}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`. When "
+    "`thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the "
+    "lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from "
+    "previous turns. To avoid this requirement, disable `thinking`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+
+
+def check_thinking(signatures: Signatures, messages: list[object], thinking_on: bool) -> None:
+    """Refuse what Anthropic refuses (400 invalid_request_error) about the thinking sent back.
+
+    Every thinking / redacted_thinking block of an assistant turn must be one this
+    emulator issued, unchanged and in its place among the turn's reasoning blocks
+    ("Invalid `signature` in `thinking` block"); with thinking on, the assistant turn
+    of an unfinished tool loop must start with one (the wording Anthropic uses).
+    """
+    for m, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        blocks = [(c, b) for c, b in enumerate(content)
+                  if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")]
+        for i, (c, block) in enumerate(blocks):
+            if block["type"] == "thinking":
+                sealed = signatures.open(block.get("signature"))
+                text = block.get("thinking")
+                ok = sealed == {"k": "thinking", "i": i, "n": len(blocks),
+                                "h": text_digest(text if isinstance(text, str) else "")}
+                if not ok:
+                    raise invalid(f"messages.{m}.content.{c}: Invalid `signature` in `thinking` block")
+            elif signatures.open(block.get("data")) != {"k": "redacted", "i": i, "n": len(blocks)}:
+                raise invalid(f"messages.{m}.content.{c}: Invalid `data` in `redacted_thinking` block")
+    if not thinking_on or len(messages) < 2 or _tool_results(messages) is None:
+        return
+    turn = messages[-2]
+    content = turn.get("content") if isinstance(turn, dict) else None
+    if not isinstance(turn, dict) or turn.get("role") != "assistant":
+        return
+    first = content[0] if isinstance(content, list) and content else {"type": "text"}
+    found = first.get("type") if isinstance(first, dict) else "text"
+    if found not in ("thinking", "redacted_thinking"):
+        raise invalid(_THINKING_FIRST.format(m=len(messages) - 2, found=found))
 
 
 def _tool_use_events(index: int, call: EmulatedCall) -> list[bytes]:
@@ -310,6 +386,8 @@ class AnthropicDialect(Dialect):
         result = _tool_results(body.get("messages"))
         thinking = body.get("thinking")
         thinks = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+        if self.signatures.enabled:
+            check_thinking(self.signatures, body["messages"], thinks)
         return ChatCall(model=model, stream=body.get("stream") is True, max_tokens=max_tokens,
                         input_chars=chars, last_user_text=last_user, tools=tools, tool_choice=choice,
                         after_tool=result is not None, tool_result_text=result or "", reasoning=thinks,
@@ -354,10 +432,7 @@ class AnthropicDialect(Dialect):
     def completion(
         self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
     ) -> bytes:
-        content: list[JsonBody] = []
-        if extras.reasoning:
-            content.append({"type": "thinking", "thinking": "".join(extras.reasoning),
-                            "signature": extras.signature or ""})
+        content = reasoning_blocks(self.signatures, extras)
         if text:
             content.append({"type": "text", "text": text})
         content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
@@ -374,7 +449,8 @@ class AnthropicDialect(Dialect):
         })
 
     def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
-        return _MessageStream(f"msg_emu{self.ids.next():020d}", call, usage, self._request_id(), extras)
+        return _MessageStream(f"msg_emu{self.ids.next():020d}", call, usage, self._request_id(), extras,
+                              reasoning_blocks(self.signatures, extras))
 
     @staticmethod
     def error_body(spec: ErrorSpec, model: str | None, request_id: str) -> JsonBody:

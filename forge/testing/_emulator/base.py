@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from .caching import CacheState, CacheUse
 from .http import HttpRequest
 from .limits import Admission, seconds_header
+from .signatures import Signatures
 
 if TYPE_CHECKING:
     from .batch import BatchQueue
@@ -111,12 +112,18 @@ class ReplyExtras:
 
     Renderers put reasoning before the answer text and tool calls after it;
     ``has_text`` False means the answer has no text at all (tool calls only).
+    ``signature`` is a scripted one (None: the dialect issues its own, see
+    ``signatures.py``). ``blocks``: the texts of separate thinking blocks
+    (Anthropic; empty: one block with all the reasoning); ``redacted``: add a
+    ``redacted_thinking`` block after them.
     """
 
     reasoning: tuple[str, ...] = ()
     signature: str | None = None
     calls: tuple[EmulatedCall, ...] = ()
     has_text: bool = True
+    blocks: tuple[str, ...] = ()
+    redacted: bool = False
 
 
 NO_EXTRAS = ReplyExtras()
@@ -215,6 +222,8 @@ class Dialect(ABC):
     clock: Callable[[], float] = staticmethod(time.monotonic)
     # The emulator's batch jobs and uploaded files (set by the Emulator), for the batch endpoints.
     batches: BatchQueue
+    # Issues and checks reasoning signatures (set by the Emulator: one secret per emulator).
+    signatures: Signatures = Signatures()
 
     def __init__(self, ids: IdSource) -> None:
         self.ids = ids

@@ -18,6 +18,7 @@ from .base import (
     ApiError,
     ChatCall,
     Dialect,
+    EmulatedCall,
     ErrorSpec,
     JsonBody,
     JsonResponse,
@@ -32,6 +33,7 @@ from .batch import BatchItem, BatchJob, counts, rfc3339
 from .caching import CacheUse, gemini_min_tokens
 from .http import HttpRequest
 from .limits import Admission, seconds_header
+from .signatures import Signatures, digest
 from .text import content_text, encode_json_str, tokens_for_chars
 
 _JSON = "application/json; charset=UTF-8"
@@ -175,7 +177,8 @@ class _GenerateStream(StreamRenderer):
     in one last chunk that has the finish reason."""
 
     def __init__(
-        self, call: ChatCall, usage: Usage, response_id: str, extras: ReplyExtras = NO_EXTRAS
+        self, call: ChatCall, usage: Usage, response_id: str, extras: ReplyExtras = NO_EXTRAS,
+        signatures: tuple[str | None, str | None] = (None, None),
     ) -> None:
         self.sse = call.sse
         self._usage = usage
@@ -196,8 +199,9 @@ class _GenerateStream(StreamRenderer):
         self._finished = False
         # The signature rides on the first answer part: the first call when there are calls.
         self._sig = b""
-        if extras.signature and not extras.calls:
-            self._sig = b',"thoughtSignature":%s' % encode_json_str(extras.signature).encode()
+        text_sig, self._call_sig = signatures
+        if text_sig and not extras.calls:
+            self._sig = b',"thoughtSignature":%s' % encode_json_str(text_sig).encode()
 
     def _frame(self, body: bytes) -> bytes:
         if self.sse:
@@ -243,7 +247,7 @@ class _GenerateStream(StreamRenderer):
     def tail(self, finish: str, usage: Usage, emitted: int) -> list[bytes]:
         events: list[bytes] = []
         if self._extras.calls and finish != "MAX_TOKENS":
-            events.append(self._event(_call_parts(self._extras), usage.output_tokens, finish))
+            events.append(self._event(_call_parts(self._extras, self._call_sig), usage.output_tokens, finish))
         elif not self._finished:
             events.append(self.chunk(b'""', usage.output_tokens, finish))
         if not self.sse:
@@ -254,22 +258,108 @@ class _GenerateStream(StreamRenderer):
         return self._frame(_dumps(GoogleDialect.error_body(spec, None, "v1")))
 
 
-def _call_parts(extras: ReplyExtras) -> list[JsonBody]:
-    """One ``functionCall`` part per call (``args`` an object; scripted non-object JSON as text)."""
+def _call_args(call: EmulatedCall) -> object:
+    try:
+        return json.loads(call.arguments) if call.arguments else {}
+    except ValueError:
+        return call.arguments
+
+
+def _call_parts(extras: ReplyExtras, signature: str | None) -> list[JsonBody]:
+    """One ``functionCall`` part per call (``args`` an object; scripted non-object JSON as text).
+
+    ``signature`` rides on the first call only (Gemini signs the first of parallel calls).
+    """
     parts: list[JsonBody] = []
     for call in extras.calls:
-        try:
-            args: object = json.loads(call.arguments) if call.arguments else {}
-        except ValueError:
-            args = call.arguments
-        function: JsonBody = {"name": call.name, "args": args}
+        function: JsonBody = {"name": call.name, "args": _call_args(call)}
         if call.id:
             function["id"] = call.id
         part: JsonBody = {"functionCall": function}
-        if not parts and extras.signature:
-            part["thoughtSignature"] = extras.signature
+        if not parts and signature:
+            part["thoughtSignature"] = signature
         parts.append(part)
     return parts
+
+
+# A function call's signature is bound to its name and arguments (canonical JSON).
+def _call_digest(name: object, args: object) -> str:
+    return digest(json.dumps([name, args], sort_keys=True, separators=(",", ":")))
+
+
+# Gemini 3 and later: thinking is always on, and function calls in the current turn need their signature.
+_GEMINI_3 = re.compile(r"gemini-([3-9]|\d\d)")
+# Google's documented stand-in for a call no Gemini reply signed
+# (ai.google.dev/gemini-api/docs/thought-signatures).
+_SKIP_VALIDATOR = "skip_thought_signature_validator"
+_MISSING_SIGNATURE = (
+    "Function call is missing a thought_signature in functionCall parts. This is required for tools to work "
+    "correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
+    "function call `default_api:{name}` , position {position}. Please refer to "
+    "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+)
+
+
+def reply_signatures(
+    signatures: Signatures, call: ChatCall, extras: ReplyExtras
+) -> tuple[str | None, str | None]:
+    """(the answer text part's signature, the first function call's) for one reply.
+
+    Gemini signs when it thinks: always on Gemini 3, else when thoughts are on and shown.
+    A scripted ``Reply.signature`` is used verbatim.
+    """
+    signs = bool(extras.reasoning) or bool(_GEMINI_3.match(call.model))
+    if extras.signature or not signs:
+        return extras.signature, extras.signature
+    first = extras.calls[0] if extras.calls else None
+    call_sig = None if first is None else signatures.seal(
+        {"k": "call", "h": _call_digest(first.name, _call_args(first))})
+    return signatures.seal({"k": "text"}), call_sig
+
+
+def check_signatures(signatures: Signatures, model: str, contents: list[Any]) -> None:
+    """Refuse what Gemini refuses (400 INVALID_ARGUMENT) about thought signatures sent back.
+
+    A signature must be one this emulator issued, on the part it was issued for
+    (a call's binds its name and arguments); on Gemini 3 the first function call of
+    each model turn since the last user text must carry one.
+    """
+    current = 0
+    for n, content in enumerate(contents):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list):
+            continue
+        if content.get("role", "user") == "user" and any(isinstance(p, dict) and "text" in p for p in parts):
+            current = n + 1
+        if content.get("role") != "model":
+            continue
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            signature = _field(part, "thoughtSignature", "thought_signature")
+            if signature is None or signature == _SKIP_VALIDATOR:
+                continue
+            sealed = signatures.open(signature)
+            if sealed is None:
+                raise invalid("Corrupted thought signature.")
+            fc = _field(part, "functionCall", "function_call")
+            if isinstance(fc, dict):
+                expected = {"k": "call", "h": _call_digest(fc.get("name"), fc.get("args") or {})}
+            else:
+                expected = {"k": "text"}
+            if sealed != expected:
+                raise invalid("Invalid thought signature.")
+    if not _GEMINI_3.match(model):
+        return
+    for n, content in enumerate(contents[current:], start=current):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(content, dict) or content.get("role") != "model" or not isinstance(parts, list):
+            continue
+        calls = [p for p in parts if isinstance(p, dict) and _field(p, "functionCall", "function_call")]
+        if calls and _field(calls[0], "thoughtSignature", "thought_signature") is None:
+            fc = _field(calls[0], "functionCall", "function_call")
+            name = fc.get("name") if isinstance(fc, dict) else None
+            raise invalid(_MISSING_SIGNATURE.format(name=name, position=n))
 
 
 def _tools_and_choice(body: JsonBody) -> tuple[tuple[ToolSpec, ...], str | None]:
@@ -397,6 +487,8 @@ class GoogleDialect(Dialect):
         tools, choice = _tools_and_choice(body)
         result = _function_responses(contents)
         reasoning, shown = _thinking(config)
+        if self.signatures.enabled:
+            check_signatures(self.signatures, match.group("model"), contents)
         return ChatCall(model=match.group("model"), stream=stream, max_tokens=max_tokens, input_chars=chars,
                         last_user_text=last_user, sse=alt == "sse", tools=tools, tool_choice=choice,
                         after_tool=result is not None, tool_result_text=result or "", reasoning=reasoning,
@@ -485,14 +577,15 @@ class GoogleDialect(Dialect):
         self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
     ) -> bytes:
         parts: list[JsonBody] = []
+        text_sig, call_sig = reply_signatures(self.signatures, call, extras)
         if extras.reasoning:
             parts.append({"text": "".join(extras.reasoning), "thought": True})
         if text or not extras.calls:
             part: JsonBody = {"text": text}
-            if extras.signature and not extras.calls:
-                part["thoughtSignature"] = extras.signature
+            if text_sig and not extras.calls:
+                part["thoughtSignature"] = text_sig
             parts.append(part)
-        parts += _call_parts(extras)
+        parts += _call_parts(extras, call_sig)
         return _dumps({
             "candidates": [{
                 "content": {"parts": parts, "role": "model"},
@@ -505,7 +598,8 @@ class GoogleDialect(Dialect):
         })
 
     def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
-        return _GenerateStream(call, usage, self._response_id(), extras)
+        return _GenerateStream(call, usage, self._response_id(), extras,
+                               reply_signatures(self.signatures, call, extras))
 
     @staticmethod
     def error_body(spec: ErrorSpec, model: str | None, version: str) -> JsonBody:

@@ -1,15 +1,19 @@
 """Enforced requests/min and tokens/min, the way the providers enforce them.
 
 A per-minute limit is not a fixed one-minute window: providers enforce it
-in shorter slices (OpenAI documents 60,000 RPM enforced as 1,000 per
-second). Each limit is a token bucket holding ``limit / 60 * burst_seconds``
-that refills continuously at ``limit / 60`` per second; ``burst_seconds=60``
-gives the classic per-minute bucket.
+in shorter slices (OpenAI: "60,000 requests/minute may be enforced as 1,000
+requests/second"). By default each limit is a strict sliding window: the
+arrivals of any one second (``(now - 1, now]``) may total at most ``limit / 60``;
+a single request larger than that is admitted only into an empty second.
+With ``burst_seconds`` set, a limit is instead a token bucket holding
+``limit / 60 * burst_seconds`` that refills continuously at ``limit / 60`` per
+second (``burst_seconds=60`` gives the classic per-minute bucket).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +60,57 @@ class TokenBucket:
         return max(0, math.floor(self.level))
 
 
+class SlidingWindow:
+    """At most ``per_minute / 60`` in any sliding one-second window of arrivals."""
+
+    __slots__ = ("arrivals", "capacity", "level", "per_minute", "rate", "total", "updated")
+
+    def __init__(self, per_minute: float, now: float) -> None:
+        if per_minute <= 0:
+            raise ValueError(f"a per-minute limit must be positive, got {per_minute}")
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = self.rate
+        self.arrivals: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+        self.level = self.capacity
+        self.updated = now
+
+    def refill(self, now: float) -> None:
+        now = max(self.updated, now)
+        while self.arrivals and self.arrivals[0][0] <= now - 1.0:
+            self.total -= self.arrivals.popleft()[1]
+        if not self.arrivals:
+            self.total = 0.0
+        self.level = self.capacity - self.total
+        self.updated = now
+
+    def admits(self, cost: float) -> bool:
+        if cost > self.capacity:
+            return not self.arrivals
+        return self.total + cost <= self.capacity
+
+    def take(self, cost: float) -> None:
+        self.arrivals.append((self.updated, cost))
+        self.total += cost
+        self.level = self.capacity - self.total
+
+    def wait_for(self, cost: float) -> float:
+        """Seconds until a request costing ``cost`` would be admitted."""
+        freed = 0.0
+        for at, amount in self.arrivals:
+            freed += amount
+            if (cost <= self.capacity and self.total - freed + cost <= self.capacity) or freed >= self.total:
+                return max(0.0, at + 1.0 - self.updated)
+        return 0.0
+
+    def until_full(self) -> float:
+        return max(0.0, self.arrivals[-1][0] + 1.0 - self.updated) if self.arrivals else 0.0
+
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level))
+
+
 @dataclass(frozen=True, slots=True)
 class LimitState:
     """What the rate-limit response headers report for one dimension."""
@@ -88,12 +143,14 @@ class ProviderLimits:
 
     __slots__ = ("requests", "tokens")
 
-    def __init__(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> None:
+    def __init__(
+        self, requests: TokenBucket | SlidingWindow | None, tokens: TokenBucket | SlidingWindow | None
+    ) -> None:
         self.requests = requests
         self.tokens = tokens
 
     @staticmethod
-    def _state(bucket: TokenBucket | None, default: int, used: int) -> LimitState:
+    def _state(bucket: TokenBucket | SlidingWindow | None, default: int, used: int) -> LimitState:
         if bucket is None:
             return LimitState(default, max(0, default - used), used * 60.0 / default)
         return LimitState(math.ceil(bucket.per_minute), bucket.remaining(), bucket.until_full())

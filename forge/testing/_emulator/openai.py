@@ -233,7 +233,7 @@ class OpenAIDialect(Dialect):
 
     def parse_chat(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> ChatCall:
         if req.path == "/v1/responses":
-            return responses_api.parse(body)
+            return responses_api.parse(body, self.signatures)
         if body is None:
             raise invalid("You must provide a JSON body.")
         model = body.get("model")
@@ -294,7 +294,7 @@ class OpenAIDialect(Dialect):
         self, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
     ) -> bytes:
         if call.api == "responses":
-            return responses_api.completion(self.ids, call, text, finish, usage, extras)
+            return responses_api.completion(self.ids, call, text, finish, usage, extras, self.signatures)
         message: JsonBody = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
         if extras.calls:
             message["content"] = text or None
@@ -317,7 +317,7 @@ class OpenAIDialect(Dialect):
 
     def stream(self, call: ChatCall, usage: Usage, extras: ReplyExtras = NO_EXTRAS) -> StreamRenderer:
         if call.api == "responses":
-            return responses_api.ResponseStream(self.ids, call, usage, extras)
+            return responses_api.ResponseStream(self.ids, call, usage, extras, self.signatures)
         return _ChatStream(f"chatcmpl-emu{self.ids.next():020d}", call.model, call.include_usage, extras)
 
     @staticmethod
@@ -392,6 +392,7 @@ class OpenAIDialect(Dialect):
             Route("POST", re.compile(r"/v1/files"), self._upload_file, raw_body=True),
             Route("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)"), self._get_file),
             Route("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)/content"), self._file_content),
+            Route("DELETE", re.compile(r"/v1/files/(?P<file_id>[^/]+)"), self._delete_file),
             Route("POST", re.compile(r"/v1/batches"), self._create_batch),
             # Gemini lists and reads its batches under the same paths, with its own key header.
             Route("GET", re.compile(r"/v1/batches"), self._list_batches, accepts=_not_gemini),
@@ -423,6 +424,12 @@ class OpenAIDialect(Dialect):
 
     def _get_file(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
         return self._json(self._file_object(self.batches.file(match.group("file_id"))))
+
+    def _delete_file(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        # DELETE /v1/files/{file_id} -> {"id", "object": "file", "deleted": true} (OpenAI Files API).
+        stored = self.batches.file(match.group("file_id"))
+        del self.batches.files[stored.id]
+        return self._json({"id": stored.id, "object": "file", "deleted": True})
 
     def _file_content(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
         stored = self.batches.file(match.group("file_id"))

@@ -24,6 +24,7 @@ from typing import Any
 
 from .base import (
     NO_EXTRAS,
+    ApiError,
     ChatCall,
     ErrorSpec,
     IdSource,
@@ -34,6 +35,7 @@ from .base import (
     int_field,
     invalid,
 )
+from .signatures import Signatures, digest
 from .text import content_text
 from .tools import function_tools, openai_tool_choice, split_arguments
 
@@ -46,7 +48,7 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def parse(body: JsonBody | None) -> ChatCall:
+def parse(body: JsonBody | None, signatures: Signatures | None = None) -> ChatCall:
     """Read a Responses request; raise what the API would reject."""
     if body is None:
         raise invalid("You must provide a JSON body.")
@@ -81,6 +83,8 @@ def parse(body: JsonBody | None) -> ChatCall:
                     last_user = text
     else:
         raise invalid("Invalid type for 'input': expected a string or an array of input items.")
+    if signatures is not None and signatures.enabled and isinstance(items, list):
+        check_reasoning(signatures, items, body)
     reasoning = body.get("reasoning")
     effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
     summary = reasoning.get("summary") if isinstance(reasoning, dict) else None
@@ -97,7 +101,54 @@ def parse(body: JsonBody | None) -> ChatCall:
         reasoning=isinstance(effort, str) and effort not in ("none", "minimal"),
         show_reasoning=summary is not None,
         api="responses",
+        notes={"encrypted": "reasoning.encrypted_content" in (body.get("include") or ())},
     )
+
+
+def _summary_text(item: JsonBody) -> str:
+    summary = item.get("summary")
+    parts = summary if isinstance(summary, list) else ()
+    return "".join(str(s.get("text") or "") for s in parts if isinstance(s, dict))
+
+
+def check_reasoning(signatures: Signatures, items: list[Any], body: JsonBody) -> None:
+    """Refuse what the Responses API refuses about reasoning items sent back (400).
+
+    ``encrypted_content`` must be what this emulator issued for that item id and
+    summary; a ``function_call`` item the emulator made after a reasoning item must
+    come after that item (unless ``previous_response_id`` holds it); a reasoning
+    item must be followed by the item it led to. With ``store=false`` a reasoning
+    item without ``encrypted_content`` cannot be looked up (404).
+    """
+    if body.get("previous_response_id"):
+        return
+    seen: set[str] = set()
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "reasoning":
+            rid = str(item.get("id"))
+            sealed = item.get("encrypted_content")
+            if sealed is not None:
+                if signatures.open(sealed) != {"k": "reasoning", "id": rid, "h": digest(_summary_text(item))}:
+                    raise invalid(f"The encrypted content for item {rid} could not be verified.")
+            elif body.get("store") is False:
+                raise ApiError(ErrorSpec("not_found", 404, f"Item with id '{rid}' not found. Items are not "
+                                         "persisted when `store` is set to false. Try again with `store` set "
+                                         "to true, or remove this item from your input."))
+            following = items[n + 1] if n + 1 < len(items) else None
+            led_to = isinstance(following, dict) and following.get("role", "assistant") == "assistant" \
+                and following.get("type", "message") in ("message", "function_call", "reasoning")
+            if not led_to:
+                raise invalid(f"Item '{rid}' of type 'reasoning' was provided without its required "
+                              "following item.")
+            seen.add(rid)
+        elif kind == "function_call":
+            needed = signatures.required.get(str(item.get("id")))
+            if needed is not None and needed not in seen:
+                raise invalid(f"Item '{item.get('id')}' of type 'function_call' was provided without its "
+                              f"required 'reasoning' item: '{needed}'.")
 
 
 def _usage(usage: Usage) -> JsonBody:
@@ -130,9 +181,20 @@ class _Ids:
         self.call = f"fc_emu{n:030d}"
 
 
-def _reasoning_item(ids: _Ids, extras: ReplyExtras) -> JsonBody:
+def _reasoning_item(
+    ids: _Ids, extras: ReplyExtras, call: ChatCall, signatures: Signatures | None
+) -> JsonBody:
+    """The reasoning item; with ``include=["reasoning.encrypted_content"]`` its sealed content, and
+    the reply's function calls are remembered as needing it (see :func:`check_reasoning`)."""
     summary = [{"type": "summary_text", "text": "".join(extras.reasoning)}] if extras.reasoning else []
-    return {"id": ids.reasoning, "type": "reasoning", "summary": summary}
+    item: JsonBody = {"id": ids.reasoning, "type": "reasoning", "summary": summary}
+    if signatures is not None:
+        for i in range(len(extras.calls)):
+            signatures.required[f"{ids.call}{i:02d}"] = ids.reasoning
+        if call.notes.get("encrypted"):
+            item["encrypted_content"] = signatures.seal(
+                {"k": "reasoning", "id": ids.reasoning, "h": digest("".join(extras.reasoning))})
+    return item
 
 
 def _message_item(ids: _Ids, text: str, status: str = "completed") -> JsonBody:
@@ -182,10 +244,11 @@ def _response(
     }
 
 
-def _output(ids: _Ids, call: ChatCall, text: str, extras: ReplyExtras) -> list[JsonBody]:
+def _output(ids: _Ids, call: ChatCall, text: str, extras: ReplyExtras,
+            signatures: Signatures | None) -> list[JsonBody]:
     output: list[JsonBody] = []
     if call.reasoning or extras.reasoning:
-        output.append(_reasoning_item(ids, extras))
+        output.append(_reasoning_item(ids, extras, call, signatures))
     if extras.has_text:
         output.append(_message_item(ids, text))
     output.extend(_call_items(ids, extras))
@@ -193,19 +256,23 @@ def _output(ids: _Ids, call: ChatCall, text: str, extras: ReplyExtras) -> list[J
 
 
 def completion(
-    ids: IdSource, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS
+    ids: IdSource, call: ChatCall, text: str, finish: str, usage: Usage, extras: ReplyExtras = NO_EXTRAS,
+    signatures: Signatures | None = None,
 ) -> bytes:
     """The ``response`` object of a non-streamed call."""
     own = _Ids(ids)
     status, incomplete = _status(finish)
-    return _dumps(_response(own, call, status, _output(own, call, text, extras), usage, incomplete))
+    output = _output(own, call, text, extras, signatures)
+    return _dumps(_response(own, call, status, output, usage, incomplete))
 
 
 class ResponseStream(StreamRenderer):
     """The Responses SSE event sequence (see the module docstring)."""
 
-    def __init__(self, ids: IdSource, call: ChatCall, usage: Usage, extras: ReplyExtras) -> None:
+    def __init__(self, ids: IdSource, call: ChatCall, usage: Usage, extras: ReplyExtras,
+                 signatures: Signatures | None = None) -> None:
         self._ids = _Ids(ids)
+        self._signatures = signatures
         self._call = call
         self._extras = extras
         self._seq = 0
@@ -247,7 +314,7 @@ class ResponseStream(StreamRenderer):
 
     def _reasoning_events(self) -> list[bytes]:
         ids, pieces = self._ids, self._extras.reasoning
-        item = _reasoning_item(ids, self._extras)
+        item = _reasoning_item(ids, self._extras, self._call, self._signatures)
         base: JsonBody = {"item_id": ids.reasoning, "output_index": self._index}
         events = [self._event({"type": "response.output_item.added", "item": {**item, "summary": []},
                                "output_index": self._index})]

@@ -217,7 +217,10 @@ class Reply:
     before the answer where the vendor shows thinking (Anthropic thinking
     blocks with ``signature``, Gemini thought parts, Ollama ``thinking``,
     Responses reasoning summaries; OpenAI Chat Completions reports only its
-    tokens); ``reasoning_tokens`` defaults to its token count. The finish
+    tokens); ``reasoning_tokens`` defaults to its token count. A sequence of
+    texts is several thinking blocks (Anthropic; joined for the others). The
+    dialect signs the reasoning itself (see ``_emulator/signatures.py``);
+    ``signature`` scripts one verbatim instead. The finish
     reason of a reply with tool calls defaults to ``tool_calls``.
     """
 
@@ -233,10 +236,12 @@ class Reply:
     reasoning_tokens: int = 0
     headers: Mapping[str, str] | None = None
     tool_calls: Sequence[object] | None = None
-    reasoning: str | None = None
+    reasoning: str | Sequence[str] | None = None
     signature: str | None = None
 
     def __post_init__(self) -> None:
+        if self.reasoning is not None and not isinstance(self.reasoning, str):
+            object.__setattr__(self, "reasoning", tuple(self.reasoning))
         if self.chunks is not None:
             object.__setattr__(self, "chunks", tuple(self.chunks))
         if self.tool_calls is not None:

@@ -22,7 +22,6 @@ budget) gets just its reasoning tokens.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -33,6 +32,9 @@ from .script import Reply
 from .text import chunk_tokens, split_text
 
 _ECHO_LIMIT = 60
+# platform.claude.com/docs/en/build-with-claude/extended-thinking ("thinking redaction"): a prompt
+# holding this string gets a redacted_thinking block, for testing that clients send it back.
+REDACTED_TRIGGER = "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
 _REASONING_PIECES = 4
 _SCALARS: dict[str, Any] = {
     "string": "example",
@@ -100,23 +102,22 @@ def tool_reply_text(provider: str, model: str, result: str) -> str:
     return f"Hello from the emulator ({provider}, {model}). The tool said: {said or 'nothing'}"
 
 
-def signature_for(n: int) -> str:
-    """A deterministic opaque signature (standard base64, as Anthropic and Gemini send them)."""
-    return base64.b64encode(f"emulator-signature-{n}".encode()).decode()
-
-
 def plan_extras(
     provider: str, call: ChatCall, reply: Reply | None, *, call_prefix: str, next_id: Callable[[], int]
 ) -> tuple[ReplyExtras, Reply, int]:
     """The reply's reasoning and tool calls, the Reply to answer with, and its reasoning tokens.
 
     ``reply`` is the scripted Reply (None: the default rules apply).
-    ``next_id()`` returns a fresh integer for ids and signatures.
+    ``next_id()`` returns a fresh integer for ids.
     """
     calls: tuple[EmulatedCall, ...] = ()
+    blocks: tuple[str, ...] = ()
     if reply is not None:
         calls = tuple(reply.tool_calls or ())  # type: ignore[arg-type]  # normalized in Reply
-        reasoning = reply.reasoning
+        scripted = reply.reasoning
+        if scripted is not None and not isinstance(scripted, str):
+            blocks = tuple(scripted)
+        reasoning = scripted if isinstance(scripted, str) or scripted is None else "".join(blocks)
     else:
         tool = called_tool(call)
         if tool is not None:
@@ -135,11 +136,14 @@ def plan_extras(
     pieces = split_text(reasoning, _REASONING_PIECES) if reasoning else []
     tokens = reply.reasoning_tokens or sum(chunk_tokens(p) for p in pieces)
     shown = tuple(pieces) if (reply.reasoning is not None or call.show_reasoning) else ()
-    signature = reply.signature or (signature_for(next_id()) if shown else None)
     has_text = not (reply.text == "" or (reply.chunks is not None and not reply.chunks))
     if calls and reply.finish_reason is None:
         reply = replace(reply, finish_reason="tool_calls")
-    return ReplyExtras(shown, signature, calls, has_text or not calls), reply, tokens
+    # Anthropic documents a prompt string that makes the model answer with redacted thinking.
+    redacted = provider == "anthropic" and call.reasoning and REDACTED_TRIGGER in call.last_user_text
+    extras = ReplyExtras(shown, reply.signature, calls, has_text or not calls, blocks if shown else (),
+                         redacted)
+    return extras, reply, tokens
 
 
 def function_tools(value: object) -> tuple[ToolSpec, ...]:

@@ -136,11 +136,15 @@ async def concurrent(streams: int, chunks: int, rounds: int) -> list[Figure]:
         ):
             one_forge, one_floor = forge_runner(reg, ref), floor_runner(http, path, body)
             errors = {"forge": 0, "floor": 0}
+            first: dict[str, str] = {}
 
             def fan_out(name: str, one: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
                 async def run() -> int:
                     results = await asyncio.gather(*(one() for _ in range(streams)), return_exceptions=True)
-                    errors[name] += sum(1 for r in results if isinstance(r, BaseException))
+                    failed = [r for r in results if isinstance(r, BaseException)]
+                    errors[name] += len(failed)
+                    if failed and name not in first:
+                        first[name] = f"{type(failed[0]).__name__}: {str(failed[0])[:160]}"
                     return sum(r for r in results if isinstance(r, int))
 
                 return run
@@ -156,7 +160,10 @@ async def concurrent(streams: int, chunks: int, rounds: int) -> list[Figure]:
         Figure.of("hotpath", f"{streams} concurrent {label} streams: floor CPU/chunk", cpu["floor"], "us"),
         Figure.of("hotpath", f"{streams} concurrent streams forge/floor", ratios, "x",
                   f"target <= {TARGET}x with 0 errors: {verdict}"),
-        Figure.of("hotpath", f"{streams} concurrent streams: forge errors", [errors["forge"]], "errors"),
+        Figure.of("hotpath", f"{streams} concurrent streams: forge errors", [errors["forge"]], "errors",
+                  first.get("forge", "")),
+        Figure.of("hotpath", f"{streams} concurrent streams: floor errors", [errors["floor"]], "errors",
+                  first.get("floor", "")),
     ]
 
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
+from forge import _otel
+from forge._otel import Telemetry
 from forge._params import InvokeParams, RequestParams, StreamParams, request_params
 from forge._secrets import scrub_exception
 from forge.cache import as_cached, cache_scope_of, is_cacheable, replay_events, request_key
@@ -402,6 +404,7 @@ class LLM:
         optimizer: ProviderOptimizer | None = None,
         response_cache: ResponseCache | None = None,
         cache_ttl: float = 300.0,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         self.provider = provider
         self.provider_name = provider.name
@@ -414,6 +417,8 @@ class LLM:
         self.response_cache = response_cache
         """Serves identical requests without calling the provider (see :mod:`forge.cache`)."""
         self.cache_ttl = cache_ttl
+        self.telemetry = _otel.resolve(telemetry)
+        """Where spans go (docs/observability.md); None: OpenTelemetry is turned off."""
         self.cache_scope = cache_scope_of(config)
         """Who is asked, in every response-cache key (base URL and credential fingerprint)."""
         if isinstance(retry, RetryWrapper):
@@ -591,6 +596,19 @@ class LLM:
 
         ``timeout`` and ``max_attempts`` are the call options described on :meth:`invoke`.
         """
+        return await _otel.traced_complete(
+            self, request, operation,
+            lambda: self._complete(request, operation=operation, timeout=timeout, max_attempts=max_attempts),
+        )
+
+    async def _complete(
+        self,
+        request: Request,
+        *,
+        operation: str,
+        timeout: float | None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None,
+    ) -> Response:
         limit, source = self._call_limit(timeout)
         policy = self._policy(operation, max_attempts)
         start = self._clock()
@@ -633,7 +651,7 @@ class LLM:
         except Exception as exc:
             scrub_exception(exc)  # a server may echo the key it was sent
             if self.metrics is not None:
-                self._record_failure(exc)
+                self._record_failure(exc, self._clock() - start)
             raise
         result: Response = dataclasses.replace(
             response,
@@ -703,10 +721,12 @@ class LLM:
         except Exception as exc:
             _log.warning("forge response cache: set failed (%s); reply not cached", exc)
 
-    def _record_failure(self, exc: BaseException) -> None:
+    def _record_failure(self, exc: BaseException, elapsed_s: float | None = None) -> None:
         assert self.metrics is not None
         attempts = _attempts_used(exc) if isinstance(exc, ForgeError) else 1
-        self.metrics.record_failure(self.provider_name, self.model, exc, attempts=attempts)
+        self.metrics.record_failure(
+            self.provider_name, self.model, exc, attempts=attempts, elapsed_s=elapsed_s
+        )
         if getattr(exc, "status", None) == 429:
             self.metrics.record_rate_limited(self.provider_name, self.model)
 
@@ -823,7 +843,7 @@ class LLM:
         def failed(exc: BaseException) -> None:
             scrub_exception(exc)
             if self.metrics is not None and isinstance(exc, Exception):
-                self._record_failure(exc)
+                self._record_failure(exc, stream.progress().elapsed_s)
 
         stream = Stream(
             opener,
@@ -836,6 +856,8 @@ class LLM:
             price=lambda usage: cost_usd(self.provider_name, self.model, usage, overrides=self.prices),
             **options,
         )
+        if self.telemetry is not None:
+            _otel.trace_stream(stream, self, request)
         return stream
 
     async def aclose(self) -> None:

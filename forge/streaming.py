@@ -143,6 +143,7 @@ class Stream:
         self._on_complete = on_complete
         self._on_error = on_error
         self._price = price
+        self._on_close: Callable[[], object] | None = None  # called once when iteration stops, however
         self._started = False
         self._done = False
         self._closing = False
@@ -517,6 +518,8 @@ class Stream:
             self._source = None
             if source is not None:
                 await aclose_events(source)
+            if self._on_close is not None:
+                self._on_close()
 
     def _fail(self, exc: BaseException) -> ForgeError:
         if isinstance(exc, ForgeError):

@@ -32,6 +32,7 @@ from forge.errors import (
 )
 from forge.providers.google import GoogleProvider, build_gemini_http_request, gemini_call_args
 from forge.types import Message, Request, Response, ResponseFormat, StreamEvent, Tool, ToolCall, Usage
+from tests._services import require_real_recordings
 from tests.cassette_replay import (
     ClosingStream,
     Interaction,
@@ -274,6 +275,7 @@ def _without_signatures(events: list[StreamEvent]) -> list[StreamEvent]:
 
 
 def test_every_recorded_gemini_endpoint_is_replayed_or_a_declared_gap() -> None:
+    require_real_recordings()
     assert ALL, "the real Gemini recordings are missing (../shared/cassettes-real/gemini)"
     seen = {endpoint(x) for _, _, x in ALL}
     unknown = seen - set(COVERED) - set(GAP_ENDPOINTS)

@@ -412,7 +412,12 @@ def expected_anthropic(call: Call) -> Expected:
 
 
 def expected_google(call: Call) -> Expected:
-    chunks = list(_sse_data(call.text())) if call.stream else [call.json()]
+    if not call.stream:
+        chunks = [call.json()]
+    elif call.text().lstrip().startswith("["):  # streamed without alt=sse: one JSON array of chunks
+        chunks = json.loads(call.text())
+    else:
+        chunks = list(_sse_data(call.text()))
     text, finish, meta, calls = [], None, None, []
     for chunk in chunks:
         for candidate in (chunk.get("candidates") or [])[:1]:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from forge import __version__
 from forge._batch_cli import add_batch_parser, run_batch
 from forge.errors import ConfigError, ForgeError
 
@@ -163,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="forge",
         description="forge: one async interface over the OpenAI, Anthropic, Gemini and Ollama clients.",
     )
+    parser.add_argument("--version", action="version", version=f"forge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def call_args(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,9 @@ SUITES = {
     "overhead": "benchmarks.bench_overhead",
     "batch": "benchmarks.bench_batch",
     "optimize": "benchmarks.bench_optimize",
+    "fallback": "benchmarks.bench_fallback",
+    "first_call": "benchmarks.bench_first_call",
+    "faults": "benchmarks.bench_faults",
 }
 
 

@@ -31,7 +31,6 @@ from forge.errors import (
     ProviderTimeout,
     RateLimitError,
     RetryAttempt,
-    RetryExhausted,
     ServerError,
     StreamError,
     StreamInterrupted,
@@ -41,8 +40,10 @@ from forge.errors import (
 
 if TYPE_CHECKING:
     from forge.batch import BatchProcessor, BatchProgress, PollSchedule
+    from forge.breaker import CircuitOpen
     from forge.cache import MemoryResponseCache, RedisResponseCache, ResponseCache
     from forge.config import (
+        BreakerConfig,
         ForgeConfig,
         ProviderConfig,
         ProviderRetryConfig,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
         RetryConfig,
         load_config,
     )
+    from forge.fallback import Fallback, FallbackChain
     from forge.jobs import BatchJob, JobStore, RedisJobStore, SQLiteJobStore
     from forge.llm import LLM, build_request, tool_from_function
     from forge.metrics import MetricEvent, Metrics
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
         BatchProvider,
         BatchStatus,
         CacheHints,
+        FallbackAttempt,
         Message,
         Provider,
         Request,
@@ -123,12 +126,19 @@ _LAZY = {
     "RequestCounter": "forge.ratelimit",
     "TokenBucket": "forge.ratelimit",
     "RetryWrapper": "forge.retry",
+    "BreakerConfig": "forge.config",
+    "CircuitOpen": "forge.breaker",
+    "Fallback": "forge.fallback",
+    "FallbackAttempt": "forge.types",
+    "FallbackChain": "forge.fallback",
 }
 
 
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
+        if name == "RetryExhausted":  # removed in 0.x: forge.errors says what replaced it
+            return getattr(importlib.import_module("forge.errors"), name)
         raise AttributeError(f"module 'forge' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
@@ -150,9 +160,14 @@ __all__ = [
     "BatchProgress",
     "BatchProvider",
     "BatchStatus",
+    "BreakerConfig",
     "CacheHints",
+    "CircuitOpen",
     "ConfigError",
     "ContextLengthError",
+    "Fallback",
+    "FallbackAttempt",
+    "FallbackChain",
     "ForgeConfig",
     "ForgeError",
     "JobStore",
@@ -184,7 +199,6 @@ __all__ = [
     "RetryAttempt",
     "RetryConfig",
     "RetryEvent",
-    "RetryExhausted",
     "RetryPolicy",
     "RetryWrapper",
     "SQLiteJobStore",

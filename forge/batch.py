@@ -41,11 +41,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from forge.errors import BatchError, ConfigError, ForgeError, ProviderError
 from forge.jobs import (
@@ -62,7 +63,10 @@ from forge.retry import RetryPolicy, RetryWrapper, backoff_wait
 from forge.types import BatchProvider, BatchStatus, Request, Response
 
 if TYPE_CHECKING:
+    from forge._params import RequestParams
     from forge.llm import LLM, Prompt
+
+_log = logging.getLogger("forge.batch")
 
 __all__ = [
     "BATCH_WINDOW_S",
@@ -174,6 +178,9 @@ class BatchProcessor:
         clock, sleep: monotonic time and waiting (tests inject fakes).
         wall: unix time for job records.
         poll: how often a provider batch is polled.
+        delete_files: delete the provider's batch input and result files once the results
+            are in the store (OpenAI keeps them, and bills their storage, until deleted).
+            A failed delete is logged at WARNING and never fails the batch.
     """
 
     def __init__(
@@ -186,9 +193,12 @@ class BatchProcessor:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
         poll: PollSchedule | None = None,
+        delete_files: bool = True,
     ) -> None:
         self.llm = llm
         self.batch_provider = batch_provider
+        self.delete_files = delete_files
+        self._owns_store = store is None
         if store is None:
             from forge.jobs import SQLiteJobStore
 
@@ -201,6 +211,18 @@ class BatchProcessor:
         # Submissions and polls are retried with the batch policy but never rate limited:
         # batch endpoints have their own limits, apart from the model's requests/min.
         self._calls = RetryWrapper(llm.policy("batch"), sleep=sleep)
+
+    async def aclose(self) -> None:
+        """Close the job store this processor opened itself (a store passed in is the caller's)."""
+        if self._owns_store:
+            self._owns_store = False
+            await self.store.aclose()
+
+    async def __aenter__(self) -> BatchProcessor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # ------------------------------------------------------------------ entry points
 
@@ -234,7 +256,7 @@ class BatchProcessor:
                 if isinstance(prompt, Request):
                     out.append(dataclasses.replace(prompt, model=self.llm.model))
                 else:
-                    out.append(self.llm.request(prompt, **params))
+                    out.append(self.llm.request(prompt, **cast("RequestParams", params)))
             except (TypeError, ValueError) as exc:
                 # A plain TypeError/ValueError: subclasses (pydantic's, ConfigError) take other arguments.
                 kind = TypeError if isinstance(exc, TypeError) else ValueError
@@ -249,11 +271,25 @@ class BatchProcessor:
         max_concurrent: int = 16,
         on_progress: ProgressHandler | None = None,
         max_wait: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None = None,
     ) -> list[BatchResult]:
-        """One result per request, in order. Items given as a ForgeError are returned as such (not sent)."""
+        """One result per request, in order. Items given as a ForgeError are returned as such (not sent).
+
+        ``timeout`` and ``max_attempts`` apply to each item's call in concurrent mode
+        (see :meth:`forge.LLM.invoke`); a provider batch is bounded by ``max_wait`` instead.
+        """
         chosen = self.choose_mode(mode, max_wait)
         if chosen == "concurrent":
-            return await self.run_concurrent(requests, max_concurrent=max_concurrent, on_progress=on_progress)
+            return await self.run_concurrent(
+                requests, max_concurrent=max_concurrent, on_progress=on_progress,
+                timeout=timeout, max_attempts=max_attempts,
+            )
+        if timeout is not None or max_attempts is not None:
+            raise ValueError(
+                "timeout= and max_attempts= apply to each call of a concurrent batch; this batch would "
+                "use the provider's batch API: pass mode='concurrent', or bound it with max_wait= instead."
+            )
         sendable = [r for r in requests if isinstance(r, Request)]
         if not sendable:
             return list(requests)  # type: ignore[arg-type]  # every item is a ForgeError
@@ -269,8 +305,12 @@ class BatchProcessor:
         *,
         max_concurrent: int = 16,
         on_progress: ProgressHandler | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None = None,
     ) -> list[BatchResult]:
         """Send every request as an ordinary call, at most ``max_concurrent`` at a time.
+
+        ``timeout`` and ``max_attempts`` apply to each call (see :meth:`forge.LLM.invoke`).
 
         Each call goes through the provider's rate limiter (so configured limits
         are never exceeded) and the ``batch`` retry policy. Cancelling the
@@ -278,6 +318,8 @@ class BatchProcessor:
         """
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}.")
+        self.llm._call_limit(timeout)  # a bad value fails the batch before anything is sent
+        self.llm._policy("batch", max_attempts)
         total = len(requests)
         results: list[BatchResult | None] = [r if isinstance(r, ForgeError) else None for r in requests]
         progress = _Tracker(total, self._clock, on_progress, mode="concurrent")
@@ -291,7 +333,9 @@ class BatchProcessor:
                 assert isinstance(request, Request)
                 progress.in_flight += 1
                 try:
-                    response = await llm.complete(request, operation="batch")
+                    response = await llm.complete(
+                        request, operation="batch", timeout=timeout, max_attempts=max_attempts
+                    )
                 except Exception as exc:
                     progress.in_flight -= 1
                     results[i] = llm.classify(exc)
@@ -504,6 +548,7 @@ class BatchProcessor:
             job.id, {i: encode_result(r) for i, r in enumerate(results)}, state=state,
             message=status.message, now=self._wall(),
         )
+        await self._delete_files(batch, status.id)
         metrics = self.llm.metrics
         if metrics is not None:
             for result in results:
@@ -515,6 +560,17 @@ class BatchProcessor:
         progress.state = state
         await progress.report()
         return results
+
+    async def _delete_files(self, batch: BatchProvider, batch_id: str) -> None:
+        """The provider's files of a batch whose results are stored (a provider without any: no-op)."""
+        delete = getattr(batch, "delete_files", None)
+        if not self.delete_files or delete is None:
+            return
+        try:
+            await delete(batch_id)
+        except Exception as exc:  # the results are safe in the store; only storage is at stake
+            _log.warning("forge batch: could not delete the files of %s batch %s (%s); they stay "
+                         "(and are billed as storage) until deleted by hand", batch.name, batch_id, exc)
 
     async def _stored_results(self, job: BatchJob) -> list[BatchResult]:
         stored = await self.store.results(job.id)

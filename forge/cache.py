@@ -6,7 +6,9 @@
     first = await llm.invoke("Capital of France?")   # calls OpenAI
     again = await llm.invoke("Capital of France?")   # from the cache: again.cached, cost_usd == 0
 
-The key is the sha256 of the normalized request (provider, model, messages
+The key is the sha256 of who is asked (provider, base URL and a one-way
+fingerprint of the API key, organization and project; see ``cache_scope`` in
+docs/configuration.md) and the normalized request (model, messages
 and every parameter; not stream options such as timeouts or buffering, and
 not prompt-cache hints), so a stream and a plain call of the same request
 share an entry, and a cached reply replays as a stream (text in pieces, tool
@@ -33,10 +35,13 @@ from forge.types import Request, Response, StreamEvent, ToolCall, Usage
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from forge.config import ProviderConfig
+
 __all__ = [
     "MemoryResponseCache",
     "RedisResponseCache",
     "ResponseCache",
+    "cache_scope_of",
     "is_cacheable",
     "replay_events",
     "request_key",
@@ -65,8 +70,13 @@ class ResponseCache(Protocol):
         ...
 
 
-def request_key(provider: str, request: Request) -> str:
+def request_key(provider: str, request: Request, scope: str = "") -> str:
     """sha256 of the normalized request: what decides the reply, nothing else.
+
+    ``scope`` says who is asked: the base URL and a one-way fingerprint of the
+    credentials (:meth:`forge.config.ProviderConfig.account`), or the base URL
+    alone when the provider's ``cache_scope`` is ``shared``. Two tenants with
+    different keys therefore never read each other's replies.
 
     Prompt-cache hints (``Request.cache``, ``Message.cache_breakpoint``) change
     what the call costs, not what it answers, so they are left out.
@@ -75,9 +85,19 @@ def request_key(provider: str, request: Request) -> str:
     data.pop("cache", None)
     for message in data["messages"]:
         message.pop("cache_breakpoint", None)
-    text = json.dumps([provider, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    text = json.dumps([provider, scope, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_scope_of(config: ProviderConfig | None) -> str:
+    """The ``scope`` of :func:`request_key` for a provider's config ("" without one)."""
+    if config is None:
+        return ""
+    account = config.account()
+    if config.cache_scope == "shared":  # opt-in: every key on this base URL shares replies
+        return account.partition("#")[0]
+    return account
 
 
 def is_cacheable(response: Response) -> bool:

@@ -15,11 +15,15 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from forge import __version__
-from forge._batch_cli import add_batch_parser, run_batch
+from forge._batch_cli import CommandError, add_batch_parser, number, run_batch
 from forge.errors import ConfigError, ForgeError
+
+if TYPE_CHECKING:
+    from forge._params import RequestParams
+    from forge.retry import RetryEvent
 
 __all__ = ["main"]
 
@@ -51,8 +55,8 @@ def _usage_line(response: object) -> str:
     return "[" + " ".join(parts) + "]"
 
 
-def _request_params(args: argparse.Namespace) -> dict[str, object]:
-    params: dict[str, object] = {}
+def _request_params(args: argparse.Namespace) -> RequestParams:
+    params: RequestParams = {}
     if args.max_tokens is not None:
         params["max_tokens"] = args.max_tokens
     if args.system is not None:
@@ -64,11 +68,25 @@ def _request_params(args: argparse.Namespace) -> dict[str, object]:
     return params
 
 
+def _say_retry(event: RetryEvent) -> None:
+    """Retries are said aloud, so a slow or failing provider never looks like a hang."""
+    print(
+        f"forge: attempt {event.attempt} failed ({type(event.error).__name__}: {event.error}); "
+        f"retrying in {event.wait:.1f}s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 async def _stream(args: argparse.Namespace, out: TextIO) -> int:
     from forge.registry import Registry
 
-    async with Registry(config=args.config) as reg:
-        stream = reg.stream(args.model, args.prompt, **_request_params(args))
+    async with Registry(config=args.config, on_retry=_say_retry) as reg:
+        await reg.warm(args.model)
+        stream = reg.stream(
+            args.model, args.prompt, timeout=args.timeout, max_attempts=args.max_attempts,
+            **_request_params(args),
+        )
         async with stream:
             async for text in stream:
                 out.write(text)
@@ -80,8 +98,11 @@ async def _stream(args: argparse.Namespace, out: TextIO) -> int:
 async def _invoke(args: argparse.Namespace, out: TextIO) -> int:
     from forge.registry import Registry
 
-    async with Registry(config=args.config) as reg:
-        response = await reg.invoke(args.model, args.prompt, **_request_params(args))
+    async with Registry(config=args.config, on_retry=_say_retry) as reg:
+        response = await reg.invoke(
+            args.model, args.prompt, timeout=args.timeout, max_attempts=args.max_attempts,
+            **_request_params(args),
+        )
         out.write(response.text + "\n" + _usage_line(response) + "\n")
     return 0
 
@@ -155,12 +176,35 @@ def _metrics(args: argparse.Namespace, out: TextIO) -> int:
 def _emulator(args: argparse.Namespace, out: TextIO) -> int:
     from forge.testing import serve
 
-    serve(args.host, args.port)
+    try:
+        serve(args.host, args.port, out=out)
+    except OSError as exc:
+        if args.port and exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise CommandError(
+                f"forge emulator: port {args.port} on {args.host} is already in use; pick another with "
+                "--port (or --port 0 for any free port)."
+            ) from None
+        raise CommandError(
+            f"forge emulator: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+            "check --host and --port."
+        ) from None
     return 0
 
 
+def _port(text: str) -> int:
+    port = number(int, 0, 65535)(text)
+    return int(port)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr and exit status 2, never a usage dump or a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="forge",
         description="forge: one async interface over the OpenAI, Anthropic, Gemini and Ollama clients.",
     )
@@ -171,8 +215,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="provider:model, e.g. openai:gpt-4o-mini, or a configured alias")
         p.add_argument("prompt", help="the prompt text ('-' reads standard input)")
         p.add_argument("--system", help="system prompt")
-        p.add_argument("--max-tokens", type=int, dest="max_tokens")
-        p.add_argument("--temperature", type=float)
+        p.add_argument("--max-tokens", type=number(int, 1), dest="max_tokens")
+        p.add_argument("--temperature", type=number(float, 0.0, 2.0))
+        p.add_argument("--timeout", type=number(float, 0.0, exclusive=True),
+                       help="seconds the whole call may take, retries included (default: config 'deadline')")
+        p.add_argument("--max-attempts", type=number(int, 1), dest="max_attempts",
+                       help="attempts before giving up (default: config 'retry.max_attempts'; 1: no retry)")
         p.add_argument("--json", action="store_true", help="ask for a JSON object reply")
         p.add_argument("--config", help="config file (TOML or JSON); default: the usual search")
 
@@ -181,24 +229,33 @@ def _parser() -> argparse.ArgumentParser:
     p_invoke = sub.add_parser("invoke", help="get a whole reply, then print its usage")
     call_args(p_invoke)
     p_demo = sub.add_parser("demo", help="stream from all four providers on the built-in emulator")
-    p_demo.add_argument("--chunks", type=int, default=12, help="chunks per emulated reply")
+    p_demo.add_argument("--chunks", type=number(int, 1), default=12, help="chunks per emulated reply")
     add_batch_parser(sub)
     p_metrics = sub.add_parser("metrics", help="print a metrics snapshot as a table")
     p_metrics.add_argument("snapshot", nargs="?", help="a JSON file written from reg.metrics.snapshot()")
     p_metrics.add_argument("--demo", action="store_true", help="run a short workload on the emulator")
     p_emu = sub.add_parser("emulator", help="run the provider emulator until Ctrl-C")
     p_emu.add_argument("--host", default="127.0.0.1")
-    p_emu.add_argument("--port", type=int, default=8000)
+    p_emu.add_argument("--port", type=_port, default=8000, help="0-65535 (0: any free port)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``forge`` command; returns the exit status."""
     stream = out or sys.stdout
-    args = _parser().parse_args(argv)
-    if getattr(args, "prompt", None) == "-":
-        args.prompt = sys.stdin.read()
     try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage mistake (2, already explained on stderr)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        if getattr(args, "prompt", None) == "-":
+            try:
+                args.prompt = sys.stdin.read()
+            except UnicodeDecodeError as exc:
+                raise CommandError(
+                    f"forge: standard input is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                    "convert it, e.g. with iconv -t UTF-8."
+                ) from None
         if args.command == "stream":
             return asyncio.run(_stream(args, stream))
         if args.command == "invoke":
@@ -211,6 +268,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return _metrics(args, stream)
         if args.command == "emulator":
             return _emulator(args, stream)
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
     except ConfigError as exc:
         print(f"forge: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ import difflib
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forge.errors import ConfigError
+from forge.fallback import FALL_THROUGH_CATEGORIES, Fallback, FallbackChain
 from forge.optimize.settings import validate_optimizations
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROVIDER_NAMES",
+    "BreakerConfig",
     "ProviderRetryConfig",
     "default_retry",
     "ForgeConfig",
@@ -137,6 +140,34 @@ class RateLimitConfig:
     tokens_per_minute: float | None = None
     burst_seconds: float = 1.0
     backend: str = "memory"
+    # repr=False: a redis:// URL may carry a password (see forge._secrets).
+    redis_url: str | None = field(default=None, repr=False)
+    budget: str | None = None
+    """Name of a shared budget (Redis backend): every process and key configured with the
+    same name draws from one bucket. None: one budget per provider, base URL and credentials."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """Circuit breakers of fallback chains (see docs/fallback.md); one per provider, base URL and model.
+
+    Open after ``failures`` consecutive failed requests, or when at least
+    ``min_calls`` requests in the last ``window`` seconds failed at ``failure_rate``
+    or more; stay open ``cooldown`` seconds (times ``backoff_factor`` after each
+    failed probe, up to ``max_cooldown``; never less than a server's Retry-After);
+    a probe not reported within ``probe_timeout`` lets another through.
+    ``backend = "redis"`` shares breaker state through ``redis_url``.
+    """
+
+    failures: int = 5
+    failure_rate: float = 0.5
+    window: float = 60.0
+    min_calls: int = 20
+    cooldown: float = 30.0
+    max_cooldown: float = 600.0
+    backoff_factor: float = 2.0
+    probe_timeout: float = 60.0
+    backend: str = "memory"
     redis_url: str | None = None
 
 
@@ -145,11 +176,15 @@ class ProviderConfig:
     """Settings for one provider."""
 
     name: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed (see forge._secrets)
     api_key_env: str | None = None
     base_url: str | None = None
-    timeout: float = 600.0
+    timeout: float = 120.0
+    """Seconds one HTTP request may wait for its next bytes (the whole reply, when not streamed)."""
     connect_timeout: float = 5.0
+    """Seconds allowed to open a connection."""
+    deadline: float | None = 300.0
+    """Seconds a whole call may take, every retry and wait included (a stream: until its first event)."""
     max_connections: int = 100
     retry: RetryConfig = field(default_factory=RetryConfig)
     retry_overrides: Mapping[str, RetryConfig] = field(default_factory=dict)
@@ -159,6 +194,9 @@ class ProviderConfig:
     options: Mapping[str, object] = field(default_factory=dict)
     pricing: Mapping[str, ModelPrice] = field(default_factory=dict)
     source: str = "defaults"
+    cache_scope: str = "credentials"
+    """``credentials``: cached replies are shared only by calls with the same base URL and
+    credentials; ``shared``: by every key on the same base URL (see docs/configuration.md)."""
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to use: ``api_key``, else ``api_key_env``, else the provider's usual env vars."""
@@ -206,6 +244,26 @@ class ProviderConfig:
         return None
 
 
+    def account(self, environ: Mapping[str, str] | None = None) -> str:
+        """Who is asked, without a secret: ``<base URL>#<fingerprint of key, organization, project>``.
+
+        Response-cache keys and Redis rate-limit budgets carry it, so two keys (two
+        tenants) never share a reply or a budget unless the config says so.
+        """
+        from forge._secrets import fingerprint, register_secret
+
+        env = os.environ if environ is None else environ
+        key = self.resolve_api_key(env)
+        register_secret(key)
+        org, project = self.options.get("organization"), self.options.get("project")
+        if self.name == "openai":  # the OpenAI client falls back to these, so the account does too
+            org = org or env.get("OPENAI_ORG_ID")
+            project = project or env.get("OPENAI_PROJECT_ID")
+        fp = fingerprint(self.name, key, org if isinstance(org, str) else None,
+                         project if isinstance(project, str) else None)
+        return f"{self.resolve_base_url(env) or 'default'}#{fp}"
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderRetryConfig:
     """One provider's retry and rate-limit settings: the default policy, per-operation
@@ -251,6 +309,9 @@ class ForgeConfig:
     aliases: Mapping[str, str] = field(default_factory=dict)
     enable_optimizations: bool = False
     source: str = "defaults"
+    fallbacks: Mapping[str, FallbackChain] = field(default_factory=dict)
+    """Fallback chains by alias or ``provider:model`` (see docs/fallback.md)."""
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         canonical = normalize_provider(name)
@@ -338,20 +399,24 @@ def _read_file(path: Path) -> Mapping[str, object]:
 
 # --------------------------------------------------------------------------- validation
 
-_TOP_KEYS = ("providers", "aliases", "enable_optimizations")
+_TOP_KEYS = ("providers", "aliases", "enable_optimizations", "fallbacks", "breaker")
 _PROVIDER_KEYS = (
     "api_key",
     "api_key_env",
     "base_url",
     "timeout",
     "connect_timeout",
+    "deadline",
     "max_connections",
     "retry",
     "rate_limit",
     "optimizations",
     "models",
     "pricing",
+    "cache_scope",
 )
+_CACHE_SCOPES = ("credentials", "shared")
+_BUDGET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "batch_discount")
 _RETRY_OPERATIONS = ("invoke", "stream", "batch")
 
@@ -432,7 +497,8 @@ class _Validator:
             return None
         value = data[name]
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(f"{key}.{name}", f"expected a non-empty string, got {value!r}.")
+            shown = f"a {type(value).__name__}" if name == "api_key" else repr(value)  # never echo a key
+            raise self.fail(f"{key}.{name}", f"expected a non-empty string, got {shown}.")
         return value.strip()
 
     def url(self, data: Mapping[str, object], key: str, name: str) -> str | None:
@@ -477,9 +543,18 @@ class _Validator:
             raise self.fail(f"{key}.backend", f"expected 'memory' or 'redis', got {backend!r}.")
         redis_url = self.string(data, key, "redis_url")
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            from forge._secrets import redact_url
+
             raise self.fail(
                 f"{key}.redis_url",
-                f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}.",
+                f"expected a redis://, rediss:// or unix:// URL, got {redact_url(redis_url)!r}.",
+            )
+        budget = self.string(data, key, "budget")
+        if budget is not None and not _BUDGET_NAME.fullmatch(budget):
+            raise self.fail(
+                f"{key}.budget",
+                f"expected a name of 1-64 letters, digits, '.', '_' or '-' (e.g. 'org-acme'), "
+                f"got {budget!r}.",
             )
         if backend == "redis" and redis_url is None:
             raise self.fail(
@@ -492,6 +567,7 @@ class _Validator:
             burst_seconds=self.number(data, key, "burst_seconds", 1.0, exclusive=True),
             backend=backend,
             redis_url=redis_url,
+            budget=budget,
         )
 
     def pricing(self, value: object, key: str) -> dict[str, ModelPrice]:
@@ -536,6 +612,123 @@ class _Validator:
             out[k] = v.strip()
         return out
 
+    def model_ref(self, value: object, key: str, aliases: Mapping[str, str]) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected 'provider:model' or an alias, got {value!r}.")
+        ref = value.strip()
+        if ref in aliases:
+            return ref
+        prefix, sep, model = ref.partition(":")
+        if not sep or not model.strip():
+            raise self.fail(
+                key,
+                f"expected 'provider:model' (e.g. 'anthropic:claude-haiku-4-5') or a configured alias "
+                f"({', '.join(sorted(aliases)) or 'none configured'}), got {ref!r}.",
+            )
+        try:
+            provider = normalize_provider(prefix)
+        except ConfigError as exc:
+            raise self.fail(key, str(exc)) from None
+        return f"{provider}:{model.strip()}"
+
+    def fallback_chain(self, value: object, key: str, aliases: Mapping[str, str]) -> FallbackChain:
+        data: Mapping[str, object]
+        if isinstance(value, list):
+            data = {"models": value}
+        else:
+            data = self.table(value, key)
+            self.known_keys(data, key, ("models", "fall_through", "max_limiter_wait"))
+        models = data.get("models")
+        if not isinstance(models, list) or not models:
+            raise self.fail(
+                f"{key}.models",
+                "expected a non-empty list of fallbacks, e.g. ['anthropic:claude-haiku-4-5', "
+                f"{{model = 'google:gemini-2.5-pro', larger_context = true}}]; got {models!r}.",
+            )
+        links: list[Fallback] = []
+        for i, item in enumerate(models):
+            where = f"{key}.models[{i}]"
+            if isinstance(item, Mapping):
+                entry = self.table(item, where)
+                self.known_keys(entry, where, ("model", "larger_context"))
+                if "model" not in entry:
+                    raise self.fail(where, "needs 'model' (e.g. 'google:gemini-2.5-pro').")
+                links.append(Fallback(
+                    self.model_ref(entry["model"], f"{where}.model", aliases),
+                    larger_context=self.boolean(entry, where, "larger_context", False),
+                ))
+            else:
+                links.append(Fallback(self.model_ref(item, where, aliases)))
+        rules = FallbackChain(tuple(links)).fall_through
+        if "fall_through" in data:
+            listed = data["fall_through"]
+            if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+                raise self.fail(f"{key}.fall_through", f"expected a list of error kinds, got {listed!r}.")
+            for kind in listed:
+                if kind not in FALL_THROUGH_CATEGORIES:
+                    raise self.fail(
+                        f"{key}.fall_through",
+                        f"unknown error kind {kind!r}. Allowed: {', '.join(FALL_THROUGH_CATEGORIES)}."
+                        f"{_did_you_mean(kind, FALL_THROUGH_CATEGORIES)}",
+                    )
+            rules = frozenset(listed)
+        bound = None
+        if data.get("max_limiter_wait") is not None:
+            bound = self.number(data, key, "max_limiter_wait", 0.0)
+        return FallbackChain(tuple(links), fall_through=rules, max_limiter_wait=bound)
+
+    def fallbacks(self, value: object, aliases: Mapping[str, str]) -> dict[str, FallbackChain]:
+        out: dict[str, FallbackChain] = {}
+        for name, entry in self.table(value, "fallbacks").items():
+            key = f"fallbacks.{name}"
+            primary = self.model_ref(name, key, aliases)
+            if primary in out:
+                raise self.fail(key, f"{primary!r} has two fallback chains; keep one.")
+            out[primary] = self.fallback_chain(entry, key, aliases)
+        return out
+
+    def breaker(self, value: object, redis_default: str | None) -> BreakerConfig:
+        key = "breaker"
+        data = self.table(value, key)
+        self.known_keys(data, key, tuple(BreakerConfig.__slots__))
+        b = BreakerConfig()
+        backend = self.string(data, key, "backend") or "memory"
+        if backend not in ("memory", "redis"):
+            raise self.fail(f"{key}.backend", f"expected 'memory' or 'redis', got {backend!r}.")
+        redis_url = self.string(data, key, "redis_url")
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise self.fail(
+                f"{key}.redis_url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}."
+            )
+        if backend == "redis" and redis_url is None:
+            redis_url = redis_default
+            if redis_url is None:
+                raise self.fail(
+                    f"{key}.redis_url",
+                    "backend 'redis' needs redis_url (e.g. 'redis://localhost:6379/0'), or a provider "
+                    "rate_limit.redis_url to share.",
+                )
+        rate = self.number(data, key, "failure_rate", b.failure_rate, exclusive=True)
+        if rate > 1:
+            raise self.fail(f"{key}.failure_rate", f"must be a share between 0 and 1, got {rate:g}.")
+        cfg = BreakerConfig(
+            failures=int(self.number(data, key, "failures", b.failures, minimum=1, integer=True)),
+            failure_rate=rate,
+            window=self.number(data, key, "window", b.window, exclusive=True),
+            min_calls=int(self.number(data, key, "min_calls", b.min_calls, minimum=1, integer=True)),
+            cooldown=self.number(data, key, "cooldown", b.cooldown, exclusive=True),
+            max_cooldown=self.number(data, key, "max_cooldown", b.max_cooldown, exclusive=True),
+            backoff_factor=self.number(data, key, "backoff_factor", b.backoff_factor, minimum=1),
+            probe_timeout=self.number(data, key, "probe_timeout", b.probe_timeout, exclusive=True),
+            backend=backend,
+            redis_url=redis_url,
+        )
+        if cfg.max_cooldown < cfg.cooldown:
+            raise self.fail(
+                f"{key}.max_cooldown", f"must be >= cooldown ({cfg.cooldown:g}), got {cfg.max_cooldown:g}."
+            )
+        return cfg
+
     def provider(self, name: str, value: object) -> ProviderConfig:
         key = f"providers.{name}"
         canonical = normalize_provider(name)
@@ -574,6 +767,13 @@ class _Validator:
                     overrides[op] = self.retry(
                         retry_table[op], f"{key}.retry.{op}", retry, operations=False
                     )
+        cache_scope = self.string(data, key, "cache_scope") or "credentials"
+        if cache_scope not in _CACHE_SCOPES:
+            raise self.fail(
+                f"{key}.cache_scope",
+                f"expected 'credentials' (one cache per base URL and key) or 'shared' (every key on "
+                f"the base URL shares cached replies), got {cache_scope!r}.",
+            )
         optimizations = validate_optimizations(
             canonical, data.get("optimizations", {}), key=f"{key}.optimizations", source=self.source
         )
@@ -582,8 +782,9 @@ class _Validator:
             api_key=self.string(data, key, "api_key"),
             api_key_env=api_key_env,
             base_url=self.url(data, key, "base_url"),
-            timeout=self.number(data, key, "timeout", 600.0, exclusive=True),
+            timeout=self.number(data, key, "timeout", 120.0, exclusive=True),
             connect_timeout=self.number(data, key, "connect_timeout", 5.0, exclusive=True),
+            deadline=self.number(data, key, "deadline", 300.0, exclusive=True),
             max_connections=int(
                 self.number(data, key, "max_connections", 100, minimum=1, integer=True)
             ),
@@ -599,6 +800,7 @@ class _Validator:
             options=options,
             pricing=self.pricing(data.get("pricing", {}), f"{key}.pricing"),
             source=self.source,
+            cache_scope=cache_scope,
         )
 
 
@@ -638,9 +840,14 @@ def _parse(data: Mapping[str, object], source: str) -> ForgeConfig:
             normalize_provider(prefix)
         except ConfigError as exc:
             raise v.fail(f"aliases.{alias}", str(exc)) from None
+    redis_default = next(
+        (p.rate_limit.redis_url for p in providers.values() if p.rate_limit.redis_url), None
+    )
     return ForgeConfig(
         providers=providers,
         aliases=aliases,
         enable_optimizations=v.boolean(data, "", "enable_optimizations", False),
         source=source,
+        fallbacks=v.fallbacks(data.get("fallbacks", {}), aliases),
+        breaker=v.breaker(data.get("breaker", {}), redis_default),
     )

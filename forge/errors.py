@@ -11,13 +11,19 @@ what a caller can do about it:
   :class:`ContextLengthError`, :class:`NotFoundError`, :class:`ToolCallError`).
 - :class:`StreamTimeout` and :class:`StreamInterrupted`: a stream broke; both keep
   the partial text and usage received so far.
-- :class:`RetryExhausted`: every attempt failed; wraps the last error and the history.
+
+When retries run out, the caller gets the last error's own class (a 429 stays a
+:class:`RateLimitError` whatever ``max_attempts`` was); every error that came out
+of the retry loop carries its history in ``attempts`` (one :class:`RetryAttempt`
+per request sent) and ``attempt_count``. (``RetryExhausted`` was removed in 0.x;
+catch the error class you care about instead.)
 
 The vendor exception, when there is one, is kept as ``__cause__``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,7 +43,6 @@ __all__ = [
     "ProviderTimeout",
     "RateLimitError",
     "RetryAttempt",
-    "RetryExhausted",
     "ServerError",
     "StreamError",
     "StreamInterrupted",
@@ -47,9 +52,21 @@ __all__ = [
 
 
 class ForgeError(Exception):
-    """Root of every error forge raises."""
+    """Root of every error forge raises.
+
+    Attributes:
+        attempts: when the error ended a call that went through forge's retry loop,
+            one :class:`RetryAttempt` per request sent (this error's own attempt last);
+            empty for an error raised before any request (bad config, bad parameters).
+    """
 
     retryable: bool = False
+    attempts: tuple[RetryAttempt, ...] = ()
+
+    @property
+    def attempt_count(self) -> int:
+        """How many requests the failed call sent (0 when it sent none)."""
+        return len(self.attempts)
 
 
 class ConfigError(ForgeError, ValueError):
@@ -74,6 +91,8 @@ class ProviderError(ForgeError):
         retry_after: seconds the server asked us to wait, when it said so.
         code: the provider's error code or type (``rate_limit_exceeded``, ``overloaded_error``...).
         headers: response headers (lower-cased names), when there were any.
+        base_url: where the failed call went (scheme, host, port and path; never
+            credentials or a query string), when the adapter knows it.
     """
 
     def __init__(
@@ -87,6 +106,7 @@ class ProviderError(ForgeError):
         retry_after: float | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        base_url: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -97,6 +117,7 @@ class ProviderError(ForgeError):
         self.retry_after = retry_after
         self.code = code
         self.headers: dict[str, str] = headers or {}
+        self.base_url = base_url
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -244,7 +265,7 @@ class StreamInterrupted(StreamError):
         self,
         message: str,
         *,
-        error: BaseException | None = None,
+        error: ForgeError | None = None,
         partial_text: str = "",
         usage: Usage | None = None,
         provider: str = "",
@@ -257,27 +278,27 @@ class StreamInterrupted(StreamError):
         self.error = error
 
 
+@dataclass(frozen=True, slots=True)
 class RetryAttempt:
-    """One failed attempt: its error and the wait that followed it (seconds)."""
+    """One request of a call that failed: its number (1-based), its error, and the wait
+    that followed it in seconds (0 for the last one)."""
 
-    __slots__ = ("attempt", "error", "wait")
-
-    def __init__(self, attempt: int, error: BaseException, wait: float) -> None:
-        self.attempt = attempt
-        self.error = error
-        self.wait = wait
+    attempt: int
+    error: ForgeError
+    wait: float
 
     def __repr__(self) -> str:
         return f"RetryAttempt(attempt={self.attempt}, error={self.error!r}, wait={self.wait:g})"
 
 
-class RetryExhausted(ForgeError):
-    """Every allowed attempt failed. ``last_error`` is the final error; ``attempts`` the history."""
-
-    def __init__(self, message: str, *, last_error: BaseException, attempts: list[RetryAttempt]) -> None:
-        super().__init__(message)
-        self.last_error = last_error
-        self.attempts = attempts
+def __getattr__(name: str) -> object:
+    if name == "RetryExhausted":
+        raise AttributeError(
+            "forge.RetryExhausted was removed: when retries run out forge raises the last error's own "
+            "class (e.g. RateLimitError), with the history in error.attempts and error.attempt_count. "
+            "Catch forge.ProviderError (or the specific class) instead."
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BatchError(ProviderError):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from forge import errors as _errors
+from forge._secrets import redact
 from forge.errors import ConfigError, ForgeError, ProviderError
 from forge.types import Request, Response
 
@@ -187,7 +188,8 @@ class SQLiteJobStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if str(self.path) != ":memory:":
+                _create_private(self.path)
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -306,6 +308,11 @@ class SQLiteJobStore:
         return result
 
     async def aclose(self) -> None:
+        # In a worker thread, as every other call: the lock may be held by a write
+        # waiting (up to 30 s) on another process's transaction.
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -313,6 +320,15 @@ class SQLiteJobStore:
 
     def __repr__(self) -> str:
         return f"SQLiteJobStore({str(self.path)!r})"
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file owner-only (0o600) before SQLite opens it: it holds prompts and
+    replies. SQLite gives its -wal and -shm files the database file's permissions."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
 
 
 def _row(job: BatchJob) -> tuple[object, ...]:
@@ -543,7 +559,8 @@ def encode_result(result: Response | ForgeError) -> str:
         return json.dumps({"response": _encode(result)}, separators=(",", ":"), ensure_ascii=False)
     error: dict[str, object] = {
         "type": type(result).__name__,
-        "message": result.message if isinstance(result, ProviderError) else str(result),
+        # A provider may echo the key in a per-item error: job rows outlive the process.
+        "message": redact(result.message if isinstance(result, ProviderError) else str(result)),
     }
     for name in _ERROR_FIELDS:
         value = getattr(result, name, None)

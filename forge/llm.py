@@ -19,9 +19,14 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from forge.cache import as_cached, is_cacheable, replay_events, request_key
-from forge.errors import ForgeError, ProviderError, RetryExhausted
+from typing_extensions import Unpack
+
+from forge._params import InvokeParams, RequestParams, StreamParams, request_params
+from forge._secrets import scrub_exception
+from forge.cache import as_cached, cache_scope_of, is_cacheable, replay_events, request_key
+from forge.errors import ForgeError, ProviderError, ProviderTimeout
 from forge.pricing import cost_usd
+from forge.providers._stream import aclose_events
 from forge.ratelimit import Reservation
 from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 from forge.streaming import ChunkCallback, ProgressCallback, Stream
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["LLM", "build_request"]
 
 _log = logging.getLogger("forge")
+T = typing.TypeVar("T")
 
 Prompt = str | Message | Sequence[Message | Mapping[str, object]]
 
@@ -263,7 +269,7 @@ def tool_from_function(fn: Callable[..., object]) -> Tool:
     return Tool(fn.__name__, summary, schema_out)
 
 
-def build_request(model: str, prompt: Prompt, **params: object) -> Request:
+def build_request(model: str, prompt: Prompt, **params: Unpack[RequestParams]) -> Request:
     """Validate ``prompt`` and request parameters into a :class:`Request`.
 
     Parameters (all optional): ``system``, ``max_tokens``, ``temperature``,
@@ -359,7 +365,7 @@ def build_request(model: str, prompt: Prompt, **params: object) -> Request:
         tools=tools,
         tool_choice=tool_choice,
         extra=dict(extra),
-        reasoning_effort=effort,  # type: ignore[arg-type]  # checked against _EFFORTS above
+        reasoning_effort=effort,
         reasoning_budget=budget,
     )
 
@@ -408,6 +414,8 @@ class LLM:
         self.response_cache = response_cache
         """Serves identical requests without calling the provider (see :mod:`forge.cache`)."""
         self.cache_ttl = cache_ttl
+        self.cache_scope = cache_scope_of(config)
+        """Who is asked, in every response-cache key (base URL and credential fingerprint)."""
         if isinstance(retry, RetryWrapper):
             self.wrapper = retry
         else:
@@ -444,7 +452,7 @@ class LLM:
     def __repr__(self) -> str:
         return f"LLM({self.ref!r})"
 
-    def request(self, prompt: Prompt, **params: object) -> Request:
+    def request(self, prompt: Prompt, **params: Unpack[RequestParams]) -> Request:
         """Build and validate the :class:`Request` this LLM would send."""
         return build_request(self.model, prompt, **params)
 
@@ -457,7 +465,36 @@ class LLM:
         error = exc if isinstance(exc, ForgeError) else self.provider.classify(exc)
         if isinstance(error, ProviderError) and error.model is None:
             error.model = self.model
+        if isinstance(error, ProviderTimeout) and self.config is not None:
+            error = self._named_timeout(error, error.__cause__ if error is exc else exc)
+        scrub_exception(error)  # a server may echo the key it was sent
         return error
+
+    def _named_timeout(self, error: ProviderTimeout, cause: BaseException | None) -> ProviderTimeout:
+        """Say which limit a vendor client's timeout (``cause``) was, and the config key that sets it."""
+        assert self.config is not None
+        chain: list[BaseException] = []
+        while cause is not None and len(chain) < 5:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if error.status is not None or not chain or all(isinstance(e, ForgeError) for e in chain):
+            return error  # the server's own 408, forge's own limit (already named), or no vendor cause
+        key = f"providers.{self.provider_name}"
+        if any("Connect" in type(e).__name__ for e in chain):
+            what = f"could not connect within {self.config.connect_timeout:g}s ({key}.connect_timeout)"
+        else:
+            what = f"the server sent nothing for {self.config.timeout:g}s ({key}.timeout)"
+        named = ProviderTimeout(
+            f"{self.ref}: {what}; raise it if the model needs longer. ({error.message})",
+            provider=error.provider,
+            model=error.model,
+            status=error.status,
+            request_id=error.request_id,
+            code=error.code,
+            headers=error.headers,
+        )
+        named.__cause__ = chain[0]
+        return named
 
     def estimate_tokens(self, request: Request) -> int:
         """What the limiter reserves for ``request``: estimated input plus the output allowance."""
@@ -476,41 +513,117 @@ class LLM:
             return None
         return usage.input_tokens + (request.max_tokens or usage.output_tokens)
 
-    async def invoke(self, prompt: Prompt, **params: object) -> Response:
+    async def invoke(self, prompt: Prompt, **params: Unpack[InvokeParams]) -> Response:
         """Send ``prompt`` and return the whole reply.
 
-        Raises:
-            ProviderError subclasses (not retryable, or retries disabled),
-            RetryExhausted (every attempt failed), TypeError/ValueError (bad parameters).
-        """
-        return await self.complete(self.request(prompt, **params))
+        ``params`` are request parameters (see :func:`build_request`) plus two call
+        options: ``timeout`` (seconds for the whole call, retries included; default:
+        the provider's ``deadline`` config key) and ``max_attempts`` (default: the
+        provider's ``retry.max_attempts``).
 
-    async def complete(self, request: Request, *, operation: str = "invoke") -> Response:
-        """Send an already built :class:`Request` through the limiter and the retry policy."""
+        Raises:
+            ProviderError subclasses: the last attempt's error, its own class whether or not
+            retries ran (``error.attempts`` holds the history); ProviderTimeout (no reply
+            within the call's time limit); TypeError/ValueError (bad parameters).
+        """
+        request = self.request(prompt, **request_params(params))
+        return await self.complete(
+            request, timeout=params.get("timeout"), max_attempts=params.get("max_attempts")
+        )
+
+    def _call_limit(self, timeout: float | None) -> tuple[float | None, str]:
+        """The time limit of a whole call and where it comes from (for the error message)."""
+        if timeout is not None:
+            _check_number("timeout", timeout, 0.0, None)
+            if timeout <= 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+            return float(timeout), "the call's timeout= argument"
+        if self.config is None or self.config.deadline is None:
+            return None, ""
+        return self.config.deadline, f"providers.{self.provider_name}.deadline"
+
+    def _deadline_error(self, limit: float, source: str, attempts: int) -> ProviderTimeout:
+        return ProviderTimeout(
+            f"{self.ref}: no reply within {limit:g}s ({source}), {attempts} attempt(s) made. "
+            f"Raise {source} if the model needs longer, or check that the server answers.",
+            provider=self.provider_name,
+            model=self.model,
+        )
+
+    async def _within(
+        self, aw: Awaitable[T], limit: float | None, source: str, tries: Callable[[], int]
+    ) -> T:
+        """Await ``aw`` under one time limit for the whole call: every attempt and every wait."""
+        timer = asyncio.timeout(limit)
+        try:
+            async with timer:
+                return await aw
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            raise self._deadline_error(limit or 0.0, source, tries()) from None
+
+    def _policy(self, operation: str, max_attempts: int | None) -> RetryPolicy | None:
+        """The retry policy for a call that overrides ``max_attempts`` (None: the configured one)."""
+        if max_attempts is None:
+            return None
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a whole number >= 1 (1: no retry), got {max_attempts!r}.")
+        return dataclasses.replace(self.policy(operation), max_attempts=max_attempts)
+
+    async def complete(
+        self,
+        request: Request,
+        *,
+        operation: str = "invoke",
+        timeout: float | None = None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None = None,
+    ) -> Response:
+        """Send an already built :class:`Request` through the limiter and the retry policy.
+
+        ``timeout`` and ``max_attempts`` are the call options described on :meth:`invoke`.
+        """
+        limit, source = self._call_limit(timeout)
+        policy = self._policy(operation, max_attempts)
         start = self._clock()
-        key = request_key(self.provider_name, request) if self.response_cache is not None else None
+        key = self._cache_key(request)
         if key is not None and (hit := await self._cache_get(key)) is not None:
             return as_cached(hit, self._clock() - start)
 
+        tries = 0
+
+        async def attempt(req: Request) -> Response:
+            nonlocal tries
+            tries += 1
+            try:
+                return await self.provider.complete(req)
+            except ProviderTimeout as exc:
+                raise self.classify(exc) from exc.__cause__
+
         async def send(req: Request) -> tuple[Response, int]:
             return await self.wrapper.call(
-                lambda: self.provider.complete(req),
+                lambda: attempt(req),
                 classify=self.classify,
                 operation=operation,
                 estimated_tokens=self.estimate_tokens(req),
                 settle=lambda r: self.charged_tokens(req, r.usage),
+                policy=policy,
             )
 
-        try:
+        async def run() -> tuple[Response, int]:
             sent = await self._optimize(request)
             try:
-                response, attempts = await send(sent)
+                return await send(sent)
             except ForgeError as exc:
                 if not self._falls_back(request, sent, exc):
                     raise
                 response, attempts = await send(request)
-                attempts += _attempts_used(exc)  # the refused optimized request counts too
+                return response, attempts + _attempts_used(exc)  # the refused optimized request counts too
+
+        try:
+            response, attempts = await self._within(run(), limit, source, lambda: tries)
         except Exception as exc:
+            scrub_exception(exc)  # a server may echo the key it was sent
             if self.metrics is not None:
                 self._record_failure(exc)
             raise
@@ -556,6 +669,11 @@ class LLM:
             self.metrics.record_optimization(self.provider_name, self.model, "fallback", False, str(error))
         return True
 
+    def _cache_key(self, request: Request) -> str | None:
+        if self.response_cache is None:
+            return None
+        return request_key(self.provider_name, request, self.cache_scope)
+
     async def _cache_get(self, key: str) -> Response | None:
         assert self.response_cache is not None
         try:
@@ -579,10 +697,9 @@ class LLM:
 
     def _record_failure(self, exc: BaseException) -> None:
         assert self.metrics is not None
-        attempts = len(exc.attempts) if isinstance(exc, RetryExhausted) else 1
-        error = exc.last_error if isinstance(exc, RetryExhausted) else exc
-        self.metrics.record_failure(self.provider_name, self.model, error, attempts=attempts)
-        if getattr(error, "status", None) == 429:
+        attempts = _attempts_used(exc) if isinstance(exc, ForgeError) else 1
+        self.metrics.record_failure(self.provider_name, self.model, exc, attempts=attempts)
+        if getattr(exc, "status", None) == 429:
             self.metrics.record_rate_limited(self.provider_name, self.model)
 
     def stream(
@@ -596,15 +713,18 @@ class LLM:
         timeout: float | None = None,
         on_chunk: ChunkCallback | None = None,
         on_progress: ProgressCallback | None = None,
-        **params: object,
+        **params: Unpack[StreamParams],
     ) -> Stream:
         """Start a streamed call; returns a :class:`~forge.Stream` (nothing is sent until it is iterated).
 
         Stream options (``buffer_size``, ``flush_interval``, timeouts, callbacks) are
-        described on :class:`~forge.Stream`; the rest are request parameters as for
-        :meth:`invoke`.
+        described on :class:`~forge.Stream`; ``timeout`` is the whole stream's time,
+        opening and retries included (without it, opening the stream is bounded by
+        the provider's ``deadline`` config key). ``max_attempts`` overrides the retry
+        policy's attempts for opening this stream; the rest are request parameters as
+        for :meth:`invoke`.
         """
-        request = self.request(prompt, **params)
+        request = self.request(prompt, **request_params(params))
         return self.stream_request(
             request,
             buffer_size=buffer_size,
@@ -614,50 +734,71 @@ class LLM:
             timeout=timeout,
             on_chunk=on_chunk,
             on_progress=on_progress,
+            max_attempts=params.get("max_attempts"),
         )
 
-    def stream_request(self, request: Request, **options: Any) -> Stream:
+    def stream_request(self, request: Request, *, max_attempts: int | None = None, **options: Any) -> Stream:
         """Stream an already built :class:`Request`.
 
-        Retries cover opening the stream, up to its first event; after that a
-        break raises :class:`~forge.StreamInterrupted`.
+        Retries cover opening the stream, up to its first event that carries
+        something the caller could see (text, reasoning, a tool call): metadata that
+        comes first (usage, pings, role-only chunks) is held back and replayed, so a
+        fault right after it is retried too. After that a break raises
+        :class:`~forge.StreamInterrupted`.
         """
+        policy = self._policy("stream", max_attempts)
+        # The stream's own `timeout` covers opening it; without one, the config's deadline does.
+        limit, source = self._call_limit(None) if options.get("timeout") is None else (None, "")
+        tries = 0
         estimate = self.estimate_tokens(request)
-        key = request_key(self.provider_name, request) if self.response_cache is not None else None
+        key = self._cache_key(request)
 
-        async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+        async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
+            # Every provider at once: read up to the first content event under the retry
+            # wrapper, holding back what comes before it (Anthropic message_start and
+            # pings, a Gemini usage-only chunk, Responses API response.created...).
+            nonlocal tries
+            tries += 1
             events = self.provider.stream(req)
+            head: list[StreamEvent] = []
             try:
-                first = await events.__anext__()
-            except StopAsyncIteration:
-                return events, None
+                while True:
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        return events, head
+                    head.append(event)
+                    if _shows_content(event):
+                        return events, head
+            except ProviderTimeout as exc:
+                await aclose_events(events)
+                raise self.classify(exc) from exc.__cause__
             except BaseException:
-                aclose = getattr(events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await aclose_events(events)
                 raise
-            return events, first
 
-        async def opener() -> tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]:
+        async def opener() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
             if key is not None and (hit := await self._cache_get(key)) is not None:
                 stream.cached = True
-                replay = replay_events(hit)
-                return replay, await replay.__anext__(), 0
+                return replay_events(hit), [], 0
+            return await self._within(open_stream(), limit, source, lambda: tries)
+
+        async def open_stream() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
             sent = await self._optimize(request)
             try:
-                (events, first), attempts = await self.wrapper.call(
+                (events, head), attempts = await self.wrapper.call(
                     lambda: attempt(sent), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate,
+                    estimated_tokens=estimate, policy=policy,
                 )
             except ForgeError as exc:
                 if not self._falls_back(request, sent, exc):
                     raise
-                (events, first), attempts = await self.wrapper.call(
+                (events, head), attempts = await self.wrapper.call(
                     lambda: attempt(request), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate,
+                    estimated_tokens=estimate, policy=policy,
                 )
                 attempts += _attempts_used(exc)
-            return events, first, attempts
+            return events, head, attempts
 
         async def settle(response: Response) -> None:
             if stream.cached:
@@ -669,15 +810,10 @@ class LLM:
             if limiter is not None and limiter.tokens is not None and actual is not None:
                 await limiter.settle(Reservation(estimate, 0.0), actual)
             if self.metrics is not None:
-                priced = dataclasses.replace(
-                    response,
-                    cost_usd=cost_usd(
-                        self.provider_name, response.model, response.usage, overrides=self.prices
-                    ),
-                )
-                self.metrics.record_success(priced, stream=True, prices=self.prices)
+                self.metrics.record_success(response, stream=True, prices=self.prices)
 
         def failed(exc: BaseException) -> None:
+            scrub_exception(exc)
             if self.metrics is not None and isinstance(exc, Exception):
                 self._record_failure(exc)
 
@@ -689,6 +825,7 @@ class LLM:
             clock=self._clock,
             on_complete=settle,
             on_error=failed,
+            price=lambda usage: cost_usd(self.provider_name, self.model, usage, overrides=self.prices),
             **options,
         )
         return stream
@@ -698,6 +835,14 @@ class LLM:
         await self.provider.aclose()
 
 
+def _shows_content(event: StreamEvent) -> bool:
+    """Whether ``event`` carries something the caller could see: text, reasoning or a tool call."""
+    kind = event.kind
+    if kind == "text" or kind == "reasoning":
+        return bool(event.text)
+    return kind.startswith("tool_call")
+
+
 def _attempts_used(error: ForgeError) -> int:
     """How many requests a failed call made (its retries included)."""
-    return len(error.attempts) if isinstance(error, RetryExhausted) else 1
+    return error.attempt_count or 1

@@ -38,7 +38,17 @@ _log = logging.getLogger("forge.metrics")
 @dataclass(frozen=True, slots=True)
 class MetricEvent:
     """One thing that happened: ``kind`` is request / retry / rate_limited / limiter_wait /
-    optimization / cache_hit; ``fields`` holds its numbers and names."""
+    optimization / cache_hit / fallback / breaker; ``fields`` holds its numbers and names.
+
+    ``fallback`` (a chain moved past a link; provider/model are that link's):
+    ``from`` and ``to`` (``provider:model``), ``error`` (the error's class name, or
+    the skip reason), ``reason`` (``error``, ``breaker_open``, ``limiter_wait`` or
+    ``context_length``), ``elapsed_s`` (time spent on the link).
+    ``breaker`` (a circuit breaker changed state): ``key`` (``provider|base_url|model``),
+    ``old_state`` and ``new_state`` (``closed`` / ``open`` / ``half_open``),
+    ``cooldown_s`` (how long it stays open; 0 unless opening), ``error`` (class name
+    of the failure that opened it, or None).
+    """
 
     kind: str
     provider: str
@@ -74,6 +84,7 @@ class ModelStats:
     response_cache_hits: int = 0
     optimizations_applied: dict[str, int] = field(default_factory=dict)
     optimizations_skipped: dict[str, int] = field(default_factory=dict)
+    fallbacks: int = 0
     latency: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
     ttft: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
 
@@ -98,6 +109,7 @@ class Metrics:
         self._stats: dict[tuple[str, str], ModelStats] = {}
         self._subscribers: list[Callable[[MetricEvent], object]] = []
         self._started = clock()
+        self._breakers: dict[str, dict[str, object]] = {}
 
     # ------------------------------------------------------------------ subscription
 
@@ -233,6 +245,38 @@ class Metrics:
             s.cache_savings_usd += saved_usd
         self._emit("cache_hit", provider, model, {"saved_usd": saved_usd})
 
+    def record_fallback(
+        self, from_ref: str, to_ref: str, error: str, elapsed_s: float, *, reason: str = "error"
+    ) -> None:
+        """A fallback chain moved from ``from_ref`` to ``to_ref`` (both ``provider:model``).
+
+        ``error`` is the failure's class name (or the skip reason), ``elapsed_s`` the
+        time spent on ``from_ref``, ``reason`` one of error / breaker_open /
+        limiter_wait / context_length.
+        """
+        provider, _, model = from_ref.partition(":")
+        self.stats(provider, model).fallbacks += 1
+        self._emit(
+            "fallback", provider, model,
+            {"from": from_ref, "to": to_ref, "error": error, "reason": reason, "elapsed_s": elapsed_s},
+        )
+
+    def record_breaker(
+        self, key: str, old_state: str, new_state: str, cooldown_s: float, error: str | None = None
+    ) -> None:
+        """A circuit breaker (``provider|base_url|model``) went from ``old_state`` to ``new_state``."""
+        provider, _, rest = key.partition("|")
+        model = rest.rpartition("|")[2]
+        entry = self._breakers.setdefault(key, {"opened": 0})
+        entry.update(state=new_state, cooldown_s=cooldown_s, since=self._clock())
+        if new_state == "open":
+            entry["opened"] = int(str(entry["opened"])) + 1
+        self._emit(
+            "breaker", provider, model,
+            {"key": key, "old_state": old_state, "new_state": new_state, "cooldown_s": cooldown_s,
+             "error": error},
+        )
+
     # ------------------------------------------------------------------ reading
 
     def snapshot(self) -> dict[str, object]:
@@ -271,6 +315,7 @@ class Metrics:
                 "response_cache_hits": s.response_cache_hits,
                 "optimizations_applied": dict(s.optimizations_applied),
                 "optimizations_skipped": dict(s.optimizations_skipped),
+                "fallbacks": s.fallbacks,
             }
             totals["requests"] += s.requests
             totals["successes"] += s.successes
@@ -279,11 +324,14 @@ class Metrics:
             totals["rate_limited"] += s.rate_limited
             totals["cost_usd"] += s.cost_usd
             totals["cache_savings_usd"] += s.cache_savings_usd
-        return {"uptime_s": self._clock() - self._started, "totals": totals, "models": models}
+        breakers = {key: dict(entry) for key, entry in sorted(self._breakers.items())}
+        return {"uptime_s": self._clock() - self._started, "totals": totals, "models": models,
+                "breakers": breakers}
 
     def reset(self) -> None:
         """Forget everything recorded so far."""
         self._stats.clear()
+        self._breakers.clear()
         self._started = self._clock()
 
     def format_table(self) -> str:

@@ -14,6 +14,7 @@ injected, so tests run on a fake clock without waiting.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,8 +34,11 @@ __all__ = [
     "RequestCounter",
     "Reservation",
     "TokenBucket",
+    "budget_key",
     "counter_from_config",
 ]
+
+_log = logging.getLogger("forge.ratelimit")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
@@ -232,6 +236,7 @@ class RequestCounter:
 
         self.requests: Bucket | None = make("requests", requests_per_minute) if requests_per_minute else None
         self.tokens: Bucket | None = make("tokens", tokens_per_minute) if tokens_per_minute else None
+        self._closers: list[Callable[[], Awaitable[object]]] = []
 
     @property
     def enabled(self) -> bool:
@@ -290,6 +295,22 @@ class RequestCounter:
                 await bucket.tighten(remaining)
                 break
 
+    def close_with(self, closer: Callable[[], Awaitable[object]]) -> None:
+        """Have :meth:`aclose` call ``closer`` (e.g. the Redis client the counter opened)."""
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        """Release what the counter opened (its Redis connection); the first error is raised after all ran."""
+        closers, self._closers = self._closers, []
+        errors: list[BaseException] = []
+        for closer in closers:
+            try:
+                await closer()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
 
 # The whole bucket update runs inside Redis, atomically, on Redis's own clock,
 # so every process and host sharing the key sees one budget.
@@ -337,6 +358,36 @@ return tostring(result)
 """
 
 
+# Processes sharing one budget may be configured differently (a rolling deploy, a
+# typo). Each announces its capacity and rate under ``<key>:config`` with an expiry;
+# the bucket runs at the smallest capacity and the smallest rate announced by any
+# process in the last ``announce_ttl`` seconds: the tighter configuration wins, and a
+# looser one takes over only after no process has announced the tighter one for that long.
+_REDIS_AGREE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], tostring(now + ttl))
+local cap = nil
+local rate = nil
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local expires = tonumber(all[i + 1])
+  local c, r = string.match(all[i], '^([^/]+)/(.+)$')
+  c = tonumber(c)
+  r = tonumber(r)
+  if expires == nil or c == nil or r == nil or expires < now then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    if cap == nil or c < cap then cap = c end
+    if rate == nil or r < rate then rate = r end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000))
+return {tostring(cap), tostring(rate)}
+"""
+
+
 class RedisBucket:
     """A token bucket kept in Redis and updated by one atomic server-side script.
 
@@ -353,9 +404,16 @@ class RedisBucket:
         *,
         initial: float | None = None,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        announce_ttl: float = 60.0,
     ) -> None:
         if capacity <= 0 or rate <= 0:
             raise ValueError(f"capacity and rate must be > 0, got capacity={capacity!r}, rate={rate!r}.")
+        self._clock = clock
+        self.announce_ttl = announce_ttl
+        self._agreed: tuple[float, float] | None = None
+        self._agreed_at = 0.0
+        self._agree_script: Callable[..., Awaitable[object]] | None = None
         self._fill = 1.0 if initial is None else max(0.0, min(1.0, initial / capacity))
         self._client = client
         self.key = key
@@ -369,9 +427,35 @@ class RedisBucket:
         if self._script is None:
             self._script = self._client.register_script(_REDIS_BUCKET)  # type: ignore[attr-defined]
         assert self._script is not None
-        args = [self.capacity, self.rate, amount, mode, self._fill]
+        capacity, rate = await self.effective()
+        args = [capacity, rate, amount, mode, self._fill]
         result = await self._script(keys=[self.key], args=args)
         return float(result.decode() if isinstance(result, bytes) else str(result))
+
+    async def effective(self) -> tuple[float, float]:
+        """The ``(capacity, rate)`` the shared budget runs at: the tightest any live process announced.
+
+        Announced again every third of ``announce_ttl`` (one extra round trip then, none between).
+        """
+        now = self._clock()
+        if self._agreed is not None and now - self._agreed_at < self.announce_ttl / 3:
+            return self._agreed
+        if self._agree_script is None:
+            self._agree_script = self._client.register_script(_REDIS_AGREE)  # type: ignore[attr-defined]
+        assert self._agree_script is not None
+        mine = f"{self.capacity!r}/{self.rate!r}"
+        raw = await self._agree_script(keys=[self.key + ":config"], args=[mine, self.announce_ttl])
+        assert isinstance(raw, (list, tuple))
+        cap, rate = (float(v.decode() if isinstance(v, bytes) else v) for v in raw)
+        agreed = (min(cap, self.capacity), min(rate, self.rate))
+        if agreed != (self.capacity, self.rate) and agreed != self._agreed:
+            _log.warning(
+                "forge rate limit: another process configures budget %s tighter (capacity %g, %g/s) than "
+                "this one (capacity %g, %g/s); the tighter one applies to every process sharing it",
+                self.key, agreed[0], agreed[1], self.capacity, self.rate,
+            )
+        self._agreed, self._agreed_at = agreed, now
+        return agreed
 
     async def acquire(self, amount: float = 1.0) -> float:
         if amount <= 0:
@@ -402,11 +486,17 @@ def counter_from_config(
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     redis_client: object | None = None,
+    account: str = "",
 ) -> RequestCounter | None:
-    """Build a provider's :class:`RequestCounter` from its ``rate_limit`` config (None if unlimited)."""
+    """Build a provider's :class:`RequestCounter` from its ``rate_limit`` config (None if unlimited).
+
+    ``account`` (:meth:`forge.config.ProviderConfig.account`: base URL and credential
+    fingerprint) names the Redis budget unless ``config.budget`` names one: see :func:`budget_key`.
+    """
     if not config.requests_per_minute and not config.tokens_per_minute:
         return None
     factory: Callable[[str, float, float, float], Bucket] | None = None
+    owned: object | None = None
     if config.backend == "redis":
         client = redis_client
         if client is None:
@@ -418,14 +508,19 @@ def counter_from_config(
                     "installed: pip install 'forge-llm[redis]'.",
                     key=f"providers.{provider}.rate_limit.backend",
                 ) from exc
-            client = redis_asyncio.Redis.from_url(config.redis_url or "redis://localhost:6379/0")
+            from forge._secrets import register_url_password
+
+            url = config.redis_url or "redis://localhost:6379/0"
+            register_url_password(url)  # never printed, whatever error quotes it
+            client = owned = redis_asyncio.Redis.from_url(url)
         shared = client
+        prefix = budget_key(provider, config, account)
 
         def factory(kind: str, capacity: float, rate: float, initial: float) -> Bucket:
-            key = f"forge:ratelimit:{provider}:{kind}"
-            return RedisBucket(shared, key, capacity, rate, initial=initial, sleep=sleep)
+            return RedisBucket(shared, f"{prefix}:{kind}", capacity, rate, initial=initial, sleep=sleep,
+                               clock=clock)
 
-    return RequestCounter(
+    counter = RequestCounter(
         config.requests_per_minute,
         config.tokens_per_minute,
         burst_seconds=config.burst_seconds,
@@ -433,3 +528,22 @@ def counter_from_config(
         sleep=sleep,
         bucket_factory=factory,
     )
+    if owned is not None:
+        counter.close_with(owned.aclose)  # type: ignore[attr-defined]
+    return counter
+
+
+def budget_key(provider: str, config: RateLimitConfig, account: str = "") -> str:
+    """The Redis key prefix of a provider's shared budget (``:requests`` / ``:tokens`` follow).
+
+    ``forge:ratelimit:{provider}:budget:{name}`` when ``rate_limit.budget`` names one
+    (several keys drawing on one organization's limits), else
+    ``forge:ratelimit:{provider}:account:{digest}``, the digest being one-way over the
+    base URL and credential fingerprint: providers count limits per organization or key,
+    so two keys never share (or drain) one budget unless the config says so.
+    """
+    if config.budget:
+        return f"forge:ratelimit:{provider}:budget:{config.budget}"
+    from forge._secrets import fingerprint
+
+    return f"forge:ratelimit:{provider}:account:{fingerprint(account)}"

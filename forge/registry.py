@@ -16,11 +16,21 @@ import contextlib
 import importlib
 import os
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from typing_extensions import Unpack
+
+from forge._params import (
+    InvokeParams,
+    RequestParams,
+    StreamCallbackParams,
+    StreamRequestParams,
+    request_params,
+)
 from forge.cache import MemoryResponseCache, ResponseCache
 from forge.config import PROVIDER_NAMES, ForgeConfig, ProviderConfig, load_config, normalize_provider
 from forge.errors import BatchError, ConfigError
@@ -33,7 +43,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from forge.batch import BatchMode, BatchProcessor, PollSchedule, ProgressHandler
+    from forge.breaker import CircuitBreakers
     from forge.errors import ForgeError
+    from forge.fallback import Fallback, FallbackChain, FallbackLLM
     from forge.jobs import BatchJob, JobStore
     from forge.optimize import ProviderOptimizer
     from forge.streaming import Stream
@@ -136,6 +148,7 @@ class Registry:
         self._optimizations_forced_off = enable_optimizations is False
         self._optimizers: dict[str, ProviderOptimizer | None] = {}
         self._response_cache = response_cache
+        self._owns_response_cache = False
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -144,6 +157,8 @@ class Registry:
         self._limiters: dict[str, RequestCounter | None] = {}
         self.metrics = Metrics(clock)
         self._llms: dict[str, LLM] = {}
+        self._chains: dict[tuple[str, FallbackChain], FallbackLLM] = {}
+        self._breakers: CircuitBreakers | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ handles
@@ -197,6 +212,7 @@ class Registry:
         """The cache behind ``get_llm(..., enable_cache=True)`` handles."""
         if self._response_cache is None:
             self._response_cache = MemoryResponseCache(clock=self._clock)
+            self._owns_response_cache = True
         return self._response_cache
 
     def get_llm(self, model: str, *, enable_cache: bool = False, cache_ttl: float = 300.0) -> LLM:
@@ -244,32 +260,182 @@ class Registry:
         """The provider's rate limiter (None when it has no limits), shared by all its models."""
         name = normalize_provider(provider)
         if name not in self._limiters:
+            pcfg = self.provider_config(name)
             self._limiters[name] = counter_from_config(
-                name, self.provider_config(name).rate_limit, clock=self._clock, sleep=self._sleep
+                name, pcfg.rate_limit, clock=self._clock, sleep=self._sleep, account=pcfg.account()
             )
         return self._limiters[name]
 
+    # ------------------------------------------------------------------ fallback chains
+
+    @property
+    def breakers(self) -> CircuitBreakers:
+        """The circuit breakers of fallback links (config ``[breaker]``; see docs/fallback.md)."""
+        if self._breakers is None:
+            from forge.breaker import CircuitBreakers
+
+            def changed(change: object) -> None:
+                from forge.breaker import BreakerChange
+
+                assert isinstance(change, BreakerChange)
+                self.metrics.record_breaker(
+                    change.key, change.old_state, change.new_state, change.cooldown_s, change.error
+                )
+
+            self._breakers = CircuitBreakers.from_config(
+                self.config.breaker, clock=self._clock, on_change=changed
+            )
+        return self._breakers
+
+    def breaker_key(self, llm: LLM) -> str:
+        """What one breaker guards: ``provider|base_url|model`` (the base URL as configured)."""
+        base_url = self.provider_config(llm.provider_name).resolve_base_url() or "default"
+        return f"{llm.provider_name}|{base_url}|{llm.model}"
+
+    def fallback_llm(
+        self, model: str, fallbacks: FallbackChain | Sequence[str | Fallback] | None = None
+    ) -> FallbackLLM | None:
+        """``model`` with its fallbacks: ``fallbacks`` if given, else the config's chain for it.
+
+        Returns None when there is no chain (``fallbacks=[]`` turns a configured one off).
+
+        Raises:
+            ConfigError: a link names an unknown provider or alias.
+            TypeError: ``fallbacks`` is not a list of model references.
+        """
+        from forge.fallback import FallbackChain, FallbackLLM
+
+        if fallbacks is None:
+            chain = self._configured_chain(model)
+            if chain is None:
+                return None
+        else:
+            chain = FallbackChain.of(fallbacks)
+            if not chain.links:
+                return None
+        cached = self._chains.get((model, chain))
+        if cached is not None:
+            return cached
+        links = []
+        for ref, spec in ((model, None), *((link.model, link) for link in chain.links)):
+            llm = self.get_llm(ref)
+            from forge.fallback import Fallback
+
+            links.append((llm, spec or Fallback(ref), self.breakers.get(self.breaker_key(llm))))
+        handle = FallbackLLM(links, chain, clock=self._clock, metrics=self.metrics)
+        self._chains[(model, chain)] = handle
+        return handle
+
+    def _configured_chain(self, model: str) -> FallbackChain | None:
+        chains = self.config.fallbacks
+        if not chains:
+            return None
+        if model in chains:
+            return chains[model]
+        name, vendor_model = parse_model_ref(model, self.config)
+        return chains.get(f"{name}:{vendor_model}") or chains.get(f"{name}:{model.partition(':')[2]}")
+
     # ------------------------------------------------------------------ one-call helpers
 
-    async def invoke(self, model: str, prompt: Prompt, **params: object) -> Response:
-        """``get_llm(model).invoke(prompt, **params)``."""
+    async def invoke(
+        self,
+        model: str,
+        prompt: Prompt,
+        *,
+        fallbacks: FallbackChain | Sequence[str | Fallback] | None = None,
+        **params: Unpack[InvokeParams],
+    ) -> Response:
+        """``get_llm(model).invoke(prompt, **params)``, down ``model``'s fallback chain if it has one.
+
+        ``fallbacks``: ``provider:model`` references (or :class:`~forge.Fallback` /
+        :class:`~forge.FallbackChain` values) tried in order when ``model`` fails
+        the way an outage fails; default: the config's ``[fallbacks]`` chain for
+        ``model``; ``[]``: none. See docs/fallback.md.
+
+        The first call on a provider imports its vendor client in a worker thread,
+        so the event loop keeps running meanwhile (see :meth:`warm`).
+        """
+        await self._import_provider(model)
+        chain = self.fallback_llm(model, fallbacks)
+        if chain is not None:
+            return await chain.invoke(prompt, **params)
         return await self.get_llm(model).invoke(prompt, **params)
 
-    def stream(self, model: str, prompt: Prompt, **params: object) -> Stream:
-        """``get_llm(model).stream(prompt, **params)``: a :class:`~forge.Stream` of text deltas."""
-        return self.get_llm(model).stream(prompt, **params)  # type: ignore[arg-type]
+    def stream(
+        self,
+        model: str,
+        prompt: Prompt,
+        *,
+        fallbacks: FallbackChain | Sequence[str | Fallback] | None = None,
+        **params: Unpack[StreamRequestParams],
+    ) -> Stream:
+        """``get_llm(model).stream(prompt, **params)``: a :class:`~forge.Stream` of text deltas.
+
+        ``fallbacks`` as for :meth:`invoke`; a stream falls back only before its
+        first text, reasoning or tool event reached the caller.
+
+        This call is synchronous: the first one on a provider imports its vendor
+        client on the event loop; ``await reg.warm(...)`` at startup avoids that.
+        """
+        chain = self.fallback_llm(model, fallbacks)
+        if chain is not None:
+            return chain.stream(prompt, **params)
+        return self.get_llm(model).stream(prompt, **params)
+
+    async def warm(self, *models: str) -> None:
+        """Import and build the vendor clients of ``models`` (or of every configured provider)
+        without blocking the event loop.
+
+        Importing a vendor client takes 0.3-1 s of CPU; done on the loop (as the first
+        ``reg.stream`` or ``get_llm`` on a provider does), every other task of the
+        service waits for it. Call this once at startup::
+
+            async with forge.Registry() as reg:
+                await reg.warm("openai:gpt-4o-mini", "anthropic:claude-haiku-4-5")
+
+        Raises:
+            ConfigError: unknown provider or alias, missing package or API key.
+        """
+        names = [parse_model_ref(m, self.config)[0] for m in models] if models else [
+            n for n in PROVIDER_NAMES if n in self.config.providers
+        ]
+        for name in dict.fromkeys(names):
+            await self._import_provider(f"{name}:_")
+            if name not in self._providers:
+                # Building the client (TLS context, connection pool) also takes CPU: off the loop too.
+                await asyncio.to_thread(self._provider, name)
+
+    async def _import_provider(self, model: str) -> None:
+        """Import the provider module of ``model`` in a worker thread, the first time only."""
+        if self._closed:
+            return
+        try:
+            name = parse_model_ref(model, self.config)[0]
+        except ConfigError:
+            return  # get_llm raises it with the same message
+        if name in self._providers:
+            return
+        module_name = _PROVIDER_MODULES[name][0]
+        if module_name in sys.modules:
+            return
+        with contextlib.suppress(ImportError):  # _provider() turns it into a ConfigError
+            await asyncio.to_thread(importlib.import_module, module_name)
 
     async def stream_to_file(
-        self, model: str, prompt: Prompt, path: str | os.PathLike[str], **params: object
+        self, model: str, prompt: Prompt, path: str | os.PathLike[str], **params: Unpack[StreamRequestParams]
     ) -> Response:
         """Stream the reply into ``path`` at constant memory; see :meth:`forge.Stream.to_file`."""
         return await self.stream(model, prompt, **params).to_file(path)
 
     async def stream_with_callback(
-        self, model: str, prompt: Prompt, callback: Callable[[str], object], **params: object
+        self,
+        model: str,
+        prompt: Prompt,
+        callback: Callable[[str], object],
+        **params: Unpack[StreamCallbackParams],
     ) -> Response:
         """Stream, calling ``callback(text)`` (sync or async) per piece; return the Response."""
-        s = self.get_llm(model).stream(prompt, on_chunk=callback, **params)  # type: ignore[arg-type]
+        s = self.stream(model, prompt, on_chunk=callback, **params)
         async with s:
             return await s.collect()
 
@@ -322,7 +488,7 @@ class Registry:
         on_progress: ProgressHandler | None = None,
         max_wait: float | None = None,
         poll: PollSchedule | None = None,
-        **params: object,
+        **params: Unpack[InvokeParams],
     ) -> list[Response | ForgeError]:
         """Run every prompt; return one result per prompt, in order: the Response or that item's error.
 
@@ -334,7 +500,9 @@ class Registry:
         when the provider has one and ``max_wait`` is None or at least 24 h).
         ``on_progress`` (sync or async) receives a :class:`~forge.batch.BatchProgress`.
         ``max_wait`` (seconds) cancels a provider batch still running after that
-        long. ``params`` are request parameters for every prompt (``max_tokens``...).
+        long. ``params`` are request parameters for every prompt (``max_tokens``...),
+        plus ``timeout`` and ``max_attempts`` for each call in concurrent mode (as
+        for :meth:`invoke`; a provider batch is bounded by ``max_wait`` instead).
 
         ::
 
@@ -346,14 +514,16 @@ class Registry:
             TypeError / ValueError: a bad prompt or parameter (nothing was sent).
             ConfigError: ``mode="batch_api"`` for a provider without a batch API.
         """
+        await self._import_provider(model)
         processor = self.batch_processor(model, poll=poll)
-        requests = processor.requests(prompts, params)
+        requests = processor.requests(prompts, request_params(params))
         return await processor.run(
-            requests, mode=mode, max_concurrent=max_concurrent, on_progress=on_progress, max_wait=max_wait
+            requests, mode=mode, max_concurrent=max_concurrent, on_progress=on_progress, max_wait=max_wait,
+            timeout=params.get("timeout"), max_attempts=params.get("max_attempts"),
         )
 
     async def batch_submit(
-        self, model: str, prompts: Sequence[Prompt | Request], **params: object
+        self, model: str, prompts: Sequence[Prompt | Request], **params: Unpack[RequestParams]
     ) -> BatchJob:
         """Record and submit a provider batch, and return its job at once (``job.id`` resumes it).
 
@@ -408,18 +578,42 @@ class Registry:
     # ------------------------------------------------------------------ lifecycle
 
     async def aclose(self) -> None:
-        """Close every vendor client this registry created."""
+        """Close everything this registry opened: optimizers (their Gemini caches), the job store,
+        the rate limiters (their Redis connections), the default response cache and every vendor client.
+
+        Every close runs even when one fails; the failure is raised afterwards (several: an
+        ``ExceptionGroup`` of them). A response cache or job store passed in is the caller's to close.
+        """
         self._closed = True
+        closers: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        optimizers, self._optimizers = self._optimizers, {}
+        # Optimizers first: Gemini context caches are deleted through the vendor clients.
+        closers += [(f"{n} optimizer", o.aclose) for n, o in optimizers.items() if o is not None]
         if getattr(self, "_owns_job_store", False):
-            await self._job_store.aclose()
-        optimizers, self._optimizers = [o for o in self._optimizers.values() if o is not None], {}
-        for optimizer in optimizers:  # before the clients close: Gemini caches are deleted through them
-            with contextlib.suppress(Exception):
-                await optimizer.aclose()
-        providers, self._providers = list(self._providers.values()), {}
+            closers.append(("job store", self._job_store.aclose))
+            self._owns_job_store = False
+        limiters, self._limiters = self._limiters, {}
+        closers += [(f"{n} rate limiter", lim.aclose) for n, lim in limiters.items() if lim is not None]
+        if self._response_cache is not None and self._owns_response_cache:
+            closers.append(("response cache", self._response_cache.aclose))
+        providers, self._providers = self._providers, {}
+        closers += [(f"{n} client", p.aclose) for n, p in providers.items()]
         self._llms.clear()
-        for provider in providers:
-            await provider.aclose()
+        self._chains.clear()
+        breakers, self._breakers = self._breakers, None
+        if breakers is not None:
+            closers.append(("circuit breakers", breakers.aclose))
+        errors: list[Exception] = []
+        for what, close in closers:
+            try:
+                await close()
+            except Exception as exc:
+                exc.add_note(f"while closing the registry's {what}")
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup(f"Registry.aclose: {len(errors)} closes failed", errors)
 
     async def __aenter__(self) -> Registry:
         return self

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from forge.errors import ForgeError, ProviderError, RateLimitError, RetryAttempt, RetryExhausted
+from forge.errors import ForgeError, ProviderError, RetryAttempt
 from forge.ratelimit import response_observer
 
 if TYPE_CHECKING:
@@ -83,9 +83,12 @@ async def call_with_retry(
 ) -> tuple[T, int]:
     """Run ``fn`` until it succeeds, a non-retryable error occurs, or attempts run out.
 
-    Returns ``(result, attempts_used)``. Raises the classified error when it is not
-    retryable (or on the only attempt), :class:`RateLimitError` when the server asks
-    for a wait longer than ``max_wait``, and :class:`RetryExhausted` otherwise.
+    Returns ``(result, attempts_used)``. Whatever ends the call, the caller gets the
+    last error's own class (classified first when ``fn`` raised a raw exception), with
+    the history in ``error.attempts`` (one :class:`~forge.errors.RetryAttempt` per
+    request) and ``error.attempt_count``: a 429 is a :class:`RateLimitError` whether
+    ``max_attempts`` is 1 or 6. A retryable error whose Retry-After hint is longer than
+    ``max_wait`` is raised at once, its message saying so.
     """
     history: list[RetryAttempt] = []
     attempt = 0
@@ -95,35 +98,23 @@ async def call_with_retry(
             return await fn(), attempt
         except Exception as exc:  # cancellation, exit and other BaseExceptions pass through untouched
             error = exc if isinstance(exc, ForgeError) else classify(exc)
-            if not error.retryable:
+            hint = error.retry_after if isinstance(error, ProviderError) else None
+            too_long = policy.respect_retry_after and hint is not None and hint > policy.max_wait
+            if not error.retryable or attempt >= policy.max_attempts or too_long:
+                if too_long and error.retryable and attempt < policy.max_attempts and isinstance(
+                    error, ProviderError
+                ):
+                    error.message = (
+                        f"{error.message}; the server asked to wait {hint:g}s, longer than "
+                        f"max_wait={policy.max_wait:g}s, so forge did not retry. Raise retry.max_wait "
+                        "to wait that long, or try later."
+                    )
+                    error.args = (error.message,)
+                history.append(RetryAttempt(attempt, error, 0.0))
+                error.attempts = tuple(history)
                 if error is exc:
                     raise
                 raise error from exc
-            if attempt >= policy.max_attempts:
-                if policy.max_attempts == 1:
-                    if error is exc:
-                        raise
-                    raise error from exc
-                history.append(RetryAttempt(attempt, error, 0.0))
-                raise RetryExhausted(
-                    f"Gave up after {attempt} attempts; last error: {error}",
-                    last_error=error,
-                    attempts=history,
-                ) from error
-            hint = error.retry_after if isinstance(error, ProviderError) else None
-            if policy.respect_retry_after and hint is not None and hint > policy.max_wait:
-                fail = RateLimitError(
-                    f"The server asked to wait {hint:g}s, longer than max_wait={policy.max_wait:g}s; "
-                    "not retrying. Raise retry.max_wait to wait that long, or try later.",
-                    provider=getattr(error, "provider", ""),
-                    model=getattr(error, "model", None),
-                    status=getattr(error, "status", None),
-                    request_id=getattr(error, "request_id", None),
-                    retry_after=hint,
-                    code=getattr(error, "code", None),
-                    headers=getattr(error, "headers", None),
-                )
-                raise fail from error
             wait = backoff_wait(policy, attempt, error, rng())
             history.append(RetryAttempt(attempt, error, wait))
             if on_retry is not None:
@@ -188,8 +179,12 @@ class RetryWrapper:
         operation: str = "invoke",
         estimated_tokens: float = 0.0,
         settle: Callable[[T], float | None] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> tuple[T, int]:
-        """Run ``fn`` under the limiter and the retry policy; return ``(result, attempts)``."""
+        """Run ``fn`` under the limiter and the retry policy; return ``(result, attempts)``.
+
+        ``policy`` replaces the operation's policy for this one call (a per-call ``max_attempts``).
+        """
         limiter = self.limiter
 
         async def attempt() -> T:
@@ -218,7 +213,7 @@ class RetryWrapper:
 
         return await call_with_retry(
             attempt,
-            policy=self.policy_for(operation),
+            policy=policy or self.policy_for(operation),
             classify=classify,
             sleep=self._sleep,
             rng=self._rng,

@@ -25,13 +25,14 @@ import os
 import tempfile
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from forge.errors import ForgeError, StreamInterrupted, StreamTimeout, ToolCallError
+from forge.providers._stream import aclose_events
 from forge.tokens import chars_per_token
 from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
 
@@ -43,7 +44,10 @@ __all__ = ["Stream", "StreamProgress", "stream", "stream_to_file", "stream_with_
 T = TypeVar("T")
 ChunkCallback = Callable[[str], object]
 ProgressCallback = Callable[["StreamProgress"], object]
-Opener = Callable[[], Awaitable[tuple[AsyncIterator[StreamEvent], StreamEvent | None, int]]]
+Opened = tuple[AsyncIterator[StreamEvent], Sequence[StreamEvent], int]
+Opener = Callable[[], Awaitable[Opened]]
+"""Opens the stream (retries included): the events, those already read from them, the attempts made."""
+Pricing = Callable[[Usage], "float | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,7 @@ class Stream:
         clock: Callable[[], float] = time.monotonic,
         on_complete: Callable[[Response], object] | None = None,
         on_error: Callable[[BaseException], object] | None = None,
+        price: Pricing | None = None,
     ) -> None:
         for name, value in (
             ("first_token_timeout", first_token_timeout),
@@ -137,8 +142,11 @@ class Stream:
         self._clock = clock
         self._on_complete = on_complete
         self._on_error = on_error
+        self._price = price
         self._started = False
         self._done = False
+        self._closing = False
+        self._opening: asyncio.Future[Opened] | None = None
         self._active: weakref.ref[AsyncGenerator[object, None]] | None = None
         self._source: AsyncIterator[StreamEvent] | None = None
         # Reassembly state.
@@ -149,6 +157,8 @@ class Stream:
         self._chunks = 0
         self._delivered = 0
         self._usage: Usage | None = None
+        self._usage_chars = 0  # characters received when the provider last reported usage
+        self._reported_tokens = 0  # estimated_tokens in the last on_progress call
         self._finish: FinishReason | None = None
         self._response_id: str | None = None
         self._tools: dict[int, _ToolCallBuilder] = {}
@@ -209,16 +219,25 @@ class Stream:
         return self._usage
 
     async def aclose(self) -> None:
-        """Stop the stream and close its HTTP response. Safe to call more than once."""
+        """Stop the stream and close its HTTP response. Safe to call more than once, from any task.
+
+        Called from a task other than the one iterating, it closes the HTTP response
+        (or cancels the request still being opened); the iteration there then ends
+        quietly, without a Response.
+        """
         self._done = True
+        self._closing = True
+        opening = self._opening
+        if opening is not None and not opening.done():
+            opening.cancel()
+        source = self._source
+        if source is not None:
+            # The provider stream owns its HTTP response and closes it from any task
+            # (forge.providers._stream); a read pending in the iterating task then ends.
+            await aclose_events(source)
         gen = self._active() if self._active is not None else None
         if gen is not None:
-            with contextlib.suppress(RuntimeError):  # already being closed by its finalizer
-                await gen.aclose()
-        source, self._source = self._source, None
-        if source is not None and hasattr(source, "aclose"):
-            with contextlib.suppress(RuntimeError):
-                await source.aclose()
+            await aclose_events(gen)  # left alone while another task is inside it
 
     async def __aenter__(self) -> Stream:
         return self
@@ -253,8 +272,10 @@ class Stream:
                         await self._deliver(ev.text)
                         yield ev.text
             else:
-                async for text in self._buffered(run):
-                    yield text
+                # Closed before ``run``: its finally stops the read it may have pending on ``run``.
+                async with contextlib.aclosing(self._buffered(run)) as buffered:
+                    async for text in buffered:
+                        yield text
         finally:
             await run.aclose()
 
@@ -314,29 +335,41 @@ class Stream:
                     buf, size = [], 0
                     await self._deliver(text)
                     yield text
-            if buf:
+            if buf and not self._closing:
                 text = "".join(buf)
                 await self._deliver(text)
                 yield text
         finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await pending
+            if pending is not None:
+                if not pending.done():
+                    pending.cancel()
+                await asyncio.wait({pending})
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: whatever it was, the stream is being left
 
     async def _deliver(self, text: str) -> None:
         self._delivered += 1
         if self._on_chunk is not None:
             await _maybe_await(self._on_chunk(text))
         if self._on_progress is not None:
-            await _maybe_await(self._on_progress(self.progress()))
+            progress = self.progress()
+            self._reported_tokens = progress.estimated_tokens
+            await _maybe_await(self._on_progress(progress))
 
     def progress(self) -> StreamProgress:
-        """A snapshot of the stream's progress (estimates, corrected by provider usage once reported)."""
+        """A snapshot of the stream's progress (estimates, corrected by provider usage once reported).
+
+        ``estimated_tokens`` is the provider's latest output count plus an estimate
+        for the text received since; so a placeholder count (Anthropic's
+        ``message_start`` says 1) or one reported early (Gemini's first chunk)
+        never freezes it, and the final usage makes it exact.
+        """
         elapsed = max(self._clock() - self._t0, 0.0) if self._started else 0.0
         usage = self._usage
         if usage is not None and usage.output_tokens:
-            tokens = usage.output_tokens
+            tokens = usage.output_tokens + round(
+                (self._chars - self._usage_chars) / chars_per_token(self.provider)
+            )
         else:
             tokens = round(self._chars / chars_per_token(self.provider))
         return StreamProgress(
@@ -404,17 +437,28 @@ class Stream:
         self._t0 = self._last = self._clock()
         source: AsyncIterator[StreamEvent] | None = None
         try:
+            # Opened in a task of its own, so that aclose() from another task can cancel it.
+            opening = self._opening = asyncio.ensure_future(self._opener())
             try:
-                source, first, self._attempts = await self._wait(self._opener())
+                source, head, self._attempts = await self._wait(opening)
                 self._source = source
             except StreamTimeout:
                 raise
+            except asyncio.CancelledError:
+                if self._closing and not _cancelling():
+                    return  # aclose() from another task stopped the opening
+                raise
             except Exception as exc:  # BaseExceptions (cancellation, a replay miss...) pass through
                 raise self._fail(exc) from exc
-            if first is not None:
+            finally:
+                self._opening = None
+            if self._closing:
+                return
+            if head:
                 self._check_late()
-                self._absorb(first)
-                yield first
+                for ev in head:
+                    self._absorb(ev)
+                    yield ev
             assert source is not None
             nxt = source.__anext__
             # Without timeouts the loop skips deadline bookkeeping: this is the per-chunk hot path.
@@ -427,6 +471,8 @@ class Stream:
                 except StreamTimeout:
                     raise
                 except Exception as exc:
+                    if self._closing:
+                        return  # aclose() from another task closed the response under this read
                     error = self._fail(exc)
                     # Bad tool-call arguments are the reply's fault, not a broken stream.
                     if (self._chars or self._chunks) and not isinstance(error, ToolCallError):
@@ -446,6 +492,10 @@ class Stream:
                 self._absorb(ev)
                 yield ev
             self._complete()
+            if self._on_progress is not None and self._delivered:
+                progress = self.progress()
+                if progress.estimated_tokens != self._reported_tokens:  # the final usage corrects it
+                    await _maybe_await(self._on_progress(progress))
             if self._on_complete is not None and self._response is not None:
                 await _maybe_await(self._on_complete(self._response))
         except BaseException as exc:
@@ -455,8 +505,8 @@ class Stream:
         finally:
             self._done = True
             self._source = None
-            if source is not None and hasattr(source, "aclose"):
-                await source.aclose()
+            if source is not None:
+                await aclose_events(source)
 
     def _fail(self, exc: BaseException) -> ForgeError:
         if isinstance(exc, ForgeError):
@@ -476,6 +526,7 @@ class Stream:
             self._chunks += 1
         elif kind == "usage":
             self._usage = ev.usage
+            self._usage_chars = self._chars
         elif kind == "finish":
             self._finish = ev.finish_reason
             self._response_id = ev.text or self._response_id
@@ -504,12 +555,17 @@ class Stream:
                     builder.id, builder.name, "".join(builder.args), provider=self.provider, model=self.model
                 )
         now = self._clock()
+        usage = self._usage or Usage()
+        if self.cached:
+            cost: float | None = 0.0
+        else:
+            cost = self._price(usage) if self._price is not None else None
         self._response = Response(
             text=self.text,
             provider=self.provider,
             model=self.model,
             finish_reason=self._finish,
-            usage=self._usage or Usage(),
+            usage=usage,
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
             reasoning="".join(self._reasoning) or None,
             reasoning_signature=self._signature,
@@ -519,7 +575,7 @@ class Stream:
             time_to_first_token_s=self._ttft,
             chunks=self._chunks,
             cached=self.cached,
-            cost_usd=0.0 if self.cached else None,
+            cost_usd=cost,
         )
 
     # ------------------------------------------------------------------ to file
@@ -547,8 +603,8 @@ class Stream:
                     async for text in self:
                         fh.write(text)
                 finally:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    # fsync can take long on a busy disk: in a worker thread, off the event loop.
+                    await asyncio.to_thread(_flush_to_disk, fh.flush, fh.fileno())
             os.replace(tmp, target)
             ok = True
             return self.response
@@ -563,6 +619,17 @@ class Stream:
         finally:
             if not ok:
                 tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no await point worth adding
+
+
+def _cancelling() -> bool:
+    """Whether the current task itself is being cancelled (not just something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _flush_to_disk(flush: Callable[[], object], fd: int) -> None:
+    flush()
+    os.fsync(fd)
 
 
 # ---------------------------------------------------------------------- module-level forms

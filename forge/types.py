@@ -18,6 +18,7 @@ __all__ = [
     "BatchState",
     "BatchStatus",
     "CacheHints",
+    "FallbackAttempt",
     "FinishReason",
     "Message",
     "Provider",
@@ -235,6 +236,23 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackAttempt:
+    """A link of a fallback chain that did not answer: which model, why, and what it cost.
+
+    ``error`` is the error's class name (``OverloadedError``...) or, for a link
+    that was not called, ``skipped`` says why: ``breaker_open``, ``limiter_wait``
+    or ``context_length`` (not marked ``larger_context``). ``attempts`` counts the
+    requests sent to it (retries included; 0 when skipped).
+    """
+
+    model: str
+    error: str
+    elapsed_s: float
+    attempts: int = 1
+    skipped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
     """A complete reply, from a plain call or reassembled from a stream.
 
@@ -258,6 +276,8 @@ class Response:
     chunks: int = 0
     raw: object = field(default=None, repr=False, compare=False)
     cached: bool = False
+    fallback_attempts: tuple[FallbackAttempt, ...] = ()
+    """The fallback links tried before the one that answered (see docs/fallback.md)."""
 
     def to_message(self) -> Message:
         """This reply as the assistant turn of a conversation (text, tool calls, reasoning).

@@ -30,6 +30,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
                        "RateLimitConfig"]),
     ("Retry and rate limits", ["RetryPolicy", "RetryWrapper", "RetryEvent", "backoff_wait", "RequestCounter",
                                "TokenBucket"]),
+    ("Fallbacks and circuit breakers", ["Fallback", "FallbackChain", "FallbackAttempt", "BreakerConfig"]),
     ("Metrics", ["Metrics", "MetricEvent"]),
     ("Optimization and caching", ["ProviderOptimizer", "CacheHints", "ResponseCache", "MemoryResponseCache",
                                   "RedisResponseCache"]),
@@ -39,7 +40,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Errors", ["ForgeError", "ConfigError", "ProviderError", "RateLimitError", "OverloadedError", "ServerError",
                 "ProviderTimeout", "ProviderConnectionError", "AuthenticationError", "BadRequestError",
                 "ContextLengthError", "NotFoundError", "ToolCallError", "BatchError", "StreamError",
-                "StreamInterrupted", "StreamTimeout", "RetryExhausted", "RetryAttempt"]),
+                "StreamInterrupted", "StreamTimeout", "RetryAttempt", "CircuitOpen"]),
 ]
 
 _ERROR_EXAMPLE = """>>> issubclass(forge.{name}, forge.ForgeError)
@@ -207,8 +208,19 @@ True""",
 for _name in ("ForgeError", "ConfigError", "ProviderError", "RateLimitError", "OverloadedError", "ServerError",
               "ProviderTimeout", "ProviderConnectionError", "AuthenticationError", "BadRequestError",
               "ContextLengthError", "NotFoundError", "ToolCallError", "BatchError", "StreamError",
-              "StreamInterrupted", "StreamTimeout", "RetryExhausted"):
+              "StreamInterrupted", "StreamTimeout"):
     EXAMPLES.setdefault(_name, _ERROR_EXAMPLE.format(name=_name))
+EXAMPLES.setdefault("CircuitOpen", _ERROR_EXAMPLE.format(name="CircuitOpen"))
+EXAMPLES.setdefault("Fallback", """>>> reply = run(reg.invoke("openai:gpt-4o-mini", "hi", fallbacks=[forge.Fallback("anthropic:claude-haiku-4-5")]))
+>>> reply.provider, reply.fallback_attempts
+('openai', ())""")
+EXAMPLES.setdefault("FallbackChain", """>>> chain = forge.FallbackChain((forge.Fallback("anthropic:claude-haiku-4-5"),), max_limiter_wait=2.0)
+>>> sorted(chain.fall_through)[:3]
+['connection', 'context_length', 'invalid_reply']""")
+EXAMPLES.setdefault("FallbackAttempt", """>>> forge.FallbackAttempt("openai:gpt-4o-mini", "OverloadedError", 0.12, attempts=3).attempts
+3""")
+EXAMPLES.setdefault("BreakerConfig", """>>> forge.load_config({"breaker": {"failures": 3, "cooldown": 10}}).breaker.cooldown
+10.0""")
 EXAMPLES.setdefault("RetryAttempt", """>>> forge.RetryAttempt(1, forge.ServerError("boom"), 0.5).wait
 0.5""")
 

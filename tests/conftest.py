@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import gc
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -123,3 +125,39 @@ def make_llm(fake: FakeProvider, clock: FakeClock) -> Callable[..., LLM]:
         )
 
     return build
+
+
+class _AsyncioErrors(logging.Handler):
+    """Collects what asyncio's default exception handler logs (it logs on the ``asyncio`` logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def fail_on_asyncio_errors() -> Iterator[None]:
+    """Fail any test during which asyncio reported an error through the loop's exception handler.
+
+    "Task exception was never retrieved", "aclose(): asynchronous generator is
+    already running", an exception in a callback: asyncio only logs these, so
+    without this fixture they pass silently. Tasks and generators dropped by the
+    test are collected before checking, so what their finalizers report counts.
+    """
+    handler = _AsyncioErrors()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    try:
+        yield
+        gc.collect(0)  # the young generation: cheap, and where a test's dropped tasks are
+    finally:
+        logger.removeHandler(handler)
+    if handler.records:
+        reports = "\n".join(
+            record.getMessage() + (f": {record.exc_info[1]!r}" if record.exc_info else "")
+            for record in handler.records
+        )
+        pytest.fail(f"asyncio reported errors during this test:\n{reports}", pytrace=False)

@@ -209,6 +209,13 @@ class HostileServer:
                 self._changed.clear()
                 await self._changed.wait()
 
+    async def wait_requests(self, n: int, within: float = 5.0) -> None:
+        """Wait (at most ``within`` seconds) until ``n`` requests have been read."""
+        async with asyncio.timeout(within):
+            while len(self.requests) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
     # -------------------------------------------------------------- serving
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -222,12 +229,17 @@ class HostileServer:
                 if received is None:
                     return
                 self.requests.append(received)
+                self._changed.set()
                 reply = self._queue.popleft() if self._queue else Reply.http(
                     500, {"error": "hostile server: no reply scripted for this request"}
                 )
                 if not await self._play(reply, reader, writer):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:
+            # Stopped by aclose(). Ending cancelled would make asyncio 3.11's stream
+            # callback call task.exception() and log the CancelledError it raises.
             return
         finally:
             self.disconnects += 1

@@ -108,9 +108,11 @@ def test_an_item_failing_at_the_provider_is_an_error_line(files: dict[str, Path]
     assert rc == 3
 
 
-def test_model_and_input_are_required_without_resume(files: dict[str, Path]) -> None:
-    rc, printed, _ = _run(files)
-    assert rc == 2 and "--resume" in printed
+def test_model_and_input_are_required_without_resume(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, _ = _run(files)
+    assert rc == 2 and "--resume" in capsys.readouterr().err
 
 
 def test_an_unknown_job_fails_cleanly(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

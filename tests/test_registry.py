@@ -83,3 +83,18 @@ def test_system_messages_fold_into_system() -> None:
     req = forge.build_request("m", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
     assert req.system == "be brief"
     assert [m.role for m in req.messages] == ["user"]
+
+
+async def test_warm_builds_the_provider_off_the_loop_before_the_first_call() -> None:
+    from forge.testing import Emulator
+
+    async with Emulator() as emu, forge.Registry(emu.config()) as reg:
+        await reg.warm("openai:gpt-4o-mini")
+        assert "openai" in reg._providers
+        assert (await reg.stream("openai:gpt-4o-mini", "hi").collect()).text
+
+
+async def test_warm_refuses_an_unknown_model_with_a_config_error() -> None:
+    async with forge.Registry({}) as reg:
+        with pytest.raises(forge.ConfigError, match="Cannot tell which provider"):
+            await reg.warm("mystery-model")

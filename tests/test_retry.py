@@ -7,7 +7,6 @@ import pytest
 from forge.errors import (
     AuthenticationError,
     RateLimitError,
-    RetryExhausted,
     ServerError,
 )
 from forge.retry import RetryPolicy, backoff_wait, call_with_retry
@@ -66,14 +65,15 @@ async def test_exhaustion_keeps_history(clock: FakeClock) -> None:
     async def fn() -> str:
         raise ServerError("still down")
 
-    with pytest.raises(RetryExhausted) as info:
+    with pytest.raises(ServerError) as info:
         await call_with_retry(
             fn, policy=RetryPolicy(max_attempts=3, jitter=False), classify=lambda e: ServerError(str(e)),
             sleep=clock.sleep,
         )
     assert [a.attempt for a in info.value.attempts] == [1, 2, 3]
     assert [a.wait for a in info.value.attempts] == [0.5, 1.0, 0.0]
-    assert isinstance(info.value.last_error, ServerError)
+    assert info.value.attempt_count == 3
+    assert info.value.attempts[-1].error is info.value
 
 
 async def test_hint_longer_than_max_wait_fails_fast(clock: FakeClock) -> None:

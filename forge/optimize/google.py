@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,6 +41,8 @@ from forge.optimize.base import (
     tools_text,
 )
 from forge.types import Message, Request
+
+log = logging.getLogger("forge.optimize")
 
 __all__ = ["GoogleOptimizer", "min_cacheable_tokens"]
 
@@ -70,6 +72,7 @@ class _CacheEntry:
     name: str
     tokens: int
     expires_at: float  # on the optimizer's clock, with a safety margin before the server's expiry
+    model: str = ""
 
 
 class GoogleOptimizer(ProviderOptimizer):
@@ -267,7 +270,7 @@ class GoogleOptimizer(ProviderOptimizer):
         self.stats.counters["cache_write_tokens"] += tokens
         margin = min(30.0, ttl / 10)
         self.note("context_cache", f"created {cached.name} ({tokens} tokens, ttl {ttl}s)")
-        return _CacheEntry(str(cached.name), int(tokens), started + ttl - margin)
+        return _CacheEntry(str(cached.name), int(tokens), started + ttl - margin, request.model)
 
     def should_fall_back(self, sent: Request, error: ForgeError) -> bool:
         name = sent.extra.get("cached_content")
@@ -295,5 +298,21 @@ class GoogleOptimizer(ProviderOptimizer):
         if client is None:
             return
         for entry in entries:
-            with contextlib.suppress(Exception):
+            try:
                 await client.aio.caches.delete(name=entry.name)
+            except Exception as exc:
+                self._warn_undeleted(entry, exc)
+
+    def _warn_undeleted(self, entry: _CacheEntry, exc: Exception) -> None:
+        """A cache that could not be deleted is billed for storage until its TTL runs out: say how much."""
+        from forge.pricing import cache_storage_usd
+
+        # expires_at is the refresh point, min(30, ttl/10) s before Gemini's own expiry.
+        left = max(0.0, entry.expires_at - self._clock()) + min(30.0, self.ttl / 10)
+        cost = cache_storage_usd("google", entry.model, entry.tokens, left) if entry.model else None
+        priced = f"about ${cost:.6f} of storage" if cost is not None else "storage at the model's rate"
+        log.warning(
+            "google optimizer: could not delete context cache %s (%s); its %d tokens stay stored, and "
+            "billed (%s), for up to %.0f s more, until its TTL expires",
+            entry.name, exc, entry.tokens, priced, left,
+        )

@@ -7,10 +7,12 @@ import httpx2 / httpx when called, from inside the adapter that needs them.
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from forge.errors import (
     AuthenticationError,
@@ -36,16 +38,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REASONING_BUDGETS",
+    "body_preview",
+    "check_stream_reply",
     "error_for_status",
     "headers_dict",
     "is_context_length_message",
+    "json_reply",
     "make_httpx2_client",
     "make_httpx_kwargs",
     "parse_retry_after",
+    "public_url",
     "reasoning_budget",
     "reasoning_effort",
     "transport_error",
     "unclassified_error",
+    "unexpected_reply",
 ]
 
 _CONTEXT_PATTERNS = re.compile(
@@ -106,6 +113,7 @@ def error_for_status(
     request_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     retry_after: float | None = None,
+    base_url: str | None = None,
 ) -> ProviderError:
     """Map an HTTP status (or an in-band error code) onto the forge error tree."""
     hdrs = dict(headers or {})
@@ -119,7 +127,10 @@ def error_for_status(
         "retry_after": retry_after,
         "code": code,
         "headers": hdrs,
+        "base_url": public_url(base_url) if base_url else None,
     }
+    if kwargs["base_url"] and status is not None and status >= 500 and str(kwargs["base_url"]) not in message:
+        message = f"{message} (from {kwargs['base_url']})"  # which server failed: a proxy, a gateway...
     lowered = (code or "").lower()
     cls: type[ProviderError]
     if status == 429 or lowered in ("rate_limit_error", "rate_limit_exceeded", "resource_exhausted"):
@@ -182,26 +193,32 @@ _CONNECTION_NAMES = frozenset(
 )
 
 
-def transport_error(exc: BaseException, *, provider: str, model: str | None = None) -> ForgeError | None:
+def transport_error(
+    exc: BaseException, *, provider: str, model: str | None = None, base_url: str | None = None
+) -> ForgeError | None:
     """Map a raw transport exception (httpx, httpx2, aiohttp, OSError) to a forge error, else None.
 
     Vendor clients let these escape from streams unwrapped (see DESIGN.md), so
     every adapter's ``classify`` asks here first.
     """
+    where = public_url(base_url) if base_url else None
+    at = f" at {where}" if where else ""
     for klass in type(exc).__mro__:
         name = klass.__name__
         if name in _TIMEOUT_NAMES:
             detail = f": {exc}" if str(exc) else ""
             return ProviderTimeout(
-                f"{provider} request timed out ({type(exc).__name__}{detail})",
+                f"{provider} request{at} timed out ({type(exc).__name__}{detail})",
                 provider=provider,
                 model=model,
+                base_url=where,
             )
         if name in _CONNECTION_NAMES:
             return ProviderConnectionError(
-                f"Connection to {provider} failed: {type(exc).__name__}: {exc}",
+                f"Connection to {provider}{at} failed: {type(exc).__name__}: {exc}",
                 provider=provider,
                 model=model,
+                base_url=where,
             )
     return None
 
@@ -215,15 +232,170 @@ async def _observe_rate_limit_headers(response: httpx2.Response | httpx.Response
 
 
 def unclassified_error(
-    exc: BaseException, *, provider: str, model: str | None = None, label: str | None = None
+    exc: BaseException,
+    *,
+    provider: str,
+    model: str | None = None,
+    label: str | None = None,
+    base_url: str | None = None,
 ) -> ForgeError:
     """The last step of every adapter's ``classify``: a transport error, else a plain
     ProviderError naming the exception (nothing escapes unmapped)."""
-    mapped = transport_error(exc, provider=provider, model=model)
+    mapped = transport_error(exc, provider=provider, model=model, base_url=base_url)
     if mapped is not None:
         return mapped
     return ProviderError(
-        f"{label or provider} call failed: {type(exc).__name__}: {exc}", provider=provider, model=model
+        f"{label or provider} call failed: {type(exc).__name__}: {exc}",
+        provider=provider,
+        model=model,
+        base_url=public_url(base_url) if base_url else None,
+    )
+
+
+# ----------------------------------------------------------- replies that are not the provider's API
+
+_PREVIEW_CHARS = 200
+
+
+def public_url(url: object) -> str:
+    """``scheme://host[:port]/path`` of a URL: what an error may show (no credentials, no query)."""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return text.split("?", 1)[0].rsplit("@", 1)[-1]
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None:
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def body_preview(body: bytes | str) -> str:
+    """The first ~200 characters of a body, whitespace collapsed, for an error message."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "..."
+
+
+def unexpected_reply(
+    response: httpx2.Response | httpx.Response,
+    body: bytes | str,
+    *,
+    expected: str,
+    provider: str,
+    model: str | None,
+    base_url: str,
+) -> ProviderError:
+    """The error for a reply that is not the provider's API (a proxy's HTML page, plain
+    text, JSON of another shape): what came back, and from where.
+
+    Not retryable: a wrong ``base_url`` or an intercepting proxy will not fix itself.
+    A non-2xx status keeps its class (a 502 page stays a retryable ``ServerError``).
+    """
+    status = response.status_code
+    ctype = response.headers.get("content-type") or "no content-type"
+    where = public_url(base_url)
+    url = public_url(response.request.url)
+    preview = body_preview(body)
+    message = (
+        f"{provider} answered with something that is not its API: expected {expected}, got HTTP "
+        f"{status} ({ctype}) from {url}: {preview!r}. Check providers.{provider}.base_url: "
+        "it must point at the provider's API (or a server compatible with it), not at a web page or proxy."
+    )
+    headers = headers_dict(response.headers)
+    if status >= 300:
+        return error_for_status(
+            status, message, provider=provider, model=model, headers=headers, base_url=where
+        )
+    return ProviderError(
+        message,
+        provider=provider,
+        model=model,
+        status=status,
+        code="unexpected_response",
+        request_id=headers.get("x-request-id") or headers.get("request-id"),
+        headers=headers,
+        base_url=where,
+    )
+
+
+def json_reply(
+    response: httpx2.Response | httpx.Response,
+    *,
+    valid: Callable[[Mapping[str, Any]], bool],
+    expected: str,
+    provider: str,
+    model: str | None,
+    base_url: str,
+) -> dict[str, Any]:
+    """The decoded JSON object of a non-streamed reply, or :func:`unexpected_reply`'s error
+    when the body is not JSON, not an object, or ``valid`` refuses its shape.
+
+    The content type is not checked: servers that answer well-formed JSON under another
+    (or no) content type are common, and the shape says more than the header.
+    """
+    body = response.content
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not valid(data):
+        raise unexpected_reply(
+            response, body, expected=expected, provider=provider, model=model, base_url=base_url
+        )
+    return data
+
+
+_PREVIEW_BYTES = 4096
+
+
+async def check_stream_reply(
+    response: httpx2.Response | httpx.Response,
+    *,
+    media_types: Collection[str],
+    expected: str,
+    provider: str,
+    model: str | None,
+    base_url: str,
+    in_band: Callable[[Mapping[str, Any]], ForgeError] | None = None,
+) -> None:
+    """Raise before decoding when a streamed reply's content type says it is not the stream asked for.
+
+    ``media_types`` are the types the adapter can decode (``text/event-stream``...).
+    A reply with no content type at all passes (some servers and recordings send none:
+    the decoder will tell). Otherwise the first few KB of the body are read for the
+    message; a JSON object with an ``error`` goes to ``in_band`` (a compatible server
+    answering a stream request with a plain JSON error).
+    """
+    ctype = response.headers.get("content-type")
+    if not ctype or ctype.split(";", 1)[0].strip().lower() in media_types:
+        return
+    parts: list[bytes] = []
+    size = 0
+    chunks = response.aiter_bytes()
+    try:
+        async for data in chunks:
+            parts.append(data)
+            size += len(data)
+            if size >= _PREVIEW_BYTES:
+                break  # enough for the message; the body may never end
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    body = b"".join(parts)
+    if in_band is not None and "json" in ctype:
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict) and decoded.get("error"):
+            raise in_band(decoded)
+    raise unexpected_reply(
+        response, body, expected=expected, provider=provider, model=model, base_url=base_url
     )
 
 

@@ -39,7 +39,7 @@ Stream events: a thinking block's ``signature_delta`` is surfaced as a
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,12 +51,16 @@ from forge._wire import SSEDecoder
 from forge.config import ProviderConfig
 from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError, ProviderTimeout
 from forge.providers._common import (
+    check_stream_reply,
     error_for_status,
     headers_dict,
+    json_reply,
     make_httpx2_client,
+    public_url,
     reasoning_budget,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "MIN_THINKING_BUDGET", "AnthropicProvider"]
@@ -105,6 +109,7 @@ class AnthropicProvider:
             max_retries=0,
             http_client=self._http,
         )
+        self.base_url = public_url(self._client.base_url)
 
     async def complete(self, request: Request) -> Response:
         """Send ``request`` and return the whole reply.
@@ -116,18 +121,25 @@ class AnthropicProvider:
             raw = await self._client.messages.with_raw_response.create(
                 **_params(request), timeout=self._timeout
             )
-            return _response(json.loads(raw.http_response.content), request.model)
+            data = json_reply(
+                raw.http_response, valid=_is_message, expected=_MESSAGE_SHAPE,
+                provider=self.name, model=request.model, base_url=self.base_url,
+            )
+            return _response(data, request.model)
         except ForgeError:
             raise
         except Exception as exc:
             raise self.classify(exc, model=request.model) from exc
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
 
-        The request goes out on the first ``__anext__``; closing the generator
-        closes the HTTP response. Errors are raised already classified.
+        The request goes out on the first ``__anext__``; ``aclose()`` closes the HTTP
+        response, from any task. Errors are raised already classified.
         """
+        return ResponseStream(lambda owner: self._stream(request, owner))
+
+    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
         params = _params(request)
         params["stream"] = True
         state = _MessageStream(request.model)
@@ -137,7 +149,13 @@ class AnthropicProvider:
                 self._client.messages.with_streaming_response.create(**params) as resp,
                 aclosing(resp.http_response.aiter_bytes()) as chunks,
             ):
+                owner.response = resp.http_response
                 state.request_id = resp.http_response.headers.get("request-id")
+                await check_stream_reply(
+                    resp.http_response, media_types=("text/event-stream",),
+                    expected="an SSE stream of Messages API events", provider=self.name,
+                    model=request.model, base_url=self.base_url, in_band=state._error,
+                )
                 async for chunk in chunks:
                     for sse in decoder.feed(chunk):
                         for event in state.on_event(sse.event, sse.data):
@@ -170,16 +188,19 @@ class AnthropicProvider:
                 headers=headers_dict(exc.response.headers),
                 provider=self.name,
                 model=model,
+                base_url=self.base_url,
             )
         if isinstance(exc, anthropic.APITimeoutError):
             return ProviderTimeout(
-                f"anthropic request timed out: {_cause(exc)}", provider=self.name, model=model
+                f"anthropic request at {self.base_url} timed out: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, anthropic.APIConnectionError):
             return ProviderConnectionError(
-                f"Connection to anthropic failed: {_cause(exc)}", provider=self.name, model=model
+                f"Connection to anthropic at {self.base_url} failed: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
-        return unclassified_error(exc, provider=self.name, model=model)
+        return unclassified_error(exc, provider=self.name, model=model, base_url=self.base_url)
 
     async def aclose(self) -> None:
         """Close the vendor client and its connection pool."""
@@ -367,7 +388,22 @@ def _add_cache_control(params: dict[str, Any], request: Request) -> None:
 # --------------------------------------------------------------------------- response
 
 
+_MESSAGE_SHAPE = "a Messages API JSON object with type 'message' and a 'content' list"
+
+
+def _is_message(data: Mapping[str, Any]) -> bool:
+    # docs.anthropic.com/en/api/messages: ``type`` is always "message" and ``content`` a list
+    # of blocks; compatible servers that leave ``type`` out are accepted. An error body is
+    # {"type": "error", "error": {...}} (raised by _response).
+    kind = data.get("type")
+    if kind == "error":
+        return True
+    return kind in ("message", None) and isinstance(data.get("content"), list)
+
+
 def _response(data: Mapping[str, Any], model: str) -> Response:
+    if data.get("type") == "error":
+        raise _MessageStream(model)._error(data)
     texts: list[str] = []
     thinking: list[str] = []
     signature: str | None = None

@@ -38,7 +38,7 @@ import base64
 import codecs
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx2
@@ -58,13 +58,17 @@ from forge.errors import (
     ProviderError,
 )
 from forge.providers._common import (
+    check_stream_reply,
     error_for_status,
     headers_dict,
+    json_reply,
     make_httpx2_client,
     parse_retry_after,
+    public_url,
     reasoning_budget,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import (
     FinishReason,
     Message,
@@ -128,6 +132,7 @@ class GoogleProvider:
         self._http = http_client if http_client is not None else make_httpx2_client(config)
         self._sync_http = httpx2.Client(transport=_AsyncOnly())
         api_version = config.options.get("api_version")
+        self.base_url = public_url(config.resolve_base_url() or _DEFAULT_BASE_URL)
         self._client = genai.Client(
             api_key=api_key,
             vertexai=False,
@@ -156,11 +161,10 @@ class GoogleProvider:
             response = await self._http.send(http_request)
             if response.status_code != 200:
                 await genai_errors.APIError.raise_for_async_response(response)
-            body = json.loads(response.content) if response.content else {}
-            if not isinstance(body, dict):
-                raise genai_errors.UnknownApiResponseError(
-                    f"expected a JSON object, got {response.text[:200]!r}"
-                )
+            body = json_reply(
+                response, valid=_is_generate_content, expected=_RESPONSE_SHAPE,
+                provider=_PROVIDER, model=request.model, base_url=self.base_url,
+            )
             if "error" in body:
                 _raise_in_band(body, response)
             reader = _ChunkReader()
@@ -182,16 +186,28 @@ class GoogleProvider:
             raw=body,
         )
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
-        """Stream ``:streamGenerateContent?alt=sse``; the request goes out on the first ``__anext__``."""
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``:streamGenerateContent?alt=sse``; the request goes out on the first ``__anext__``.
+
+        ``aclose()`` closes the HTTP response, from any task.
+        """
+        return ResponseStream(lambda owner: self._stream(request, owner))
+
+    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
         http_request = self._prepare(request, stream=True)
         try:
             response = await self._http.send(http_request, stream=True)
         except Exception as exc:
             raise self._classify(exc, request.model) from exc
+        owner.response = response
         try:
             if response.status_code != 200:
                 await genai_errors.APIError.raise_for_async_response(response)
+            await check_stream_reply(
+                response, media_types=_STREAM_MEDIA_TYPES, expected="an SSE stream (or JSON array) "
+                "of GenerateContentResponse", provider=_PROVIDER, model=request.model,
+                base_url=self.base_url,
+            )
             reader = _ChunkReader()
             ctype = response.headers.get("content-type", "")
             # forge asks for SSE; a server (or proxy) that ignores alt=sse streams one
@@ -258,8 +274,10 @@ class GoogleProvider:
         if isinstance(exc, ForgeError):
             return exc
         if isinstance(exc, genai_errors.APIError):
-            return _api_error(exc, model)
-        return unclassified_error(exc, provider=_PROVIDER, model=model, label="Gemini")
+            return _api_error(exc, model, self.base_url)
+        return unclassified_error(
+            exc, provider=_PROVIDER, model=model, label="Gemini", base_url=self.base_url
+        )
 
 
 class _AsyncOnly(httpx2.BaseTransport):
@@ -436,6 +454,17 @@ def _decode_signature(signature: str | None) -> bytes | None:
 
 
 # ---------------------------------------------------------------------- response
+
+
+_RESPONSE_SHAPE = "a GenerateContentResponse JSON object ('candidates', 'promptFeedback' or 'usageMetadata')"
+# forge asks for alt=sse; without it (some proxies drop the parameter) the API streams one JSON array.
+_STREAM_MEDIA_TYPES = frozenset({"text/event-stream", "application/json"})
+
+
+def _is_generate_content(data: Mapping[str, Any]) -> bool:
+    # ai.google.dev/api/generate-content#generatecontentresponse: a blocked prompt has
+    # promptFeedback and no candidates; an {"error": ...} body is raised by the caller.
+    return any(key in data for key in ("candidates", "promptFeedback", "usageMetadata", "error"))
 
 
 class _ChunkReader:
@@ -655,7 +684,7 @@ def _raise_in_band(chunk: dict[str, Any], response: httpx2.Response) -> None:
     genai_errors.APIError.raise_error(code if isinstance(code, int) else 500, chunk, response)
 
 
-def _api_error(exc: genai_errors.APIError, model: str | None) -> ProviderError:
+def _api_error(exc: genai_errors.APIError, model: str | None, base_url: str | None = None) -> ProviderError:
     headers = headers_dict(getattr(exc.response, "headers", None)) if exc.response is not None else {}
     error = _error_body(exc.details)
     listed = error.get("details")
@@ -680,6 +709,7 @@ def _api_error(exc: genai_errors.APIError, model: str | None) -> ProviderError:
             status=status,
             code=reason,
             headers=headers,
+            base_url=base_url,
         )
     return error_for_status(
         status,
@@ -689,6 +719,7 @@ def _api_error(exc: genai_errors.APIError, model: str | None) -> ProviderError:
         code=exc.status,
         headers=headers,
         retry_after=retry_after,
+        base_url=base_url,
     )
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -47,13 +47,17 @@ from forge.errors import (
     ServerError,
 )
 from forge.providers._common import (
+    check_stream_reply,
     error_for_status,
     headers_dict,
     is_context_length_message,
+    json_reply,
     make_httpx_kwargs,
+    public_url,
     reasoning_effort,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["OllamaProvider"]
@@ -89,6 +93,7 @@ class OllamaProvider:
             headers={"authorization": f"Bearer {key}"} if key else None,
             **kwargs,
         )
+        self.base_url = public_url(self._http().base_url)
 
     # ------------------------------------------------------------------ Provider
 
@@ -99,10 +104,11 @@ class OllamaProvider:
         try:
             response = await http.send(http_request)
             if not response.is_success:
-                raise _status_error(response, request.model)
-            body = response.json()
-            if not isinstance(body, dict):
-                raise ValueError(f"Ollama answered with a non-object JSON body: {response.text[:200]!r}")
+                raise _status_error(response, request.model, self.base_url)
+            body = json_reply(
+                response, valid=_is_chat_reply, expected=_CHAT_SHAPE, provider=_PROVIDER,
+                model=request.model, base_url=self.base_url,
+            )
             reader = _LineReader()
             events = reader.feed(body)  # raises ResponseError for an {"error": ...} body
         except ForgeError:
@@ -120,18 +126,29 @@ class OllamaProvider:
             raw=body,
         )
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
-        """Stream ``/api/chat`` as NDJSON; the request goes out on the first ``__anext__``."""
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """Stream ``/api/chat`` as NDJSON; the request goes out on the first ``__anext__``.
+
+        ``aclose()`` closes the HTTP response, from any task.
+        """
+        return ResponseStream(lambda owner: self._stream(request, owner))
+
+    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
         http = self._http()
         http_request = self._prepare(request, stream=True)
         try:
             response = await http.send(http_request, stream=True)
         except Exception as exc:
             raise self._classify(exc, request.model) from exc
+        owner.response = response
         try:
             if not response.is_success:
                 await response.aread()
-                raise _status_error(response, request.model)
+                raise _status_error(response, request.model, self.base_url)
+            await check_stream_reply(
+                response, media_types=_STREAM_MEDIA_TYPES, expected="an NDJSON stream of /api/chat lines",
+                provider=_PROVIDER, model=request.model, base_url=self.base_url,
+            )
             reader = _LineReader()
             decoder = NDJSONDecoder()
             async for data in response.aiter_bytes():
@@ -193,12 +210,16 @@ class OllamaProvider:
                 # An ``{"error": ...}`` line inside a 200 stream: the server failed while generating.
                 cls = ContextLengthError if is_context_length_message(exc.error) else ServerError
                 return cls(message, provider=_PROVIDER, model=model)
-            return error_for_status(exc.status_code, message, provider=_PROVIDER, model=model)
+            return error_for_status(
+                exc.status_code, message, provider=_PROVIDER, model=model, base_url=self.base_url
+            )
         if isinstance(exc, ollama.RequestError):
             return BadRequestError(
                 f"ollama client refused the request: {exc.error}", provider=_PROVIDER, model=model
             )
-        return unclassified_error(exc, provider=_PROVIDER, model=model, label="Ollama")
+        return unclassified_error(
+            exc, provider=_PROVIDER, model=model, label="Ollama", base_url=self.base_url
+        )
 
 
 # ---------------------------------------------------------------------- request
@@ -436,7 +457,17 @@ class _LineReader:
         return "tool_calls" if self.calls else "stop"
 
 
-def _status_error(response: httpx.Response, model: str | None) -> ForgeError:
+_CHAT_SHAPE = "an /api/chat JSON object with 'message' or 'done'"
+# github.com/ollama/ollama/blob/main/docs/api.md: streams are application/x-ndjson; some
+# servers (and recordings) send application/json or no content type at all.
+_STREAM_MEDIA_TYPES = frozenset({"application/x-ndjson", "application/json", "application/jsonl"})
+
+
+def _is_chat_reply(data: Mapping[str, Any]) -> bool:
+    return any(key in data for key in ("message", "done", "error"))  # an error body is raised by the reader
+
+
+def _status_error(response: httpx.Response, model: str | None, base_url: str | None = None) -> ForgeError:
     """A non-2xx answer, as the ollama client would report it, but with the response's
     headers (Retry-After, request id) kept: forge sends this request itself, so it has them."""
     vendor = ollama.ResponseError(response.text, response.status_code)
@@ -446,6 +477,7 @@ def _status_error(response: httpx.Response, model: str | None) -> ForgeError:
         provider=_PROVIDER,
         model=model,
         headers=headers_dict(response.headers),
+        base_url=base_url,
     )
     error.__cause__ = vendor
     return error

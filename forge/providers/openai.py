@@ -26,7 +26,7 @@ Request mapping (see docs/providers.md for the full table):
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,12 +46,17 @@ from forge.errors import (
 )
 from forge.providers import openai_responses
 from forge.providers._common import (
+    body_preview,
+    check_stream_reply,
     error_for_status,
     headers_dict,
+    json_reply,
     make_httpx2_client,
+    public_url,
     reasoning_effort,
     unclassified_error,
 )
+from forge.providers._stream import ResponseOwner, ResponseStream
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
@@ -109,6 +114,7 @@ class OpenAIProvider:
             max_retries=0,
             http_client=self._http,
         )
+        self.base_url = public_url(self._client.base_url)
 
     async def complete(self, request: Request) -> Response:
         """Send ``request`` and return the whole reply.
@@ -122,7 +128,11 @@ class OpenAIProvider:
             raw = await self._client.chat.completions.with_raw_response.create(
                 **_params(request, self._max_tokens_param, self._max_stop)
             )
-            return _response(json.loads(raw.http_response.content), request.model)
+            data = json_reply(
+                raw.http_response, valid=_is_chat_completion, expected=_CHAT_SHAPE,
+                provider=self.name, model=request.model, base_url=self.base_url,
+            )
+            return _response(data, request.model)
         except ForgeError:
             raise
         except Exception as exc:
@@ -131,14 +141,18 @@ class OpenAIProvider:
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
 
-        The request goes out on the first ``__anext__``; closing the generator
-        closes the HTTP response. Errors are raised already classified.
+        The request goes out on the first ``__anext__``; ``aclose()`` closes the
+        HTTP response, from any task. Errors are raised already classified.
         """
         if self.api == "responses":
-            return openai_responses.stream(self._client, request, self.classify)
-        return self._stream_chat(request)
+            return ResponseStream(
+                lambda owner: openai_responses.stream(self._client, request, self.classify, owner)
+            )
+        return ResponseStream(lambda owner: self._stream_chat(request, owner))
 
-    async def _stream_chat(self, request: Request) -> AsyncIterator[StreamEvent]:
+    async def _stream_chat(
+        self, request: Request, owner: ResponseOwner
+    ) -> AsyncGenerator[StreamEvent, None]:
         params = _params(request, self._max_tokens_param, self._max_stop)
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}
@@ -149,6 +163,13 @@ class OpenAIProvider:
                 self._client.chat.completions.with_streaming_response.create(**params) as resp,
                 aclosing(resp.http_response.aiter_bytes()) as chunks,
             ):
+                owner.response = resp.http_response
+                await check_stream_reply(
+                    resp.http_response, media_types=SSE_MEDIA_TYPES,
+                    expected="an SSE stream of chat.completion.chunk", provider=self.name,
+                    model=request.model, base_url=self.base_url,
+                    in_band=lambda body: _inband_error(body["error"], request.model),
+                )
                 async for chunk in chunks:
                     for sse in decoder.feed(chunk):
                         for event in state.on_data(sse.data):
@@ -176,14 +197,17 @@ class OpenAIProvider:
                 headers=headers_dict(exc.response.headers),
                 provider=self.name,
                 model=model,
+                base_url=self.base_url,
             )
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout(
-                f"openai request timed out: {_cause(exc)}", provider=self.name, model=model
+                f"openai request at {self.base_url} timed out: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, openai.APIConnectionError):
             return ProviderConnectionError(
-                f"Connection to openai failed: {_cause(exc)}", provider=self.name, model=model
+                f"Connection to openai at {self.base_url} failed: {_cause(exc)}",
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, openai.APIError):  # in-band stream error from the typed path: no status
             return error_for_status(
@@ -193,7 +217,7 @@ class OpenAIProvider:
                 provider=self.name,
                 model=model,
             )
-        return unclassified_error(exc, provider=self.name, model=model)
+        return unclassified_error(exc, provider=self.name, model=model, base_url=self.base_url)
 
     async def aclose(self) -> None:
         """Close the vendor client and its connection pool."""
@@ -327,6 +351,16 @@ def _add_cache_hints(params: dict[str, Any], request: Request) -> None:
 
 
 # --------------------------------------------------------------------------- response
+
+
+SSE_MEDIA_TYPES = frozenset({"text/event-stream"})
+_CHAT_SHAPE = "a chat.completion JSON object with a 'choices' list"
+
+
+def _is_chat_completion(data: Mapping[str, Any]) -> bool:
+    # The fields forge reads (platform.openai.com/docs/api-reference/chat/object); vLLM,
+    # llama.cpp and Ollama's /v1 answer the same shape. An {"error": ...} body is raised below.
+    return isinstance(data.get("choices"), list) or bool(data.get("error"))
 
 
 def _response(data: Mapping[str, Any], model: str) -> Response:
@@ -494,6 +528,10 @@ def _api_message(exc: openai.APIError) -> str:
         message = body.get("message")
         if isinstance(message, str) and message:
             return message
+    if isinstance(exc, openai.APIStatusError) and body and exc.message == f"Error code: {exc.status_code}":
+        # No JSON message in the body (a proxy's HTML page, plain text, another JSON shape): the
+        # client keeps only the status; keep the start of the body, it is often the only clue.
+        return f"{exc.message} - {body_preview(body if isinstance(body, str) else json.dumps(body))}"
     return exc.message
 
 

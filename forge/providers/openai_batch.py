@@ -83,6 +83,11 @@ class OpenAIBatch:
     def __init__(self, provider: OpenAIProvider) -> None:
         self._provider = provider
         self._client = provider._client
+        # marker -> input file id, uploaded for a batches.create that has not succeeded yet:
+        # a retry reuses it instead of uploading (and paying storage for) the same file again.
+        self._uploaded: dict[str, str] = {}
+        # batch id -> its files, as results() saw them: delete_files() needs no extra request.
+        self._files: dict[str, tuple[str | None, ...]] = {}
 
     def _error(self, exc: Exception) -> ForgeError:
         return self._provider.classify(exc)
@@ -93,15 +98,19 @@ class OpenAIBatch:
             json.dumps(batch_line(cid, r), separators=(",", ":")).encode() + b"\n" for cid, r in requests
         )
         try:
-            uploaded = await self._client.files.create(
-                file=(f"forge-{marker}.jsonl", data, "application/jsonl"), purpose="batch"
-            )
+            file_id = self._uploaded.get(marker)
+            if file_id is None:
+                uploaded = await self._client.files.create(
+                    file=(f"forge-{marker}.jsonl", data, "application/jsonl"), purpose="batch"
+                )
+                file_id = self._uploaded[marker] = uploaded.id
             batch = await self._client.batches.create(
-                input_file_id=uploaded.id,
+                input_file_id=file_id,
                 endpoint="/v1/chat/completions",
                 completion_window="24h",
                 metadata={_MARKER_KEY: marker},
             )
+            self._uploaded.pop(marker, None)
         except ForgeError:
             raise
         except Exception as exc:
@@ -122,6 +131,7 @@ class OpenAIBatch:
         """Replies from the output file and errors from the error file, by custom id."""
         try:
             batch = await self._client.batches.retrieve(batch_id)
+            self._files[batch_id] = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
             out: dict[str, Response | ForgeError] = {}
             model = batch.model or ""
             for file_id in (batch.output_file_id, batch.error_file_id):
@@ -137,6 +147,31 @@ class OpenAIBatch:
         except Exception as exc:
             raise self._error(exc) from exc
         return out
+
+    async def delete_files(self, batch_id: str) -> None:
+        """Delete the batch's input, output and error files (OpenAI keeps them until deleted).
+
+        Every file is tried; the first failure is raised after the others were deleted.
+        """
+        files = self._files.pop(batch_id, None)
+        if files is None:
+            try:
+                batch = await self._client.batches.retrieve(batch_id)
+            except Exception as exc:
+                raise self._error(exc) from exc
+            files = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
+        failures: list[ForgeError] = []
+        for file_id in files:
+            if not file_id:
+                continue
+            try:
+                await self._client.files.delete(file_id)
+            except Exception as exc:
+                error = self._error(exc)
+                if getattr(error, "status", None) != 404:  # already gone is what we wanted
+                    failures.append(error)
+        if failures:
+            raise failures[0]
 
     async def cancel(self, batch_id: str) -> BatchStatus:
         try:

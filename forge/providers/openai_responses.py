@@ -36,13 +36,20 @@ raise the classified error.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from forge._wire import SSEDecoder
 from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
-from forge.providers._common import error_for_status, reasoning_effort
+from forge.providers._common import (
+    check_stream_reply,
+    error_for_status,
+    json_reply,
+    public_url,
+    reasoning_effort,
+)
+from forge.providers._stream import ResponseOwner
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -58,7 +65,11 @@ async def complete(client: openai.AsyncOpenAI, request: Request, classify: Class
     """``POST /v1/responses`` and the whole reply."""
     try:
         raw = await client.responses.with_raw_response.create(**responses_params(request))
-        return _response(json.loads(raw.http_response.content), request.model)
+        data = json_reply(
+            raw.http_response, valid=_is_response, expected=_RESPONSE_SHAPE, provider=_PROVIDER,
+            model=request.model, base_url=public_url(client.base_url),
+        )
+        return _response(data, request.model)
     except ForgeError:
         raise
     except Exception as exc:
@@ -66,8 +77,8 @@ async def complete(client: openai.AsyncOpenAI, request: Request, classify: Class
 
 
 async def stream(
-    client: openai.AsyncOpenAI, request: Request, classify: Classify
-) -> AsyncIterator[StreamEvent]:
+    client: openai.AsyncOpenAI, request: Request, classify: Classify, owner: ResponseOwner
+) -> AsyncGenerator[StreamEvent, None]:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
     try:
         params = responses_params(request)
@@ -78,6 +89,13 @@ async def stream(
             client.responses.with_streaming_response.create(**params) as resp,
             aclosing(resp.http_response.aiter_bytes()) as chunks,
         ):
+            owner.response = resp.http_response
+            await check_stream_reply(
+                resp.http_response, media_types=("text/event-stream",),
+                expected="an SSE stream of Responses API events", provider=_PROVIDER,
+                model=request.model, base_url=public_url(client.base_url),
+                in_band=lambda body: _failure(body.get("error"), request.model),
+            )
             async for chunk in chunks:
                 for sse in decoder.feed(chunk):
                     for event in state.on_data(sse.data):
@@ -233,6 +251,15 @@ def _failure(error: object, model: str, default: str = "the response failed") ->
     return error_for_status(
         None, f"openai said: {message}", code=str(code) if code else None, provider=_PROVIDER, model=model
     )
+
+
+_RESPONSE_SHAPE = "a Responses API 'response' JSON object with an 'output' list"
+
+
+def _is_response(data: Mapping[str, Any]) -> bool:
+    # platform.openai.com/docs/api-reference/responses/object: ``output`` is always a list;
+    # a failed response (or a compatible server's plain error) is raised by _response.
+    return isinstance(data.get("output"), list) or bool(data.get("error"))
 
 
 def _response(data: Mapping[str, Any], model: str) -> Response:

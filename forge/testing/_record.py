@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing_extensions import Unpack
+
+from forge._params import InvokeParams, StreamRequestParams
 from forge.config import ForgeConfig, RetryConfig
 from forge.errors import ForgeError, ProviderError, StreamError
 from forge.jobs import SQLiteJobStore
@@ -63,7 +66,7 @@ class Flow:
     settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def invoke(prompt: str, **params: object) -> Run:
+def invoke(prompt: str, **params: Unpack[InvokeParams]) -> Run:
     """A flow step: ``registry.invoke(model, prompt, **params)``."""
 
     async def run(registry: Registry, model: str) -> Response:
@@ -81,7 +84,7 @@ def batch(*prompts: str, max_tokens: int | None = None) -> Run:
     return run
 
 
-def stream(prompt: str, **params: object) -> Run:
+def stream(prompt: str, **params: Unpack[StreamRequestParams]) -> Run:
     """A flow step: stream the reply and reassemble it (``Stream.collect()``)."""
 
     async def run(registry: Registry, model: str) -> Response:
@@ -181,7 +184,11 @@ def outcome(result: object) -> dict[str, object]:
             "id": result.id,
         }
     if isinstance(result, ForgeError):
-        data: dict[str, object] = {"error": type(result).__name__, "message": str(result)}
+        message = str(result)
+        where = getattr(result, "base_url", None) or getattr(getattr(result, "error", None), "base_url", None)
+        if where:  # the emulator's port changes between recording and replay
+            message = message.replace(where, "<base_url>")
+        data: dict[str, object] = {"error": type(result).__name__, "message": message}
         if isinstance(result, ProviderError):
             data.update(status=result.status, code=result.code, retry_after=result.retry_after)
         if isinstance(result, StreamError):

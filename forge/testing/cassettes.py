@@ -59,6 +59,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import os
 import re
 import socket
@@ -411,7 +412,8 @@ def use_cassette(
             )
         )
         cassette = Cassette(cassette_path, record_mode, vcr_cassette)
-        _raise_on_miss(cassette, hint)
+        _raise_on_miss(cassette, hint, secrets)
+        stack.enter_context(_redacted_vcr_logs(secrets))
         job_ids = _recorded_job_ids(vcr_cassette) if record_mode != "all" else []
         if job_ids:
             stack.enter_context(_reused_job_ids(job_ids))
@@ -425,7 +427,7 @@ def use_cassette(
             vcr_cassette.dirty = True  # no request was made: that is a recording too (an empty one)
 
 
-def _raise_on_miss(cassette: Cassette, hint: str) -> None:
+def _raise_on_miss(cassette: Cassette, hint: str, secrets: Sequence[str] = ()) -> None:
     """Make the vcrpy cassette raise :class:`CassetteMiss` (with forge's message) for an unmatched request."""
     inner: Any = cassette.vcr_cassette
     can_play = inner.can_play_response_for
@@ -434,7 +436,7 @@ def _raise_on_miss(cassette: Cassette, hint: str) -> None:
         if can_play(request):
             return True
         if inner.write_protected and inner.filter_request(request) is not None:
-            miss = _miss(cassette, inner, request, hint)
+            miss = _miss(cassette, inner, request, hint, secrets)
             cassette.misses.append(miss)
             raise miss
         return False
@@ -442,9 +444,13 @@ def _raise_on_miss(cassette: Cassette, hint: str) -> None:
     inner.can_play_response_for = can_play_or_miss
 
 
-def _miss(cassette: Cassette, inner: Any, request: Any, hint: str) -> CassetteMiss:
+def _miss(
+    cassette: Cassette, inner: Any, request: Any, hint: str, secrets: Sequence[str] = ()
+) -> CassetteMiss:
+    # The file never holds a secret (before_save_interaction); neither may the message.
+    values = _secret_values(secrets)
     shown = _scrub_request(copy.deepcopy(request))
-    body = _excerpt(_body_bytes(shown))
+    body = _replace_all(_excerpt(_body_bytes(shown)), values)
     lines = [
         "forge cassette: this request is not in the cassette, and it is replaying "
         f"(record mode {cassette.record_mode!r}), so nothing was sent.",
@@ -470,9 +476,9 @@ def _miss(cassette: Cassette, inner: Any, request: Any, hint: str) -> CassetteMi
         lines.append("Nothing recorded in it is similar (different method and path).")
     lines.append(f"To re-record: {hint}")
     return CassetteMiss(
-        "\n".join(lines),
+        _replace_all("\n".join(lines), values),
         method=str(shown.method),
-        uri=str(shown.uri),
+        uri=_replace_all(str(shown.uri), values),
         body=body,
         cassette=cassette.path,
         rerecord=hint,
@@ -729,15 +735,58 @@ def _secret_scrubber(extra: Sequence[str]) -> Callable[[Any, dict[str, Any]], tu
     """A ``before_save_interaction`` hook replacing known secret values with ``REDACTED``."""
 
     def scrub(request: Any, response: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        values = [os.environ.get(var, "") for var in _SECRET_ENV_VARS]
-        values.extend(extra)
-        secrets = sorted({v for v in values if len(v) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+        secrets = _secret_values(extra)
         if not secrets:
             return request, response
         data = _replace_all(request._to_dict(), secrets)
         return type(request)._from_dict(data), _replace_all(response, secrets)
 
     return scrub
+
+
+def _secret_values(extra: Sequence[str]) -> list[str]:
+    """Values never to print or save: the usual key variables, ``extra``, and every key forge was given."""
+    from forge._secrets import registered_secrets
+
+    values = [os.environ.get(var, "") for var in _SECRET_ENV_VARS]
+    values.extend(extra)
+    values.extend(registered_secrets())
+    return sorted({v for v in values if len(v) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a record's message without the secrets (vcrpy logs request bodies at DEBUG)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        values = _secret_values(self.secrets)
+        if values:
+            message = record.getMessage()
+            cleaned = _replace_all(message, values)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return True
+
+
+_VCR_LOGGERS = ("vcr", "vcr.cassette", "vcr.matchers", "vcr.patch", "vcr.request", "vcr.stubs",
+                "vcr.stubs.httpx_stubs", "vcr.stubs.aiohttp_stubs")
+
+
+@contextlib.contextmanager
+def _redacted_vcr_logs(secrets: Sequence[str]) -> Iterator[None]:
+    """A filter on vcrpy's loggers (a logger's filters see only its own records) for the block."""
+    filt = _RedactingFilter(secrets)
+    loggers = [logging.getLogger(name) for name in _VCR_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(filt)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(filt)
 
 
 def _replace_all(obj: Any, secrets: Sequence[str]) -> Any:

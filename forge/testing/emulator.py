@@ -92,7 +92,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TextIO, TypeVar
 
 from ._emulator.anthropic import AnthropicDialect
@@ -105,7 +105,6 @@ from ._emulator.limits import ProviderLimits, TokenBucket, unlimited
 from ._emulator.ollama import OllamaDialect
 from ._emulator.openai import OpenAIDialect
 from ._emulator.script import (
-    PROVIDERS,
     Fault,
     Plan,
     RecordedRequest,
@@ -272,8 +271,14 @@ class Emulator:
         url = self.url
         return {"openai": url + "/v1", "anthropic": url, "google": url, "ollama": url}
 
-    def config(self) -> dict[str, dict[str, dict[str, str]]]:
-        """A forge config dict pointing every provider at this emulator."""
+    def config(self) -> dict[str, dict[str, dict[str, object]]]:
+        """A forge config dict pointing every provider at this emulator.
+
+        Its sections are plain dicts, so a test can add settings before use::
+
+            config = emu.config()
+            config["providers"]["openai"]["retry"] = {"max_attempts": 1}
+        """
         urls = self.base_urls
         return {
             "providers": {
@@ -666,7 +671,7 @@ class EmulatorThread:
     def base_urls(self) -> dict[str, str]:
         return self.emulator.base_urls
 
-    def config(self) -> dict[str, dict[str, dict[str, str]]]:
+    def config(self) -> dict[str, dict[str, dict[str, object]]]:
         return self.emulator.config()
 
     @property
@@ -716,6 +721,16 @@ class EmulatorThread:
         self.call(lambda emu: emu.set_batch_delay(seconds))
 
 
+def config_toml(config: Mapping[str, Mapping[str, Mapping[str, object]]]) -> str:
+    """:meth:`Emulator.config` as ``forge.toml`` text a user can paste."""
+    lines: list[str] = []
+    for provider, section in config["providers"].items():
+        lines.append(f"[providers.{provider}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in section.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
@@ -736,8 +751,9 @@ def serve(
     async def main() -> None:
         async with emulator:
             print(f"forge emulator listening on {emulator.url}", file=stream)
-            for provider in PROVIDERS:
-                print(f"  {provider:<10} base_url={emulator.base_urls[provider]}", file=stream)
+            print("Paste this into forge.toml (or the file $FORGE_CONFIG names); the emulator accepts "
+                  "any api_key:\n", file=stream)
+            print(config_toml(emulator.config()), file=stream)
             print("Press Ctrl-C to stop.", file=stream, flush=True)
             await asyncio.Event().wait()
 

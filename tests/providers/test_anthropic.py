@@ -524,7 +524,9 @@ async def test_status_maps_to_forge_error(
         f"req_{status}",
         "claude-x",
     )
-    assert err.message == "anthropic said: boom"
+    # A 5xx also names the server that failed (a gateway, a proxy...).
+    suffix = " (from https://api.anthropic.com)" if status >= 500 else ""
+    assert err.message == "anthropic said: boom" + suffix
     with pytest.raises(cls):
         await anext(provider.stream(request))
     assert type(provider.classify(err.__cause__)) is cls  # type: ignore[arg-type]

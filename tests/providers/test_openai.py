@@ -498,7 +498,9 @@ async def test_status_maps_to_forge_error(
         await provider.complete(request)
     assert type(info.value) is cls
     assert (info.value.status, info.value.request_id) == (status, f"req_{status}")
-    assert info.value.message == f"openai said: boom {status}"
+    # A 5xx also names the server that failed (a gateway, a proxy...).
+    suffix = " (from https://api.openai.com/v1/)" if status >= 500 else ""
+    assert info.value.message == f"openai said: boom {status}" + suffix
     with pytest.raises(cls):
         await anext(provider.stream(request))
     # classify() on the vendor exception itself gives the same answer

@@ -392,6 +392,7 @@ class OpenAIDialect(Dialect):
             Route("POST", re.compile(r"/v1/files"), self._upload_file, raw_body=True),
             Route("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)"), self._get_file),
             Route("GET", re.compile(r"/v1/files/(?P<file_id>[^/]+)/content"), self._file_content),
+            Route("DELETE", re.compile(r"/v1/files/(?P<file_id>[^/]+)"), self._delete_file),
             Route("POST", re.compile(r"/v1/batches"), self._create_batch),
             # Gemini lists and reads its batches under the same paths, with its own key header.
             Route("GET", re.compile(r"/v1/batches"), self._list_batches, accepts=_not_gemini),
@@ -423,6 +424,12 @@ class OpenAIDialect(Dialect):
 
     def _get_file(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
         return self._json(self._file_object(self.batches.file(match.group("file_id"))))
+
+    def _delete_file(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
+        # DELETE /v1/files/{file_id} -> {"id", "object": "file", "deleted": true} (OpenAI Files API).
+        stored = self.batches.file(match.group("file_id"))
+        del self.batches.files[stored.id]
+        return self._json({"id": stored.id, "object": "file", "deleted": True})
 
     def _file_content(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
         stored = self.batches.file(match.group("file_id"))

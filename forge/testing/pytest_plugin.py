@@ -1,6 +1,8 @@
 """pytest plugin for services that test their forge code (registered through an entry point).
 
-Installing ``forge-llm[testing]`` is enough; nothing to add to ``conftest.py``.
+Installing ``forge-llm[testing]`` is enough; nothing to add to ``conftest.py``. The
+emulator fixtures are async (pytest-asyncio, in the extra): set ``asyncio_mode = "auto"``
+in the pytest ini options, or mark each async test ``@pytest.mark.asyncio``.
 
 Fixtures:
 

@@ -32,7 +32,8 @@ def _answers(port: int) -> bool:
 
 def _source(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``script`` in bash after sourcing scripts/services from ``cwd`` (as scripts/test does)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_TEST_REDIS")}
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("FORGE_TEST_REDIS", "FORGE_REDIS", "FORGE_NO_INSTALL"))}
     full_env.update(env)
     return subprocess.run(
         [BASH, "-c", f"set -euo pipefail; source {SERVICES}; {script}"],

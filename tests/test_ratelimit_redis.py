@@ -10,12 +10,13 @@ import pytest
 
 from forge.config import RateLimitConfig
 from forge.ratelimit import RedisBucket, RedisWindow, counter_from_config
+from tests._services import no_redis_reason
 
 URL = os.environ.get("FORGE_TEST_REDIS_URL")
 if not URL:
     if os.environ.get("CI"):
         raise RuntimeError("FORGE_TEST_REDIS_URL is not set in CI: scripts/services must start Redis.")
-    pytest.skip("no Redis: run the suite with `bash scripts/test`, which starts one", allow_module_level=True)
+    pytest.skip(no_redis_reason(), allow_module_level=True)
 
 
 @pytest.fixture

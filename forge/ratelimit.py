@@ -776,11 +776,15 @@ local rate = tonumber(ARGV[3])
 local amount = tonumber(ARGV[4])
 local mode = ARGV[5]
 local arg = tonumber(ARGV[6])
-local st = redis.call('HMGET', KEYS[1], 'sum', 'next', 'seq')
+local cold = tonumber(ARGV[7])
+local st = redis.call('HMGET', KEYS[1], 'sum', 'next', 'seq', 'cold')
 local sum = tonumber(st[1]) or 0
 local nxt = tonumber(st[2]) or 0
 local seq = tonumber(st[3]) or 0
-local function size(member) return tonumber(string.match(member, ':(.*)$')) end
+local cold_until = tonumber(st[4]) or 0
+-- members are "seq:taken:amount": taken is when the take left (its score may be later, see cold)
+local function size(member) return tonumber(string.match(member, ':([^:]*)$')) end
+local function taken(member) return tonumber(string.match(member, '^%d+:([^:]+):')) end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - span)
 for _, m in ipairs(gone) do sum = sum - size(m) end
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - span) end
@@ -788,7 +792,7 @@ local count = redis.call('ZCARD', KEYS[2])
 if count == 0 then sum = 0 end
 local function add(at, n)
   seq = seq + 1
-  redis.call('ZADD', KEYS[2], at, seq .. ':' .. n)
+  redis.call('ZADD', KEYS[2], at, seq .. ':' .. math.min(at, now) .. ':' .. n)
   sum = sum + n
   count = count + 1
 end
@@ -811,7 +815,9 @@ local keep = span
 if mode == 'take' then
   result = delay(amount)
   if result <= 0 then
-    add(now, amount)
+    -- the first takes after an idle window are held longer, as in SlidingWindow (COLD_START)
+    if count == 0 then cold_until = now + cold end
+    if now < cold_until then add(now + cold, amount) else add(now, amount) end
     nxt = math.max(nxt, now - span + 1) + amount / rate
     result = 0
   end
@@ -823,16 +829,19 @@ elseif mode == 'refund' then
   else
     local cutoff = now
     if arg >= 0 then cutoff = now - arg end
-    local entries = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff, 'WITHSCORES')
+    -- only what left at or before the cutoff may shrink (as SlidingWindow._give_back)
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
     for i = 1, #entries, 2 do
       if amount <= 0 then break end
       local m = entries[i]
-      local n = size(m)
-      local cut = math.min(amount, n)
-      redis.call('ZREM', KEYS[2], m)
-      redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(%d+):') .. ':' .. (n - cut))
-      sum = sum - cut
-      amount = amount - cut
+      if taken(m) <= cutoff then
+        local n = size(m)
+        local cut = math.min(amount, n)
+        redis.call('ZREM', KEYS[2], m)
+        redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(%d+:[^:]+):') .. ':' .. (n - cut))
+        sum = sum - cut
+        amount = amount - cut
+      end
     end
     nxt = math.min(nxt, now)
   end
@@ -847,17 +856,55 @@ elseif mode == 'tighten' then
   end
   local excess = limit - held - math.max(0, amount)
   if excess > 0 then
-    seq = seq + 1
-    redis.call('ZADD', KEYS[2], now + keep - span, seq .. ':' .. excess)
-    sum = sum + excess
+    add(now + keep - span, excess)
   end
 end
-redis.call('HSET', KEYS[1], 'sum', tostring(sum), 'next', tostring(nxt), 'seq', tostring(seq))
+redis.call('HSET', KEYS[1], 'sum', tostring(sum), 'next', tostring(nxt), 'seq', tostring(seq),
+           'cold', tostring(cold_until))
 local ttl = math.ceil(math.max(keep, span) * 1000) + 60000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return tostring(result)
 """
+
+
+class _Agreement:
+    """One process's announcement of its configuration for a shared budget (``_REDIS_AGREE``)."""
+
+    def __init__(self, client: object, key: str, capacity: float, rate: float, clock: Clock,
+                 ttl: float) -> None:
+        self._client = client
+        self._key = key
+        self._mine = (capacity, rate)
+        self._clock = clock
+        self._ttl = ttl
+        self._agreed: tuple[float, float] | None = None
+        self._agreed_at = 0.0
+        self._script: Callable[..., Awaitable[object]] | None = None
+
+    async def effective(self) -> tuple[float, float]:
+        # Announced again every third of the ttl (one extra round trip then, none between).
+        now = self._clock()
+        if self._agreed is not None and now - self._agreed_at < self._ttl / 3:
+            return self._agreed
+        if self._script is None:
+            self._script = self._client.register_script(_REDIS_AGREE)  # type: ignore[attr-defined]
+        assert self._script is not None
+        capacity, rate = self._mine
+        raw = await self._script(keys=[self._key + ":config"], args=[f"{capacity!r}/{rate!r}", self._ttl])
+        assert isinstance(raw, (list, tuple))
+        cap, agreed_rate = (float(v.decode() if isinstance(v, bytes) else v) for v in raw)
+        # Lua's tostring keeps 14 digits: a value within that rounding of our own is our own.
+        agreed = (cap if cap < capacity * (1 - 1e-9) else capacity,
+                  agreed_rate if agreed_rate < rate * (1 - 1e-9) else rate)
+        if agreed != self._mine and agreed != self._agreed:
+            _log.warning(
+                "forge rate limit: another process configures budget %s tighter (limit %g, %g/s) than "
+                "this one (limit %g, %g/s); the tighter one applies to every process sharing it",
+                self._key, agreed[0], agreed[1], capacity, rate,
+            )
+        self._agreed, self._agreed_at = agreed, now
+        return agreed
 
 
 class RedisWindow:
@@ -866,7 +913,10 @@ class RedisWindow:
     Several processes and hosts using the same ``key`` share one window. Within a
     process, waiters queue FIFO behind an ``asyncio.Lock``; a refund or tighten from
     this process wakes the waiter at once (one from another process is seen at the
-    waiter's next check).
+    waiter's next check). The same rules as the in-process window: the first takes
+    after an idle window are held ``COLD_START`` longer, and when processes configure
+    the same ``key`` differently the tighter limit and rate apply to all of them (each
+    announces its own under ``<key>:config``; a looser one logs a WARNING).
     """
 
     def __init__(
@@ -878,6 +928,8 @@ class RedisWindow:
         window: float = 1.0,
         margin: float = DEFAULT_MARGIN,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        announce_ttl: float = 60.0,
     ) -> None:
         if limit <= 0 or window <= 0 or margin < 0:
             raise ValueError(
@@ -893,12 +945,19 @@ class RedisWindow:
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._script: Callable[..., Awaitable[object]] | None = None
+        self._agreement = _Agreement(client, key, self.capacity, self.rate, clock, announce_ttl)
+
+    async def effective(self) -> tuple[float, float]:
+        """The ``(limit, rate)`` the shared window runs at: the tightest any live process announced
+        (the same rule as :meth:`RedisBucket.effective`)."""
+        return await self._agreement.effective()
 
     async def _run(self, amount: float, mode: str, arg: float = -1.0) -> float:
         if self._script is None:
             self._script = self._client.register_script(_REDIS_WINDOW)  # type: ignore[attr-defined]
         assert self._script is not None
-        args = [self.capacity, self.span, self.rate, amount, mode, arg]
+        limit, rate = await self.effective()
+        args = [limit, self.span, rate, amount, mode, arg, COLD_START]
         result = await self._script(keys=[self.key, f"{self.key}:log"], args=args)
         return float(result.decode() if isinstance(result, bytes) else str(result))
 
@@ -979,7 +1038,7 @@ def counter_from_config(
                                clock=clock)
 
         def window(kind: str, limit: float, margin: float) -> Bucket:
-            return RedisWindow(shared, f"{prefix}:{kind}", limit, margin=margin, sleep=sleep)
+            return RedisWindow(shared, f"{prefix}:{kind}", limit, margin=margin, sleep=sleep, clock=clock)
 
     counter = RequestCounter(
         config.requests_per_minute,

@@ -94,3 +94,14 @@ async def test_redis_window_refund_wakes_a_waiter_of_this_process(client: object
     assert not waiter.done()
     await w.refund(10)
     await asyncio.wait_for(waiter, 2.0)  # not the 30 s window
+
+
+async def test_redis_window_holds_the_first_takes_after_idle_like_the_in_process_window(client: object) -> None:
+    from forge.ratelimit import COLD_START
+
+    key = f"forge:test:{uuid.uuid4()}"
+    w = RedisWindow(client, key, limit=2, window=1.0)
+    await w.acquire(2)  # the first take after an idle window
+    # Counted from COLD_START later, like SlidingWindow: free again after span + COLD_START.
+    assert w.span + COLD_START - 0.05 < await w.wait_time(1) <= w.span + COLD_START
+

@@ -72,7 +72,11 @@ async def request_leaving() -> None:
     if reservation is not None and reservation.marks:
         marks, reservation.marks = reservation.marks, []
         for window, entry in marks:
-            await window.mark_sent(entry)  # type: ignore[arg-type]
+            try:
+                await window.mark_sent(entry)  # type: ignore[arg-type]
+            except Exception as exc:  # never fail the request: the grant-time count stays (safe side)
+                _log.warning("forge rate limit: could not count a call from when it left (%s); "
+                             "it counts from its grant", type(exc).__name__)
 
 
 class Bucket(Protocol):
@@ -540,7 +544,9 @@ class RequestCounter:
     budgets. After it: ``await counter.settle(res, actual_tokens)`` gives back what
     the provider did not count and wakes waiters at once; a failed attempt gives its
     reservation back with :meth:`release`. ``observe(headers)`` tightens the limits
-    to the provider's own remaining counts and reset times.
+    to the provider's own remaining counts and reset times. The windows count a
+    call from when its request is written (:func:`request_leaving`, called by forge's
+    pooled HTTP clients), not from its grant.
 
     By default (``burst_seconds=None``) each limit is a :class:`SlidingWindow`: every
     sliding second stays within ``per_minute / 60``, the slice providers enforce,
@@ -649,6 +655,7 @@ class RequestCounter:
         if reservation.settled:
             return
         reservation.settled = True
+        reservation.marks = []  # never sent: nothing to count again
         age = self._clock() - reservation.at
         if self.tokens is not None and reservation.tokens:
             await self.tokens.refund(reservation.tokens, age)

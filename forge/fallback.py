@@ -488,6 +488,8 @@ class _FallbackStream(Stream):
                     raise error from exc
                 continue
             except BaseException:
+                if inner._on_close is not None:
+                    inner._on_close()  # the link's span ends with the cancelled opening
                 if link.breaker is not None:
                     await asyncio.shield(link.breaker.release(probe=probe))
                 raise
@@ -495,6 +497,7 @@ class _FallbackStream(Stream):
                 await link.breaker.success(probe=probe)
             self.provider, self.model, self._classify = inner.provider, inner.model, inner._classify
             self._on_complete, self._on_error, self.cached = inner._on_complete, inner._on_error, inner.cached
+            self._on_close = inner._on_close
             self._price = inner._price  # the answering link's prices
             self._tried = tuple(run.tried)
             return opened

@@ -884,7 +884,8 @@ local seq = tonumber(st[3]) or 0
 local cold_until = tonumber(st[4]) or 0
 -- members are "seq:taken:amount": taken is when the take left (its score may be later, see cold)
 local function size(member) return tonumber(string.match(member, ':([^:]*)$')) end
-local function taken(member) return tonumber(string.match(member, '^%d+:([^:]+):')) end
+-- (an entry written by an older forge, "seq:amount", counts as taken long ago)
+local function taken(member) return tonumber(string.match(member, '^%d+:([^:]+):')) or 0 end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - span)
 for _, m in ipairs(gone) do sum = sum - size(m) end
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - span) end
@@ -948,7 +949,7 @@ elseif mode == 'refund' then
         local n = size(m)
         local cut = math.min(amount, n)
         redis.call('ZREM', KEYS[2], m)
-        redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(%d+:[^:]+):') .. ':' .. (n - cut))
+        redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(.*):[^:]*$') .. ':' .. (n - cut))
         sum = sum - cut
         amount = amount - cut
       end

@@ -882,10 +882,13 @@ local sum = tonumber(st[1]) or 0
 local nxt = tonumber(st[2]) or 0
 local seq = tonumber(st[3]) or 0
 local cold_until = tonumber(st[4]) or 0
--- members are "seq:taken:amount": taken is when the take left (its score may be later, see cold)
-local function size(member) return tonumber(string.match(member, ':([^:]*)$')) end
--- (an entry written by an older forge, "seq:amount", counts as taken long ago)
-local function taken(member) return tonumber(string.match(member, '^%d+:([^:]+):')) or 0 end
+-- members are "<taken, microseconds><seq mod 10^6, 6 digits>:amount" (taken: when the take
+-- left; its score may be later, see cold), still "digits:amount" as an older forge wrote and
+-- reads them; an older forge's "seq:amount" counts as taken long ago
+local function size(member) return tonumber(string.match(member, ':(.*)$')) end
+local function taken(member)
+  return (tonumber(string.sub(string.match(member, '^(%d+):'), 1, -7)) or 0) / 1000000
+end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - span)
 for _, m in ipairs(gone) do sum = sum - size(m) end
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - span) end
@@ -893,7 +896,8 @@ local count = redis.call('ZCARD', KEYS[2])
 if count == 0 then sum = 0 end
 local function add(at, n)
   seq = seq + 1
-  local member = seq .. ':' .. math.min(at, now) .. ':' .. n
+  local member = string.format('%.0f%06d', math.floor(math.min(at, now) * 1000000), seq % 1000000)
+    .. ':' .. n
   redis.call('ZADD', KEYS[2], at, member)
   sum = sum + n
   count = count + 1
@@ -949,7 +953,7 @@ elseif mode == 'refund' then
         local n = size(m)
         local cut = math.min(amount, n)
         redis.call('ZREM', KEYS[2], m)
-        redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(.*):[^:]*$') .. ':' .. (n - cut))
+        redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(%d+):') .. ':' .. (n - cut))
         sum = sum - cut
         amount = amount - cut
       end

@@ -14,7 +14,7 @@ import pytest
 
 import forge
 from forge.ratelimit import COLD_START, DEFAULT_MARGIN, RedisWindow, SlidingWindow
-from tests.hostile import provider_config
+from tests.hostile import BASE_PATHS, PROVIDERS, HostileServer, Reply, provider_config
 from tests.strict_limits import StrictLimitServer
 
 HELD = 0.3  # longer than the cold-start hold: only the moment of sending explains the count
@@ -54,3 +54,28 @@ async def test_a_request_held_after_its_grant_counts_from_when_it_left(backend: 
     # granted + COLD_START + span; counted from when it left, not before it arrived + span.
     assert wait >= (arrived - granted) + window.span - elapsed - 0.02
     assert wait > COLD_START + 1 + DEFAULT_MARGIN - elapsed + 0.1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_every_providers_pooled_client_tells_the_limiter_when_a_request_leaves(provider: str) -> None:
+    async with HostileServer() as srv:
+        srv.push(Reply.http(500, {"error": {"message": "counted, then failed"}}))  # the slot stays taken
+        cfg = provider_config(provider, srv.url(BASE_PATHS[provider]), rate_limit={"requests_per_minute": 60})
+        async with forge.Registry(config=cfg) as reg:
+            llm = reg.get_llm(f"{provider}:some-model")
+            complete = llm.provider.complete
+
+            async def held(request: object) -> forge.Response:
+                await asyncio.sleep(HELD)
+                return await complete(request)  # type: ignore[arg-type]
+
+            llm.provider.complete = held  # type: ignore[method-assign]
+            granted = time.monotonic()
+            with pytest.raises(forge.ProviderError):
+                await llm.invoke("hi", max_tokens=4)
+            limiter = reg.limiter(provider)
+            assert limiter is not None and isinstance(limiter.requests, SlidingWindow)
+            wait = await limiter.wait_time()
+            elapsed = time.monotonic() - granted
+    # From the grant it would be free at granted + COLD_START + span; it left HELD later.
+    assert wait > COLD_START + limiter.requests.span - elapsed + (HELD - COLD_START) / 2

@@ -262,19 +262,24 @@ class Metrics:
         )
 
     def record_breaker(
-        self, key: str, old_state: str, new_state: str, cooldown_s: float, error: str | None = None
+        self, key: str, old_state: str, new_state: str, cooldown_s: float, error: str | None = None,
+        *, shared: bool = False,
     ) -> None:
-        """A circuit breaker (``provider|base_url|model``) went from ``old_state`` to ``new_state``."""
+        """A circuit breaker (``provider|base_url|model``) went from ``old_state`` to ``new_state``.
+
+        ``shared``: another process made the change (Redis-shared breakers); this one saw it
+        when it next read the breaker.
+        """
         provider, _, rest = key.partition("|")
         model = rest.rpartition("|")[2]
         entry = self._breakers.setdefault(key, {"opened": 0})
-        entry.update(state=new_state, cooldown_s=cooldown_s, since=self._clock())
+        entry.update(state=new_state, cooldown_s=cooldown_s, since=self._clock(), shared=shared)
         if new_state == "open":
             entry["opened"] = int(str(entry["opened"])) + 1
         self._emit(
             "breaker", provider, model,
             {"key": key, "old_state": old_state, "new_state": new_state, "cooldown_s": cooldown_s,
-             "error": error},
+             "error": error, "shared": shared},
         )
 
     # ------------------------------------------------------------------ reading

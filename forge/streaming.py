@@ -501,7 +501,7 @@ class Stream:
                 await _maybe_await(self._on_complete(self._response))
         except BaseException as exc:
             if self._on_error is not None and not isinstance(exc, GeneratorExit):
-                self._on_error(exc)
+                await _maybe_await(self._on_error(exc))  # a fallback chain reports breaks to a breaker
             raise
         finally:
             self._done = True

@@ -308,13 +308,14 @@ class CircuitBreaker:
                 self._on_change(BreakerChange(self.key, old, new, self.cooldown_s, error))
         return result
 
-    async def admit(self) -> Admission:
+    async def admit(self, *, last_resort: bool = False) -> Admission:
         """Whether a request may go to this link now (``probe``: it is the one trial request).
 
         ``reject`` also while a call of this process is out past ``slow_call``: the
-        link is in doubt, and one hanging call is enough.
+        link is in doubt, and one hanging call is enough, unless ``last_resort`` (the
+        caller has no other link to go to: a link in doubt beats no answer).
         """
-        if self.slow_calls:
+        if self.slow_calls and not last_resort:
             self.retry_in = self.config.slow_call or 0.0
             return "reject"
         if self.state == "closed" and isinstance(self._store, MemoryBreakerStore):
@@ -322,15 +323,18 @@ class CircuitBreaker:
             return "allow"
         return await self._apply(lambda rec, now: _admit(rec, self.config, now))
 
-    async def slow(self, *, elapsed: float, probe: bool = False) -> None:
+    async def slow(self, *, elapsed: float, attempts: int = 1, probe: bool = False) -> None:
         """A call has been out ``elapsed`` seconds, past ``slow_call``: count it as failed now.
 
-        Until :meth:`slow_ended`, the breaker admits no other call of this process.
-        A cooldown it opens runs from when the call was sent.
+        ``attempts``: the requests the call may make (its retry policy's), the weight it
+        would carry had it failed after all of them. Until :meth:`slow_ended`, the breaker
+        admits no other call of this process. A cooldown it opens runs from when the call
+        was sent.
         """
         self.slow_calls += 1
+        weight = max(1, attempts)
         await self._apply(
-            lambda rec, now: _failed(rec, self.config, now, 1, None, probe, since=elapsed), "SlowCall"
+            lambda rec, now: _failed(rec, self.config, now, weight, None, probe, since=elapsed), "SlowCall"
         )
 
     def slow_ended(self) -> None:

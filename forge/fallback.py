@@ -285,7 +285,7 @@ class _Run:
         for breaker, is_account in ((link.breaker, False), (link.account, True)):
             if breaker is None:
                 continue
-            admission = await breaker.admit()
+            admission = await breaker.admit(last_resort=self.is_last(i))
             if admission == "reject":
                 await self.release(link, ticket)
                 wait = breaker.retry_in
@@ -448,14 +448,18 @@ class FallbackLLM:
         call: Callable[[int, bool], Awaitable[T]],
         discard: Callable[[T], Awaitable[None]],
         estimates: Sequence[float],
+        attempts: Callable[[int], int],
         start: int = 0,
     ) -> tuple[int, T]:
-        """Call links from ``start`` on until one answers: ``(its index, its answer)``."""
+        """Call links from ``start`` on until one answers: ``(its index, its answer)``.
+
+        ``attempts(i)``: the requests a call to link ``i`` may make (its retry policy).
+        """
         for i in range(start, len(self.links)):
             ticket = await run.admit(i, estimates[i])
             if ticket is None:
                 continue
-            answered = await self._through(run, i, ticket, call, discard, estimates)
+            answered = await self._through(run, i, ticket, call, discard, estimates, attempts)
             if answered is not None:
                 return answered
         raise run.exhausted()
@@ -468,6 +472,7 @@ class FallbackLLM:
         call: Callable[[int, bool], Awaitable[T]],
         discard: Callable[[T], Awaitable[None]],
         estimates: Sequence[float],
+        attempts: Callable[[int], int],
     ) -> tuple[int, T] | None:
         """Call link ``i``: its answer (or, when hedged, a later link's), or None to go on.
 
@@ -478,11 +483,14 @@ class FallbackLLM:
         link = self.links[i]
         clock = self._clock
         started = clock()
+        # The last link is judged by its outcome: with nowhere else to go, an early verdict gains nothing.
+        slow_after = None if link.breaker is None or run.is_last(i) else link.breaker.config.slow_call
+        hedge_after = None if run.is_last(i) else self.chain.hedge_after
+        if slow_after is None and hedge_after is None:
+            return await self._plain(run, i, ticket, call)
         task: asyncio.Future[T] = asyncio.ensure_future(call(i, ticket.probe))
         task.add_done_callback(_retrieve)
         timers: dict[asyncio.Future[object], str] = {}
-        slow_after = link.breaker.config.slow_call if link.breaker is not None else None
-        hedge_after = None if run.is_last(i) else self.chain.hedge_after
         for after, what in ((slow_after, "slow"), (hedge_after, "hedge")):
             if after is not None:
                 timers[asyncio.ensure_future(self._sleep(after))] = what
@@ -515,10 +523,15 @@ class FallbackLLM:
                     what = timers.pop(timer)
                     if what == "slow" and link.breaker is not None and slow_after is not None:
                         slow = True
-                        await link.breaker.slow(elapsed=slow_after, probe=ticket.endpoint_probe)
+                        await link.breaker.slow(
+                            elapsed=slow_after, attempts=1 if ticket.probe else attempts(i),
+                            probe=ticket.endpoint_probe,
+                        )
                     elif what == "hedge" and rest is None and rest_error is None:
                         run.hedged(i, clock() - started)
-                        rest = asyncio.ensure_future(self._drive(run, call, discard, estimates, i + 1))
+                        rest = asyncio.ensure_future(
+                            self._drive(run, call, discard, estimates, attempts, i + 1)
+                        )
                         rest.add_done_callback(_retrieve)
         except BaseException:
             await asyncio.shield(self._abort(link, ticket, slow, task, rest, discard))
@@ -555,6 +568,35 @@ class FallbackLLM:
         if rest_error is not None:
             raise rest_error
         return None
+
+    async def _plain(
+        self, run: _Run, i: int, ticket: _Ticket, call: Callable[[int, bool], Awaitable[T]]
+    ) -> tuple[int, T] | None:
+        """Call link ``i`` and wait for its verdict (no slow-call or hedge timer applies)."""
+        link = self.links[i]
+        started = self._clock()
+        try:
+            answer = await call(i, ticket.probe)
+        except ForgeError as exc:
+            error = await run.failed(i, exc, self._clock() - started, ticket)
+            if not run.falls_through(error):
+                if error is exc:
+                    raise
+                raise error from exc
+            return None
+        except BaseException:
+            await asyncio.shield(_Run.release(link, ticket))
+            raise
+        await run.succeeded(link, ticket)
+        return i, answer
+
+    def _attempts(self, operation: str, max_attempts: int | None) -> Callable[[int], int]:
+        """The requests one call to a link may make: ``max_attempts``, else its retry policy's."""
+
+        def attempts(i: int) -> int:
+            return max_attempts or self.links[i].llm.wrapper.policy_for(operation).max_attempts
+
+        return attempts
 
     async def _abort(
         self,
@@ -627,7 +669,7 @@ class FallbackLLM:
             return None
 
         estimates = [link.llm.estimate_tokens(requests[i]) for i, link in enumerate(self.links)]
-        _, response = await self._drive(run, call, discard, estimates)
+        _, response = await self._drive(run, call, discard, estimates, self._attempts("invoke", max_attempts))
         if run.tried:
             return dataclasses.replace(response, fallback_attempts=tuple(run.tried))
         return response
@@ -707,7 +749,8 @@ class _FallbackStream(Stream):
             await aclose_events(opened[1][0])  # a hedge's loser that opened anyway
 
         estimates = [link.llm.estimate_tokens(self._requests[i]) for i, link in enumerate(chain.links)]
-        i, (inner, opened) = await chain._drive(run, call, discard, estimates)
+        attempts = chain._attempts("stream", self._max_attempts)
+        i, (inner, opened) = await chain._drive(run, call, discard, estimates, attempts)
         self.provider, self.model, self._classify = inner.provider, inner.model, inner._classify
         self._on_complete, self.cached = inner._on_complete, inner.cached
         self._on_error = self._broke_handler(run, chain.links[i], inner._on_error)

@@ -14,7 +14,10 @@ primary call not answered by then counts against the breaker at once and the
 fallback starts beside it. ``hang_plain`` is the hanging primary without them
 (judged only when its timeout fires), for comparison.
 
-    python -m benchmarks.bench_fallback [--seconds 8] [--rate 50] [--cooldown 0.5] [--slow-call 0.03] [--json]
+Each scenario runs ``--runs`` times (3 by default; the table shows median, min and max).
+
+    python -m benchmarks.bench_fallback [--seconds 8] [--rate 50] [--cooldown 0.5] [--slow-call 0.03]
+                                        [--runs 3] [--plain] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +34,21 @@ from forge.testing import Emulator, Fault
 
 PRIMARY = "openai:gpt-4o-mini"
 BACKUP = "anthropic:claude-haiku-4-5"
+
+
+def _merge(runs: list[list[Figure]]) -> list[Figure]:
+    """One figure per name over several runs of a scenario (median, min, max)."""
+    first = runs[0]
+    return [
+        Figure.of(f.bench, f.name, [run[i].median for run in runs], f.unit, f.note) for i, f in enumerate(first)
+    ]
+
+
+async def repeated(
+    mode: str, runs: int, seconds: float, rate: float, cooldown: float, slow_call: float | None = 0.03
+) -> list[Figure]:
+    """``runs`` runs of :func:`scenario`, merged."""
+    return _merge([await scenario(mode, seconds, rate, cooldown, slow_call) for _ in range(runs)])
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -131,16 +149,18 @@ def main() -> None:
     parser.add_argument("--cooldown", type=float, default=0.5, help="breaker cooldown in seconds (scaled time)")
     parser.add_argument("--slow-call", type=float, default=0.03,
                         help="breaker slow_call and chain hedge_after in seconds (scaled time)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario (median, min, max)")
     parser.add_argument("--plain", action="store_true",
                         help="also run the hanging primary without slow_call / hedge_after")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     async def both() -> list[Figure]:
-        figures = await scenario("503", args.seconds, args.rate, args.cooldown, args.slow_call)
-        figures += await scenario("hang", args.seconds, args.rate, args.cooldown, args.slow_call)
+        common = (args.runs, args.seconds, args.rate, args.cooldown)
+        figures = await repeated("503", *common, args.slow_call)
+        figures += await repeated("hang", *common, args.slow_call)
         if args.plain:
-            figures += await scenario("hang", args.seconds, args.rate, args.cooldown, None)
+            figures += await repeated("hang", *common, None)
         return figures
 
     emit(asyncio.run(both()), args.json)

@@ -42,12 +42,15 @@ class MetricEvent:
 
     ``fallback`` (a chain moved past a link; provider/model are that link's):
     ``from`` and ``to`` (``provider:model``), ``error`` (the error's class name, or
-    the skip reason), ``reason`` (``error``, ``breaker_open``, ``limiter_wait`` or
-    ``context_length``), ``elapsed_s`` (time spent on the link).
-    ``breaker`` (a circuit breaker changed state): ``key`` (``provider|base_url|model``),
+    the skip reason), ``reason`` (``error``, ``breaker_open``, ``limiter_wait``,
+    ``context_length``, or ``hedge``: the link was slow and the next one started beside
+    it), ``elapsed_s`` (time spent on the link).
+    ``breaker`` (a circuit breaker changed state): ``key`` (``provider|base_url|model``,
+    or ``provider|base_url#fingerprint|model`` for an account breaker),
     ``old_state`` and ``new_state`` (``closed`` / ``open`` / ``half_open``),
     ``cooldown_s`` (how long it stays open; 0 unless opening), ``error`` (class name
-    of the failure that opened it, or None).
+    of the failure that opened it, ``SlowCall``, or None), ``shared`` (True when
+    another process made the change and this one saw it later).
     """
 
     kind: str

@@ -28,7 +28,9 @@ SUITES = {
     "fallback": "benchmarks.bench_fallback",
     "first_call": "benchmarks.bench_first_call",
     "faults": "benchmarks.bench_faults",
+    "otel": "benchmarks.bench_otel",
     "ratelimit": "benchmarks.bench_ratelimit",
+    "peers": "benchmarks.peers",  # LiteLLM / any-llm when installed; otherwise a note and nothing
 }
 
 

@@ -39,13 +39,33 @@ def free_port() -> int:
 
 
 @contextmanager
-def emulator_process(chunk_count: int = 8, chunk_size: int | None = None, coalesce: bool = True) -> Iterator[str]:
-    """Run ``forge.testing.serve`` in a child process (its CPU is not the client's); yield its URL."""
+def emulator_process(
+    chunk_count: int = 8, chunk_size: int | None = None, coalesce: bool = True, event_gap: float = 0.0
+) -> Iterator[str]:
+    """Run the emulator in a child process (its CPU is not the client's); yield its URL.
+
+    ``event_gap`` > 0 sends each stream event on its own, that many seconds apart
+    (at least the event loop's timer resolution, about 1 ms), so the client reads
+    one event per read; 0 sends the events that are ready together (many per read).
+    """
     port = free_port()
-    code = (
-        "from forge.testing import serve; "
-        f"serve('127.0.0.1', {port}, chunk_count={chunk_count}, chunk_size={chunk_size!r}, coalesce={coalesce})"
-    )
+    if event_gap > 0:
+        code = (
+            "import asyncio\n"
+            "from forge.testing import Emulator, Fault\n"
+            "async def main():\n"
+            f"    async with Emulator('127.0.0.1', {port}, chunk_count={chunk_count}, chunk_size={chunk_size!r},"
+            " record_requests=False) as emu:\n"
+            f"        emu.script(Fault.chunk_delay({event_gap!r}), times=None)\n"
+            "        print('forge emulator listening on', emu.url, flush=True)\n"
+            "        await asyncio.Event().wait()\n"
+            "asyncio.run(main())\n"
+        )
+    else:
+        code = (
+            "from forge.testing import serve; "
+            f"serve('127.0.0.1', {port}, chunk_count={chunk_count}, chunk_size={chunk_size!r}, coalesce={coalesce})"
+        )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

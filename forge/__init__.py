@@ -39,6 +39,7 @@ from forge.errors import (
 )
 
 if TYPE_CHECKING:
+    from forge._otel import Telemetry
     from forge.batch import BatchProcessor, BatchProgress, PollSchedule
     from forge.breaker import CircuitOpen
     from forge.cache import MemoryResponseCache, RedisResponseCache, ResponseCache
@@ -103,6 +104,7 @@ _LAZY = {
     "RetryPolicy": "forge.retry",
     "backoff_wait": "forge.retry",
     "Stream": "forge.streaming",
+    "Telemetry": "forge._otel",
     "StreamProgress": "forge.streaming",
     "stream": "forge.streaming",
     "stream_to_file": "forge.streaming",
@@ -212,6 +214,7 @@ __all__ = [
     "StreamInterrupted",
     "StreamProgress",
     "StreamTimeout",
+    "Telemetry",
     "TokenBucket",
     "Tool",
     "ToolCall",

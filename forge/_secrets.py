@@ -90,15 +90,7 @@ def scrub_exception(exc: BaseException) -> BaseException:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        # An error that ended a retried call keeps every attempt's error; a fallback
-        # chain's error its last link's.
-        last = getattr(current, "last_error", None)
-        if isinstance(last, BaseException):
-            pending.append(last)
-        for attempt in getattr(current, "attempts", None) or ():
-            error = getattr(attempt, "error", None)
-            if isinstance(error, BaseException):
-                pending.append(error)
+        pending += _kept_errors(current)
         if any(isinstance(a, str) for a in current.args):
             current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
         message = getattr(current, "message", None)
@@ -107,6 +99,20 @@ def scrub_exception(exc: BaseException) -> BaseException:
                 current.message = redact(message)  # type: ignore[attr-defined]
         pending += [e for e in (current.__cause__, current.__context__) if e is not None]
     return exc
+
+
+def _kept_errors(exc: BaseException) -> list[BaseException]:
+    """The errors ``exc`` carries besides its causes: an error that ended a retried call keeps
+    every attempt's error; a fallback chain's error its last link's."""
+    kept: list[BaseException] = []
+    last = getattr(exc, "last_error", None)
+    if isinstance(last, BaseException):
+        kept.append(last)
+    for attempt in getattr(exc, "attempts", None) or ():
+        error = getattr(attempt, "error", None)
+        if isinstance(error, BaseException):
+            kept.append(error)
+    return kept
 
 
 def registered_secrets() -> tuple[str, ...]:

@@ -247,25 +247,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         if getattr(args, "prompt", None) == "-":
-            try:
-                args.prompt = sys.stdin.read()
-            except UnicodeDecodeError as exc:
-                raise CommandError(
-                    f"forge: standard input is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                    "convert it, e.g. with iconv -t UTF-8."
-                ) from None
-        if args.command == "stream":
-            return asyncio.run(_stream(args, stream))
-        if args.command == "invoke":
-            return asyncio.run(_invoke(args, stream))
-        if args.command == "demo":
-            return asyncio.run(_demo(args, stream))
-        if args.command == "batch":
-            return asyncio.run(run_batch(args, stream))
-        if args.command == "metrics":
-            return _metrics(args, stream)
-        if args.command == "emulator":
-            return _emulator(args, stream)
+            args.prompt = _read_stdin()
+        return _run_command(args, stream)
     except CommandError as exc:
         print(str(exc), file=sys.stderr)
         return exc.code
@@ -277,6 +260,32 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as exc:
+        raise CommandError(
+            f"forge: standard input is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "convert it, e.g. with iconv -t UTF-8."
+        ) from None
+
+
+def _run_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the subcommand ``args`` names; its exit status."""
+    if args.command == "stream":
+        return asyncio.run(_stream(args, out))
+    if args.command == "invoke":
+        return asyncio.run(_invoke(args, out))
+    if args.command == "demo":
+        return asyncio.run(_demo(args, out))
+    if args.command == "batch":
+        return asyncio.run(run_batch(args, out))
+    if args.command == "metrics":
+        return _metrics(args, out)
+    if args.command == "emulator":
+        return _emulator(args, out)
     return 2
 
 

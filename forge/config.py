@@ -741,14 +741,10 @@ class _Validator:
             )
         return cfg
 
-    def provider(self, name: str, value: object) -> ProviderConfig:
-        key = f"providers.{name}"
-        canonical = normalize_provider(name)
-        data = self.table(value, key)
-        options_spec = _PROVIDER_OPTIONS[canonical]
-        self.known_keys(data, key, (*_PROVIDER_KEYS, *options_spec))
+    def provider_options(self, canonical: str, data: Mapping[str, object], key: str) -> dict[str, object]:
+        """The provider's own options (``_PROVIDER_OPTIONS``), each of its kind."""
         options: dict[str, object] = {}
-        for opt, kind in options_spec.items():
+        for opt, kind in _PROVIDER_OPTIONS[canonical].items():
             if opt in data:
                 if isinstance(data[opt], bool) or not isinstance(data[opt], kind):
                     raise self.fail(f"{key}.{opt}", f"expected {_kind_name(kind)}, got {data[opt]!r}.")
@@ -763,6 +759,14 @@ class _Validator:
                 f"{key}.max_tokens_param",
                 f"expected 'max_tokens' or 'max_completion_tokens', got {options['max_tokens_param']!r}.",
             )
+        return options
+
+    def provider(self, name: str, value: object) -> ProviderConfig:
+        key = f"providers.{name}"
+        canonical = normalize_provider(name)
+        data = self.table(value, key)
+        self.known_keys(data, key, (*_PROVIDER_KEYS, *_PROVIDER_OPTIONS[canonical]))
+        options = self.provider_options(canonical, data, key)
         api_key_env = self.string(data, key, "api_key_env")
         if api_key_env is not None and not api_key_env.replace("_", "").isalnum():
             raise self.fail(

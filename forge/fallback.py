@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -744,9 +745,16 @@ class _FallbackStream(Stream):
                 if inner._on_error is not None:
                     inner._on_error(exc)  # the link's metrics, as for a direct call
                 raise
+            except BaseException:
+                if inner._on_close is not None:
+                    inner._on_close()  # the link's span ends with the cancelled opening
+                raise
 
         async def discard(opened: _Opened) -> None:
-            await aclose_events(opened[1][0])  # a hedge's loser that opened anyway
+            inner, (events, _, _) = opened
+            await aclose_events(events)  # a hedge's loser that opened anyway
+            if inner._on_close is not None:
+                inner._on_close()
 
         estimates = [link.llm.estimate_tokens(self._requests[i]) for i, link in enumerate(chain.links)]
         attempts = chain._attempts("stream", self._max_attempts)
@@ -754,6 +762,7 @@ class _FallbackStream(Stream):
         self.provider, self.model, self._classify = inner.provider, inner.model, inner._classify
         self._on_complete, self.cached = inner._on_complete, inner.cached
         self._on_error = self._broke_handler(run, chain.links[i], inner._on_error)
+        self._on_close = inner._on_close
         self._price = inner._price  # the answering link's prices
         self._tried = tuple(run.tried)
         return opened
@@ -770,12 +779,17 @@ class _FallbackStream(Stream):
         """
 
         def on_error(exc: BaseException) -> object:
-            if link_error is not None:
-                link_error(exc)
+            reported = link_error(exc) if link_error is not None else None
             broke = exc.error if isinstance(exc, StreamInterrupted) else None
-            if isinstance(broke, ForgeError) and error_kind(broke) in _OUTAGE_KINDS:
-                return run.count(link, _Ticket(), broke)
-            return None
+            if not (isinstance(broke, ForgeError) and error_kind(broke) in _OUTAGE_KINDS):
+                return reported
+
+            async def report_and_count() -> None:
+                if inspect.isawaitable(reported):
+                    await reported
+                await run.count(link, _Ticket(), broke)
+
+            return report_and_count()
 
         return on_error
 

@@ -520,14 +520,7 @@ def _decode(tp: object, value: object) -> object:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            if arg is type(None):
-                continue
-            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return _decode(arg, value)
-            if typing.get_origin(arg) is tuple and isinstance(value, list):
-                return _decode(arg, value)
-        return value
+        return _decode_union(args, value)
     if origin is tuple and isinstance(value, list):
         elem = args[0] if args else object
         return tuple(_decode(elem, v) for v in value)
@@ -535,6 +528,18 @@ def _decode(tp: object, value: object) -> object:
         hints = typing.get_type_hints(tp)
         kwargs = {k: _decode(hints[k], v) for k, v in value.items() if k in hints}
         return tp(**kwargs)
+    return value
+
+
+def _decode_union(members: tuple[object, ...], value: object) -> object:
+    """``value`` decoded as the first member of ``X | Y | None`` it fits (a dataclass or a tuple)."""
+    for arg in members:
+        if arg is type(None):
+            continue
+        if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+            return _decode(arg, value)
+        if typing.get_origin(arg) is tuple and isinstance(value, list):
+            return _decode(arg, value)
     return value
 
 

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
-import inspect
 import logging
 import random
-import re
 import time
-import types
 import typing
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
+from forge import _otel
+from forge._otel import Telemetry
 from forge._params import InvokeParams, RequestParams, StreamParams, request_params
+from forge._request import Prompt, build_request, check_number
 from forge._secrets import scrub_exception
+from forge._tools import tool_from_function
 from forge.cache import as_cached, cache_scope_of, is_cacheable, replay_events, request_key
 from forge.errors import ForgeError, ProviderError, ProviderTimeout
 from forge.pricing import cost_usd
@@ -32,14 +32,10 @@ from forge.retry import RetryEvent, RetryPolicy, RetryWrapper
 from forge.streaming import ChunkCallback, ProgressCallback, Stream
 from forge.tokens import estimate_tokens
 from forge.types import (
-    Message,
     Request,
     Response,
-    ResponseFormat,
     StreamEvent,
-    Tool,
     Usage,
-    coerce_messages,
 )
 
 if TYPE_CHECKING:
@@ -52,323 +48,10 @@ if TYPE_CHECKING:
     from forge.ratelimit import RequestCounter
     from forge.types import Provider
 
-__all__ = ["LLM", "build_request"]
+__all__ = ["LLM", "Prompt", "build_request", "tool_from_function"]
 
 _log = logging.getLogger("forge")
 T = typing.TypeVar("T")
-
-Prompt = str | Message | Sequence[Message | Mapping[str, object]]
-
-_REQUEST_PARAMS = (
-    "system",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "seed",
-    "response_format",
-    "stop",
-    "tools",
-    "tool_choice",
-    "extra",
-    "reasoning_effort",
-    "reasoning_budget",
-)
-_EFFORTS = ("none", "low", "medium", "high")
-_STREAM_PARAMS = (
-    "buffer_size",
-    "flush_interval",
-    "first_token_timeout",
-    "idle_timeout",
-    "timeout",
-    "on_chunk",
-    "on_progress",
-)
-
-
-def _check_number(name: str, value: object, lo: float, hi: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo:g} and {hi:g}" if hi is not None else f">= {lo:g}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}.")
-    return float(value)
-
-
-def _response_format(value: object) -> ResponseFormat | None:
-    if value is None or isinstance(value, ResponseFormat):
-        return value
-    if isinstance(value, str):
-        if value == "text":
-            return ResponseFormat("text")
-        if value in ("json", "json_object"):
-            return ResponseFormat("json")
-    elif isinstance(value, Mapping):
-        kind = value.get("type")
-        if kind == "json_object":
-            return ResponseFormat("json")
-        if kind == "json_schema" and isinstance(value.get("json_schema"), Mapping):
-            spec = value["json_schema"]
-            schema = spec.get("schema")
-            if isinstance(schema, Mapping):
-                return ResponseFormat(
-                    "json_schema",
-                    schema=dict(schema),
-                    name=str(spec.get("name", "response")),
-                    strict=bool(spec.get("strict", True)),
-                )
-        elif kind is not None or "properties" in value:
-            return ResponseFormat("json_schema", schema=dict(value))
-    raise ValueError(
-        "response_format must be 'text', 'json', a JSON schema dict (e.g. {'type': 'object', "
-        f"'properties': {{...}}}}) or a forge.ResponseFormat; got {value!r}."
-    )
-
-
-def _tool(value: object, i: int) -> Tool:
-    if isinstance(value, Tool):
-        return value
-    if isinstance(value, Mapping):
-        spec: Mapping[str, Any] = value
-        if value.get("type") == "function" and isinstance(value.get("function"), Mapping):
-            spec = value["function"]
-        name = spec.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"tools[{i}] needs a non-empty 'name'; got {dict(value)!r}.")
-        params = spec.get("parameters", spec.get("input_schema", {"type": "object", "properties": {}}))
-        if not isinstance(params, Mapping):
-            raise ValueError(f"tools[{i}] 'parameters' must be a JSON schema object; got {params!r}.")
-        return Tool(name, str(spec.get("description", "")), dict(params))
-    if callable(value):
-        return tool_from_function(value)
-    raise TypeError(
-        f"tools[{i}] must be a forge.Tool, a dict with name/description/parameters, or a function; "
-        f"got {type(value).__name__}."
-    )
-
-
-_JSON_TYPES: dict[object, str] = {
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    list: "array",
-    tuple: "array",
-    set: "array",
-    frozenset: "array",
-    dict: "object",
-}
-
-
-def _enum_schema(values: list[object]) -> dict[str, object]:
-    kinds = {_JSON_TYPES.get(type(v)) for v in values}
-    schema: dict[str, object] = {"enum": values}
-    if len(kinds) == 1 and None not in kinds:
-        schema["type"] = kinds.pop()
-    return schema
-
-
-def _schema_for(hint: object) -> dict[str, object]:
-    """The JSON schema of a parameter's type hint (``str`` when nothing better is known)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Annotated:
-        notes = [a for a in args[1:] if isinstance(a, str)]
-        inner = _schema_for(args[0])
-        return {**inner, "description": " ".join(notes)} if notes else inner
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in args if a is not type(None)]
-        if len(members) == 1:  # Optional[X]: optionality is the default value's business
-            return _schema_for(members[0])
-        return {"anyOf": [_schema_for(m) for m in members]}
-    if origin is typing.Literal:
-        return _enum_schema(list(args))
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return _enum_schema([m.value for m in hint])
-    if hint is None or hint is type(None):
-        return {"type": "null"}
-    kind = _JSON_TYPES.get(origin if origin is not None else hint)
-    if kind is None:
-        return {"type": "string"}
-    schema: dict[str, object] = {"type": kind}
-    if kind == "array" and args and args[-1] is not Ellipsis:
-        schema["items"] = _schema_for(args[0])
-    elif kind == "object" and len(args) == 2:
-        schema["additionalProperties"] = _schema_for(args[1])
-    return schema
-
-
-_ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def _docstring_args(doc: str) -> dict[str, str]:
-    """Parameter descriptions from a Google-style ``Args:`` section."""
-    out: dict[str, str] = {}
-    lines = doc.splitlines()
-    inside = False
-    current: str | None = None
-    indent = 0
-    for line in lines:
-        stripped = line.strip()
-        if not inside:
-            inside = stripped in ("Args:", "Arguments:", "Parameters:")
-            continue
-        if not stripped:
-            current = None
-            continue
-        level = len(line) - len(line.lstrip())
-        if current is not None and level > indent:
-            out[current] = f"{out[current]} {stripped}".strip()
-            continue
-        match = _ARG_LINE.match(line)
-        if match is None or (out and level < indent):
-            break
-        current, indent = match.group(1).lstrip("*"), level
-        out[current] = match.group(2).strip()
-    return out
-
-
-def tool_from_function(fn: Callable[..., object]) -> Tool:
-    """Build a :class:`Tool` from a typed Python function: its name, docstring and signature.
-
-    The first paragraph of the docstring is the description; a Google-style
-    ``Args:`` section describes the parameters. Parameters without a default are
-    required. Supported hints: ``str``, ``int``, ``float``, ``bool``,
-    ``list[X]``, ``dict[str, X]``, ``X | None``, unions, ``Literal[...]``,
-    ``enum.Enum`` subclasses and ``Annotated[X, "description"]``; anything
-    else is described as a string.
-
-    Example::
-
-        def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
-            \"\"\"Current weather for a city.
-
-            Args:
-                city: the city name, e.g. "Paris".
-            \"\"\"
-
-        tool = tool_from_function(get_weather)
-    """
-    hints = typing.get_type_hints(fn, include_extras=True)
-    doc = inspect.getdoc(fn) or ""
-    described = _docstring_args(doc)
-    props: dict[str, object] = {}
-    required: list[str] = []
-    for name, param in inspect.signature(fn).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        schema = _schema_for(hints.get(name, str))
-        if name in described and "description" not in schema:
-            schema = {**schema, "description": described[name]}
-        props[name] = schema
-        if param.default is param.empty:
-            required.append(name)
-    schema_out: dict[str, object] = {"type": "object", "properties": props}
-    if required:
-        schema_out["required"] = required
-    summary = doc.split("\n\n")[0].strip()
-    return Tool(fn.__name__, summary, schema_out)
-
-
-def build_request(model: str, prompt: Prompt, **params: Unpack[RequestParams]) -> Request:
-    """Validate ``prompt`` and request parameters into a :class:`Request`.
-
-    Parameters (all optional): ``system``, ``max_tokens``, ``temperature``,
-    ``top_p``, ``seed``, ``response_format``, ``stop``; ``tools`` (each a
-    :class:`Tool`, a ``{"name", "description", "parameters"}`` dict, OpenAI's
-    ``{"type": "function", "function": {...}}`` or a typed function, see
-    :func:`tool_from_function`); ``tool_choice`` (``"auto"``, ``"none"``,
-    ``"required"`` or a tool name); ``reasoning_effort`` (``"none"``, ``"low"``,
-    ``"medium"``, ``"high"``) and ``reasoning_budget`` (thinking tokens, 0 =
-    off), mapped per provider as docs/tools.md describes; ``extra`` (vendor
-    fields merged into the call).
-
-    Raises:
-        TypeError / ValueError: an unknown parameter or a bad value, with what is allowed.
-    """
-    unknown = [k for k in params if k not in _REQUEST_PARAMS]
-    if unknown:
-        raise TypeError(
-            f"Unknown request parameter(s) {', '.join(map(repr, unknown))}. Allowed: "
-            f"{', '.join(_REQUEST_PARAMS)}; pass vendor-specific fields in extra={{...}}."
-        )
-    messages = coerce_messages(prompt)
-    system = params.get("system")
-    if system is not None and not isinstance(system, str):
-        raise TypeError(f"system must be a str, got {type(system).__name__}.")
-    # A system message in the list is folded into `system`, so every adapter sees one shape.
-    sys_parts = [m.content for m in messages if m.role == "system"]
-    if sys_parts:
-        messages = tuple(m for m in messages if m.role != "system")
-        system = "\n\n".join([*([system] if system else []), *sys_parts])
-        if not messages:
-            raise ValueError("prompt has only system messages; add at least one user message.")
-    max_tokens = params.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}.")
-    temperature = params.get("temperature")
-    top_p = params.get("top_p")
-    seed = params.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
-    stop = params.get("stop")
-    if stop is None:
-        stops: tuple[str, ...] = ()
-    elif isinstance(stop, str):
-        stops = (stop,)
-    elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):
-        stops = tuple(stop)
-    else:
-        raise TypeError(f"stop must be a str or a list of str, got {stop!r}.")
-    tools_param = params.get("tools") or ()
-    if not isinstance(tools_param, Sequence) or isinstance(tools_param, (str, bytes)):
-        raise TypeError(f"tools must be a list, got {type(tools_param).__name__}.")
-    tools = tuple(_tool(t, i) for i, t in enumerate(tools_param))
-    tool_choice = params.get("tool_choice")
-    if isinstance(tool_choice, Mapping):  # OpenAI's {"type": "function", "function": {"name": ...}}
-        function = tool_choice.get("function")
-        named = function.get("name") if isinstance(function, Mapping) else tool_choice.get("name")
-        tool_choice = named if isinstance(named, str) else tool_choice
-    if tool_choice is not None:
-        if not isinstance(tool_choice, str) or not tool_choice:
-            raise TypeError(
-                f"tool_choice must be 'auto', 'none', 'required' or a tool name; got {tool_choice!r}."
-            )
-        names = {t.name for t in tools}
-        if tool_choice not in ("auto", "none", "required") and tool_choice not in names:
-            raise ValueError(
-                f"tool_choice {tool_choice!r} is not 'auto', 'none', 'required' or one of the tools "
-                f"({', '.join(sorted(names)) or 'none given'})."
-            )
-    extra = params.get("extra") or {}
-    if not isinstance(extra, Mapping):
-        raise TypeError(f"extra must be a dict of vendor fields, got {type(extra).__name__}.")
-    effort = params.get("reasoning_effort")
-    if effort is not None and effort not in _EFFORTS:
-        raise ValueError(f"reasoning_effort must be one of {', '.join(map(repr, _EFFORTS))}; got {effort!r}.")
-    budget = params.get("reasoning_budget")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-        raise ValueError(
-            f"reasoning_budget must be a number of tokens >= 0 (0 turns reasoning off); got {budget!r}."
-        )
-    return Request(
-        model=model,
-        messages=messages,
-        system=system,
-        max_tokens=max_tokens,
-        temperature=None if temperature is None else _check_number("temperature", temperature, 0.0, 2.0),
-        top_p=None if top_p is None else _check_number("top_p", top_p, 0.0, 1.0),
-        seed=seed,
-        response_format=_response_format(params.get("response_format")),
-        stop=stops,
-        tools=tools,
-        tool_choice=tool_choice,
-        extra=dict(extra),
-        reasoning_effort=effort,
-        reasoning_budget=budget,
-    )
-
 
 # Output tokens assumed for the limiter when a call sets no max_tokens (settled afterwards).
 DEFAULT_OUTPUT_ESTIMATE = 1024
@@ -402,6 +85,7 @@ class LLM:
         optimizer: ProviderOptimizer | None = None,
         response_cache: ResponseCache | None = None,
         cache_ttl: float = 300.0,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         self.provider = provider
         self.provider_name = provider.name
@@ -414,6 +98,8 @@ class LLM:
         self.response_cache = response_cache
         """Serves identical requests without calling the provider (see :mod:`forge.cache`)."""
         self.cache_ttl = cache_ttl
+        self.telemetry = _otel.resolve(telemetry)
+        """Where spans go (docs/observability.md); None: OpenTelemetry is turned off."""
         self.cache_scope = cache_scope_of(config)
         """Who is asked, in every response-cache key (base URL and credential fingerprint)."""
         if isinstance(retry, RetryWrapper):
@@ -542,7 +228,7 @@ class LLM:
     def _call_limit(self, timeout: float | None) -> tuple[float | None, str]:
         """The time limit of a whole call and where it comes from (for the error message)."""
         if timeout is not None:
-            _check_number("timeout", timeout, 0.0, None)
+            check_number("timeout", timeout, 0.0, None)
             if timeout <= 0:
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
             return float(timeout), "the call's timeout= argument"
@@ -591,6 +277,19 @@ class LLM:
 
         ``timeout`` and ``max_attempts`` are the call options described on :meth:`invoke`.
         """
+        return await _otel.traced_complete(
+            self, request, operation,
+            lambda: self._complete(request, operation=operation, timeout=timeout, max_attempts=max_attempts),
+        )
+
+    async def _complete(
+        self,
+        request: Request,
+        *,
+        operation: str,
+        timeout: float | None,  # noqa: ASYNC109  # the per-call option, not a wait
+        max_attempts: int | None,
+    ) -> Response:
         limit, source = self._call_limit(timeout)
         policy = self._policy(operation, max_attempts)
         start = self._clock()
@@ -633,7 +332,7 @@ class LLM:
         except Exception as exc:
             scrub_exception(exc)  # a server may echo the key it was sent
             if self.metrics is not None:
-                self._record_failure(exc)
+                self._record_failure(exc, self._clock() - start)
             raise
         result: Response = dataclasses.replace(
             response,
@@ -703,10 +402,12 @@ class LLM:
         except Exception as exc:
             _log.warning("forge response cache: set failed (%s); reply not cached", exc)
 
-    def _record_failure(self, exc: BaseException) -> None:
+    def _record_failure(self, exc: BaseException, elapsed_s: float | None = None) -> None:
         assert self.metrics is not None
         attempts = _attempts_used(exc) if isinstance(exc, ForgeError) else 1
-        self.metrics.record_failure(self.provider_name, self.model, exc, attempts=attempts)
+        self.metrics.record_failure(
+            self.provider_name, self.model, exc, attempts=attempts, elapsed_s=elapsed_s
+        )
         if getattr(exc, "status", None) == 429:
             self.metrics.record_rate_limited(self.provider_name, self.model)
 
@@ -757,90 +458,125 @@ class LLM:
         policy = self._policy("stream", max_attempts)
         # The stream's own `timeout` covers opening it; without one, the config's deadline does.
         limit, source = self._call_limit(None) if options.get("timeout") is None else (None, "")
-        tries = 0
-        estimate = self.estimate_tokens(request)
-        key = self._cache_key(request)
-
-        async def attempt(req: Request) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
-            # Every provider at once: read up to the first content event under the retry
-            # wrapper, holding back what comes before it (Anthropic message_start and
-            # pings, a Gemini usage-only chunk, Responses API response.created...).
-            nonlocal tries
-            tries += 1
-            events = self.provider.stream(req)
-            head: list[StreamEvent] = []
-            try:
-                while True:
-                    try:
-                        event = await events.__anext__()
-                    except StopAsyncIteration:
-                        return events, head
-                    head.append(event)
-                    if _shows_content(event):
-                        return events, head
-            except ProviderTimeout as exc:
-                await aclose_events(events)
-                raise self.classify(exc) from exc.__cause__
-            except BaseException:
-                await aclose_events(events)
-                raise
-
-        async def opener() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
-            if key is not None and (hit := await self._cache_get(key)) is not None:
-                stream.cached = True
-                return replay_events(hit), [], 0
-            return await self._within(open_stream(), limit, source, lambda: tries)
-
-        async def open_stream() -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
-            sent = await self._optimize(request)
-            try:
-                (events, head), attempts = await self.wrapper.call(
-                    lambda: attempt(sent), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate, policy=policy,
-                )
-            except ForgeError as exc:
-                if not self._falls_back(request, sent, exc):
-                    raise
-                (events, head), attempts = await self.wrapper.call(
-                    lambda: attempt(request), classify=self.classify, operation="stream",
-                    estimated_tokens=estimate, policy=policy,
-                )
-                attempts += _attempts_used(exc)
-            return events, head, attempts
-
-        async def settle(response: Response) -> None:
-            if stream.cached:
-                return
-            if key is not None and stream.keeps_text and is_cacheable(response):
-                await self._cache_set(key, response)
-            limiter = self.wrapper.limiter
-            actual = self.charged_tokens(request, response.usage)
-            if limiter is not None and limiter.tokens is not None and actual is not None:
-                await limiter.settle(Reservation(estimate, 0.0), actual)
-            if self.metrics is not None:
-                self.metrics.record_success(response, stream=True, prices=self.prices)
-
-        def failed(exc: BaseException) -> None:
-            scrub_exception(exc)
-            if self.metrics is not None and isinstance(exc, Exception):
-                self._record_failure(exc)
-
-        stream = Stream(
-            opener,
-            provider=self.provider_name,
-            model=self.model,
-            classify=self.classify,
-            clock=self._clock,
-            on_complete=settle,
-            on_error=failed,
-            price=lambda usage: cost_usd(self.provider_name, self.model, usage, overrides=self.prices),
-            **options,
-        )
-        return stream
+        return _StreamCall(self, request, policy, limit, source).start(options)
 
     async def aclose(self) -> None:
         """Close the provider's client (normally done by the Registry)."""
         await self.provider.aclose()
+
+
+class _StreamCall:
+    """The policy of one streamed call: what its :class:`~forge.Stream` runs to open, settle and fail.
+
+    Opening: the response cache, then the optimizer, then retries up to the first
+    content event (metadata before it is held back), all under the call's deadline;
+    a refused optimized request is re-sent as written. Settlement: the cache, the
+    limiter's tokens/min and the metrics.
+    """
+
+    stream: Stream
+
+    def __init__(
+        self, llm: LLM, request: Request, policy: RetryPolicy | None, limit: float | None, source: str
+    ) -> None:
+        self.llm = llm
+        self.request = request
+        self.policy = policy
+        self.limit = limit
+        self.source = source
+        self.tries = 0
+        self.estimate = llm.estimate_tokens(request)
+        self.key = llm._cache_key(request)
+
+    def start(self, options: Mapping[str, Any]) -> Stream:
+        llm = self.llm
+        self.stream = Stream(
+            self.open,
+            provider=llm.provider_name,
+            model=llm.model,
+            classify=llm.classify,
+            clock=llm._clock,
+            on_complete=self.settle,
+            on_error=self.failed,
+            price=self.price,
+            **options,
+        )
+        if llm.telemetry is not None:
+            _otel.trace_stream(self.stream, llm, self.request)
+        return self.stream
+
+    async def attempt(self, req: Request) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
+        # Every provider at once: read up to the first content event under the retry
+        # wrapper, holding back what comes before it (Anthropic message_start and
+        # pings, a Gemini usage-only chunk, Responses API response.created...).
+        self.tries += 1
+        events = self.llm.provider.stream(req)
+        head: list[StreamEvent] = []
+        try:
+            while True:
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    return events, head
+                head.append(event)
+                if _shows_content(event):
+                    return events, head
+        except ProviderTimeout as exc:
+            await aclose_events(events)
+            raise self.llm.classify(exc) from exc.__cause__
+        except BaseException:
+            await aclose_events(events)
+            raise
+
+    async def open(self) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
+        """The Stream's opener: a cached reply replayed, or the provider's stream opened."""
+        key = self.key
+        if key is not None and (hit := await self.llm._cache_get(key)) is not None:
+            self.stream.cached = True
+            return replay_events(hit), [], 0
+        return await self.llm._within(self._open_stream(), self.limit, self.source, lambda: self.tries)
+
+    async def _send(self, req: Request) -> tuple[tuple[AsyncIterator[StreamEvent], list[StreamEvent]], int]:
+        llm = self.llm
+        return await llm.wrapper.call(
+            lambda: self.attempt(req), classify=llm.classify, operation="stream",
+            estimated_tokens=self.estimate, policy=self.policy,
+        )
+
+    async def _open_stream(self) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent], int]:
+        request = self.request
+        sent = await self.llm._optimize(request)
+        try:
+            (events, head), attempts = await self._send(sent)
+        except ForgeError as exc:
+            if not self.llm._falls_back(request, sent, exc):
+                raise
+            (events, head), attempts = await self._send(request)
+            attempts += _attempts_used(exc)
+        return events, head, attempts
+
+    async def settle(self, response: Response) -> None:
+        """After the last event: cache the reply, settle the limiter with real usage, record metrics."""
+        stream, llm = self.stream, self.llm
+        if stream.cached:
+            return
+        if self.key is not None and stream.keeps_text and is_cacheable(response):
+            await llm._cache_set(self.key, response)
+        limiter = llm.wrapper.limiter
+        actual = llm.charged_tokens(self.request, response.usage)
+        if limiter is not None and limiter.tokens is not None and actual is not None:
+            await limiter.settle(Reservation(self.estimate, 0.0), actual)
+        if llm.metrics is not None:
+            llm.metrics.record_success(response, stream=True, prices=llm.prices)
+
+    def failed(self, exc: BaseException) -> None:
+        scrub_exception(exc)
+        if self.llm.metrics is not None and isinstance(exc, Exception):
+            self.llm._record_failure(exc, self.stream.progress().elapsed_s)
+
+    def price(self, usage: Usage) -> float | None:
+        llm = self.llm
+        return cost_usd(llm.provider_name, llm.model, usage, overrides=llm.prices)
 
 
 def _shows_content(event: StreamEvent) -> bool:

@@ -40,6 +40,10 @@ class MetricEvent:
     """One thing that happened: ``kind`` is request / retry / rate_limited / limiter_wait /
     optimization / cache_hit / fallback / breaker; ``fields`` holds its numbers and names.
 
+    ``request`` (a call ended): ``ok``, ``attempts``; on success ``stream``, ``batch``,
+    ``latency_s``, ``ttft_s``, ``chunks``, token counts and ``cost_usd``; on failure
+    ``error`` (the class name) and ``elapsed_s``.
+
     ``fallback`` (a chain moved past a link; provider/model are that link's):
     ``from`` and ``to`` (``provider:model``), ``error`` (the error's class name, or
     the skip reason), ``reason`` (``error``, ``breaker_open``, ``limiter_wait``,
@@ -198,18 +202,26 @@ class Metrics:
                     "output_tokens": u.output_tokens,
                     "cached_input_tokens": u.cached_input_tokens,
                     "cost_usd": response.cost_usd,
+                    "chunks": response.chunks,
+                    "batch": batch,
                 },
             )
 
-    def record_failure(self, provider: str, model: str, error: BaseException, *, attempts: int = 1) -> None:
-        """A call that failed with ``error`` (after ``attempts`` attempts)."""
+    def record_failure(
+        self, provider: str, model: str, error: BaseException, *, attempts: int = 1,
+        elapsed_s: float | None = None,
+    ) -> None:
+        """A call that failed with ``error`` (after ``attempts`` attempts, ``elapsed_s`` seconds)."""
         s = self.stats(provider, model)
         s.requests += 1
         name = type(error).__name__
         s.failures[name] = s.failures.get(name, 0) + 1
         if attempts > 1:
             s.retried_calls += 1
-        self._emit("request", provider, model, {"ok": False, "error": name, "attempts": attempts})
+        self._emit(
+            "request", provider, model,
+            {"ok": False, "error": name, "attempts": attempts, "elapsed_s": elapsed_s},
+        )
 
     def record_retry(self, provider: str, model: str, error: BaseException, wait: float) -> None:
         """One retry of a call, after ``error``, waiting ``wait`` seconds."""

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import Unpack
 
+from forge import _otel
+from forge._otel import Telemetry
 from forge._params import (
     InvokeParams,
     RequestParams,
@@ -125,6 +127,10 @@ class Registry:
             :class:`~forge.cache.RedisResponseCache` to share it between processes).
         clock, sleep, rng: injected into every LLM (tests use fakes).
         on_retry: called with a :class:`~forge.retry.RetryEvent` before each retry wait.
+        telemetry: OpenTelemetry spans and metrics in the GenAI conventions
+            (docs/observability.md): ``None`` (default) uses the global providers once the
+            application configures them, ``False`` turns them off, a
+            :class:`~forge.Telemetry` names the providers to use.
 
     Raises:
         ConfigError: the config is missing, malformed or invalid.
@@ -140,6 +146,7 @@ class Registry:
         rng: Callable[[], float] = random.random,
         on_retry: Callable[[RetryEvent], object] | None = None,
         response_cache: ResponseCache | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         self.config = load_config(config)
         self.enable_optimizations = (
@@ -156,6 +163,9 @@ class Registry:
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, RequestCounter | None] = {}
         self.metrics = Metrics(clock)
+        self.telemetry = _otel.resolve(telemetry)
+        if self.telemetry is not None and _otel.opentelemetry_installed():
+            self.telemetry.subscribe(self.metrics, self._server)
         self._llms: dict[str, LLM] = {}
         self._chains: dict[tuple[str, FallbackChain], FallbackLLM] = {}
         self._breakers: CircuitBreakers | None = None
@@ -252,9 +262,15 @@ class Registry:
             optimizer=self.optimizer(name),
             response_cache=self.response_cache if enable_cache else None,
             cache_ttl=cache_ttl,
+            telemetry=self.telemetry or False,
         )
         self._llms[handle] = llm
         return llm
+
+    def _server(self, provider: str) -> tuple[str, int] | None:
+        """``(host, port)`` a provider's calls go to, for telemetry (None before it is used)."""
+        existing = self._providers.get(provider)
+        return _otel.server_of(getattr(existing, "base_url", None)) if existing is not None else None
 
     def limiter(self, provider: str) -> RequestCounter | None:
         """The provider's rate limiter (None when it has no limits), shared by all its models."""

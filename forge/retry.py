@@ -18,7 +18,7 @@ from forge.ratelimit import response_observer
 
 if TYPE_CHECKING:
     from forge.config import RetryConfig
-    from forge.ratelimit import RequestCounter
+    from forge.ratelimit import RequestCounter, Reservation
 
 __all__ = ["RetryEvent", "RetryPolicy", "RetryWrapper", "backoff_wait", "call_with_retry"]
 
@@ -101,15 +101,8 @@ async def call_with_retry(
             hint = error.retry_after if isinstance(error, ProviderError) else None
             too_long = policy.respect_retry_after and hint is not None and hint > policy.max_wait
             if not error.retryable or attempt >= policy.max_attempts or too_long:
-                if too_long and error.retryable and attempt < policy.max_attempts and isinstance(
-                    error, ProviderError
-                ):
-                    error.message = (
-                        f"{error.message}; the server asked to wait {hint:g}s, longer than "
-                        f"max_wait={policy.max_wait:g}s, so forge did not retry. Raise retry.max_wait "
-                        "to wait that long, or try later."
-                    )
-                    error.args = (error.message,)
+                if too_long and error.retryable and attempt < policy.max_attempts:
+                    _say_not_retried(error, hint, policy)
                 history.append(RetryAttempt(attempt, error, 0.0))
                 error.attempts = tuple(history)
                 if error is exc:
@@ -120,6 +113,17 @@ async def call_with_retry(
             if on_retry is not None:
                 on_retry(RetryEvent(attempt, error, wait))
             await sleep(wait)
+
+
+def _say_not_retried(error: ForgeError, hint: float | None, policy: RetryPolicy) -> None:
+    """Add to ``error`` why it was not retried: the server's Retry-After exceeds ``max_wait``."""
+    if isinstance(error, ProviderError) and hint is not None:
+        error.message = (
+            f"{error.message}; the server asked to wait {hint:g}s, longer than "
+            f"max_wait={policy.max_wait:g}s, so forge did not retry. Raise retry.max_wait "
+            "to wait that long, or try later."
+        )
+        error.args = (error.message,)
 
 
 class RetryWrapper:
@@ -188,24 +192,14 @@ class RetryWrapper:
         limiter = self.limiter
 
         async def attempt() -> T:
-            reservation = None
-            if limiter is not None and limiter.enabled:
-                reservation = await limiter.acquire(estimated_tokens)
-                if reservation.waited and self.on_wait is not None:
-                    self.on_wait(reservation.waited)
+            reservation = await self._reserve(estimated_tokens)
             token = None
             if limiter is not None and reservation is not None:
                 token = response_observer.set(limiter.observe)
             try:
                 result = await fn()
             except BaseException as exc:
-                if limiter is not None and reservation is not None and isinstance(exc, Exception):
-                    # A failed attempt gives its tokens back; a 429 was not counted at all,
-                    # so its request slot comes back too (before tightening to the headers).
-                    error = exc if isinstance(exc, ForgeError) else classify(exc)
-                    await limiter.release(reservation, request=isinstance(error, RateLimitError))
-                if limiter is not None and isinstance(exc, ProviderError) and exc.headers:
-                    await limiter.observe(exc.headers)
+                await self._failed_attempt(exc, reservation, classify)
                 raise
             finally:
                 if token is not None:
@@ -224,6 +218,34 @@ class RetryWrapper:
             rng=self._rng,
             on_retry=self.on_retry,
         )
+
+    async def _failed_attempt(
+        self,
+        exc: BaseException,
+        reservation: Reservation | None,
+        classify: Callable[[BaseException], ForgeError],
+    ) -> None:
+        """Give the limiter back what a failed attempt did not use, and tighten it to a 429's headers."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        if reservation is not None and isinstance(exc, Exception):
+            # A failed attempt gives its tokens back; a 429 was not counted at all,
+            # so its request slot comes back too (before tightening to the headers).
+            error = exc if isinstance(exc, ForgeError) else classify(exc)
+            await limiter.release(reservation, request=isinstance(error, RateLimitError))
+        if isinstance(exc, ProviderError) and exc.headers:
+            await limiter.observe(exc.headers)
+
+    async def _reserve(self, estimated_tokens: float) -> Reservation | None:
+        """One request and ``estimated_tokens`` from the limiter (None: no limiter, or it is off)."""
+        limiter = self.limiter
+        if limiter is None or not limiter.enabled:
+            return None
+        reservation = await limiter.acquire(estimated_tokens)
+        if reservation.waited and self.on_wait is not None:
+            self.on_wait(reservation.waited)
+        return reservation
 
 
 def _chain(first: Callable[[Any], object], second: Callable[[Any], object]) -> Callable[[Any], None]:

@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from forge.errors import ForgeError, StreamInterrupted, StreamTimeout, ToolCallError
 from forge.providers._stream import aclose_events
@@ -143,6 +143,7 @@ class Stream:
         self._on_complete = on_complete
         self._on_error = on_error
         self._price = price
+        self._on_close: Callable[[], object] | None = None  # called once when iteration stops, however
         self._started = False
         self._done = False
         self._closing = False
@@ -290,7 +291,9 @@ class Stream:
         finally:
             await run.aclose()
 
-    async def _buffered(self, run: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[str, None]:
+    async def _buffered(  # complexity: per-chunk loop; a helper per branch costs a call per chunk
+        self, run: AsyncGenerator[StreamEvent, None]
+    ) -> AsyncGenerator[str, None]:
         clock = self._clock
         limit = self.buffer_size
         interval = self.flush_interval
@@ -434,25 +437,32 @@ class Stream:
         if deadline is not None and self._clock() > deadline:
             raise self._timeout_error(kind)
 
+    async def _open(self) -> Opened | None:
+        """Open the stream (retries included, in a task aclose() can cancel); None: closed meanwhile."""
+        # Opened in a task of its own, so that aclose() from another task can cancel it.
+        opening = self._opening = asyncio.ensure_future(self._opener())
+        try:
+            return await self._wait(opening)
+        except StreamTimeout:
+            raise
+        except asyncio.CancelledError:
+            if self._closing and not _cancelling():
+                return None  # aclose() from another task stopped the opening
+            raise
+        except Exception as exc:  # BaseExceptions (cancellation, a replay miss...) pass through
+            raise self._fail(exc) from exc
+        finally:
+            self._opening = None
+
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         self._t0 = self._last = self._clock()
         source: AsyncIterator[StreamEvent] | None = None
         try:
-            # Opened in a task of its own, so that aclose() from another task can cancel it.
-            opening = self._opening = asyncio.ensure_future(self._opener())
-            try:
-                source, head, self._attempts = await self._wait(opening)
-                self._source = source
-            except StreamTimeout:
-                raise
-            except asyncio.CancelledError:
-                if self._closing and not _cancelling():
-                    return  # aclose() from another task stopped the opening
-                raise
-            except Exception as exc:  # BaseExceptions (cancellation, a replay miss...) pass through
-                raise self._fail(exc) from exc
-            finally:
-                self._opening = None
+            opened = await self._open()
+            if opened is None:
+                return
+            source, head, self._attempts = opened
+            self._source = source
             if self._closing:
                 return
             if head:
@@ -460,7 +470,6 @@ class Stream:
                 for ev in head:
                     self._absorb(ev)
                     yield ev
-            assert source is not None
             nxt = source.__anext__
             # Without timeouts the loop skips deadline bookkeeping: this is the per-chunk hot path.
             timed = self._timed
@@ -474,47 +483,61 @@ class Stream:
                 except Exception as exc:
                     if self._closing:
                         return  # aclose() from another task closed the response under this read
-                    error = self._fail(exc)
-                    # Bad tool-call arguments are the reply's fault, not a broken stream.
-                    if (self._chars or self._chunks) and not isinstance(error, ToolCallError):
-                        raise StreamInterrupted(
-                            f"{self.provider}:{self.model} stream broke after {self._chunks} chunks "
-                            f"({self._chars} characters, kept in .partial_text): {error}",
-                            error=error,
-                            partial_text=self.text,
-                            usage=self._usage,
-                            provider=self.provider,
-                            model=self.model,
-                            chunks=self._chunks,
-                        ) from error
-                    raise error from exc
+                    self._raise_broken(exc)
                 if timed:
                     self._check_late()
                 self._absorb(ev)
                 yield ev
-            self._complete()
-            if self._on_progress is not None and self._delivered:
-                progress = self.progress()
-                if progress.estimated_tokens != self._reported_tokens:  # the final usage corrects it
-                    await _maybe_await(self._on_progress(progress))
-            if self._on_complete is not None and self._response is not None:
-                await _maybe_await(self._on_complete(self._response))
+            await self._finished()
         except BaseException as exc:
-            if self._on_error is not None and not isinstance(exc, GeneratorExit):
-                await _maybe_await(self._on_error(exc))  # a fallback chain reports breaks to a breaker
+            await _maybe_await(self._report_error(exc))  # a fallback chain reports breaks to a breaker
             raise
         finally:
             self._done = True
             self._source = None
             if source is not None:
                 await aclose_events(source)
+            if self._on_close is not None:
+                self._on_close()
+
+    def _raise_broken(self, exc: Exception) -> NoReturn:
+        """Raise for a read that failed: the provider error, or StreamInterrupted once output arrived."""
+        error = self._fail(exc)
+        # Bad tool-call arguments are the reply's fault, not a broken stream.
+        if (self._chars or self._chunks) and not isinstance(error, ToolCallError):
+            raise StreamInterrupted(
+                f"{self.provider}:{self.model} stream broke after {self._chunks} chunks "
+                f"({self._chars} characters, kept in .partial_text): {error}",
+                error=error,
+                partial_text=self.text,
+                usage=self._usage,
+                provider=self.provider,
+                model=self.model,
+                chunks=self._chunks,
+            ) from error
+        raise error from exc
+
+    def _report_error(self, exc: BaseException) -> object:
+        if self._on_error is not None and not isinstance(exc, GeneratorExit):
+            return self._on_error(exc)
+        return None
+
+    async def _finished(self) -> None:
+        """After the last event: the Response, the final progress report, the completion callback."""
+        self._complete()
+        if self._on_progress is not None and self._delivered:
+            progress = self.progress()
+            if progress.estimated_tokens != self._reported_tokens:  # the final usage corrects it
+                await _maybe_await(self._on_progress(progress))
+        if self._on_complete is not None and self._response is not None:
+            await _maybe_await(self._on_complete(self._response))
 
     def _fail(self, exc: BaseException) -> ForgeError:
         if isinstance(exc, ForgeError):
             return exc
         return self._classify(exc)
 
-    def _absorb(self, ev: StreamEvent) -> None:
+    def _absorb(self, ev: StreamEvent) -> None:  # complexity: per-event hot path, one if-chain on kind
         kind = ev.kind
         if self._timed:
             self._last = self._clock()

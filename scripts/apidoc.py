@@ -32,7 +32,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Retry and rate limits", ["RetryPolicy", "RetryWrapper", "RetryEvent", "backoff_wait", "RequestCounter",
                                "TokenBucket"]),
     ("Fallbacks and circuit breakers", ["Fallback", "FallbackChain", "FallbackAttempt", "BreakerConfig"]),
-    ("Metrics", ["Metrics", "MetricEvent"]),
+    ("Metrics and telemetry", ["Metrics", "MetricEvent", "Telemetry"]),
     ("Optimization and caching", ["ProviderOptimizer", "CacheHints", "ResponseCache", "MemoryResponseCache",
                                   "RedisResponseCache"]),
     ("Batch", ["BatchProcessor", "BatchProgress", "BatchJob", "BatchStatus", "PollSchedule", "JobStore",
@@ -164,6 +164,10 @@ True""",
 >>> seen[-1].kind
 'request'
 >>> unsubscribe()""",
+    "Telemetry": """>>> forge.Registry(config={}, telemetry=False).telemetry is None
+True
+>>> forge.Telemetry(capture_content=False).captures_content()
+False""",
     "Provider": """>>> isinstance(reg.get_llm("openai:gpt-4o-mini").provider, forge.Provider)
 True""",
     "BatchProvider": """>>> from forge.batch import batch_provider_for

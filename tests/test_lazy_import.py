@@ -33,3 +33,29 @@ def test_every_public_name_is_exported() -> None:
     for name in forge.__all__:
         assert getattr(forge, name) is not None
     assert "Registry" in dir(forge)
+
+
+def test_import_forge_and_a_registry_load_no_opentelemetry() -> None:
+    loaded = _modules_after("import forge\nforge.Registry(config={})\nforge.Telemetry()")
+    assert not [m for m in loaded if m.startswith("opentelemetry")]
+
+
+def test_a_call_without_configured_opentelemetry_imports_none_of_it() -> None:
+    code = """
+import asyncio, forge
+from forge.llm import LLM
+from forge.types import Response
+class P:
+    name = "fake"
+    async def complete(self, request):
+        return Response(text="ok", provider="fake", model=request.model)
+    def classify(self, exc):
+        raise exc
+async def main():
+    reg = forge.Registry(config={})
+    llm = LLM(P(), "m", metrics=reg.metrics, telemetry=reg.telemetry)
+    assert (await llm.invoke("hi")).text == "ok"
+asyncio.run(main())
+"""
+    loaded = _modules_after(code)
+    assert not [m for m in loaded if m.startswith("opentelemetry")]

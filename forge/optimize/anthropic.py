@@ -81,30 +81,11 @@ class AnthropicOptimizer(ProviderOptimizer):
         if "cache_control" in request.extra:
             raise NotApplicable("the caller set a top-level cache_control")
         minimum = self.minimum(request.model)
-        # (kind, message index or -1, tokens of the prefix ending there)
-        candidates: list[tuple[str, int, int]] = []
-        position = count_tokens(tools_text(request.tools), request, self.provider)
-        if request.tools and self.switch("cache_tools"):
-            candidates.append(("tools", -1, position))
-        if request.system:
-            position += count_tokens(request.system, request, self.provider)
-            candidates.append(("system", -1, position))
-        marked = {i for i, m in enumerate(request.messages) if m.cache_breakpoint}
-        if not marked and self.switch("cache_history"):
-            marked = _history_end(request)
-        for i, m in enumerate(request.messages):
-            position += count_tokens(m.content, request, self.provider)
-            if i in marked:
-                candidates.append(("message", i, position))
-        longest = max((tokens for _, _, tokens in candidates), default=0)
+        candidates, marked = self._candidates(request)
         kept = [c for c in candidates if c[2] >= minimum]
         if not kept:
-            reason = f"static prefix of ~{longest} tokens is below {request.model}'s minimum of {minimum}"
-            if not marked or not any(m.cache_breakpoint for m in request.messages):
-                raise NotApplicable(reason)
-            self.note("prompt_cache", reason + "; marks cleared")  # never send a breakpoint below it
-            return replace(request, messages=tuple(replace(m, cache_breakpoint=False) if m.cache_breakpoint
-                                                   else m for m in request.messages))
+            longest = max((tokens for _, _, tokens in candidates), default=0)
+            return self._below_minimum(request, marked, longest, minimum)
         if len(kept) > MAX_BREAKPOINTS:
             kept = [kept[0], *kept[-(MAX_BREAKPOINTS - 1):]]
         chosen = {i for kind, i, _ in kept if kind == "message"}
@@ -120,6 +101,34 @@ class AnthropicOptimizer(ProviderOptimizer):
         )
         self.note("prompt_cache", f"{len(kept)} breakpoint(s), longest prefix ~{kept[-1][2]} tokens")
         return replace(request, messages=messages, cache=cache)
+
+    def _candidates(self, request: Request) -> tuple[list[tuple[str, int, int]], set[int]]:
+        """Where a breakpoint could go: (kind, message index or -1, tokens of the prefix ending there),
+        and the indexes of the messages marked for one."""
+        candidates: list[tuple[str, int, int]] = []
+        position = count_tokens(tools_text(request.tools), request, self.provider)
+        if request.tools and self.switch("cache_tools"):
+            candidates.append(("tools", -1, position))
+        if request.system:
+            position += count_tokens(request.system, request, self.provider)
+            candidates.append(("system", -1, position))
+        marked = {i for i, m in enumerate(request.messages) if m.cache_breakpoint}
+        if not marked and self.switch("cache_history"):
+            marked = _history_end(request)
+        for i, m in enumerate(request.messages):
+            position += count_tokens(m.content, request, self.provider)
+            if i in marked:
+                candidates.append(("message", i, position))
+        return candidates, marked
+
+    def _below_minimum(self, request: Request, marked: set[int], longest: int, minimum: int) -> Request:
+        """No prefix reaches the model's minimum: not applicable, or the caller's marks cleared."""
+        reason = f"static prefix of ~{longest} tokens is below {request.model}'s minimum of {minimum}"
+        if not marked or not any(m.cache_breakpoint for m in request.messages):
+            raise NotApplicable(reason)
+        self.note("prompt_cache", reason + "; marks cleared")  # never send a breakpoint below it
+        return replace(request, messages=tuple(replace(m, cache_breakpoint=False) if m.cache_breakpoint
+                                               else m for m in request.messages))
 
 
 def _history_end(request: Request) -> set[int]:

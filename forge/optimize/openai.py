@@ -210,26 +210,35 @@ def strict_schema_problem(schema: Mapping[str, object], path: str = "$") -> str 
     if schema.get("type") == "object" or isinstance(props, Mapping):
         if schema.get("additionalProperties") is not False:
             return f"{path} does not set additionalProperties: false"
-        if isinstance(props, Mapping):
-            required = schema.get("required")
-            missing = [k for k in props if not isinstance(required, list) or k not in required]
-            if missing:
-                return f"{path} leaves {', '.join(map(str, missing))} optional"
-            for name, sub in props.items():
-                if isinstance(sub, Mapping) and (problem := strict_schema_problem(sub, f"{path}.{name}")):
-                    return problem
+        if isinstance(props, Mapping) and (problem := _properties_problem(schema, props, path)):
+            return problem
+    for where, sub in _subschemas(schema, path):
+        if isinstance(sub, Mapping) and (problem := strict_schema_problem(sub, where)):
+            return problem
+    return None
+
+
+def _properties_problem(schema: Mapping[str, object], props: Mapping[str, object], path: str) -> str | None:
+    """Strict mode's rules for an object's properties: all required, and each strict itself."""
+    required = schema.get("required")
+    missing = [k for k in props if not isinstance(required, list) or k not in required]
+    if missing:
+        return f"{path} leaves {', '.join(map(str, missing))} optional"
+    for name, sub in props.items():
+        if isinstance(sub, Mapping) and (problem := strict_schema_problem(sub, f"{path}.{name}")):
+            return problem
+    return None
+
+
+def _subschemas(schema: Mapping[str, object], path: str) -> list[tuple[str, object]]:
+    """The schemas nested under items, anyOf, $defs and definitions, with their paths, in that order."""
+    subs: list[tuple[str, object]] = []
     for key in ("items", "anyOf", "$defs", "definitions"):
         value = schema.get(key)
-        subs: list[tuple[str, object]]
         if isinstance(value, Mapping) and key in ("$defs", "definitions"):
-            subs = [(f"{path}.{key}.{k}", v) for k, v in value.items()]
+            subs.extend((f"{path}.{key}.{k}", v) for k, v in value.items())
         elif isinstance(value, Mapping):
-            subs = [(f"{path}.{key}", value)]
+            subs.append((f"{path}.{key}", value))
         elif isinstance(value, list):
-            subs = [(f"{path}.{key}[{i}]", v) for i, v in enumerate(value)]
-        else:
-            continue
-        for where, sub in subs:
-            if isinstance(sub, Mapping) and (problem := strict_schema_problem(sub, where)):
-                return problem
-    return None
+            subs.extend((f"{path}.{key}[{i}]", v) for i, v in enumerate(value))
+    return subs

@@ -137,10 +137,17 @@ async def test_anthropic_one_hour_ttl(emu: Emulator, clock: FakeClock) -> None:
 
 
 async def test_anthropic_prefix_below_the_minimum_is_not_cached(emu: Emulator) -> None:
-    small = [{"type": "text", "text": "Be terse. " * 600, "cache_control": {"type": "ephemeral"}}]  # 1,500
+    small = [{"type": "text", "text": "Be terse. " * 300, "cache_control": {"type": "ephemeral"}}]  # 750
     await _anthropic(emu, small)
     usage = await _anthropic(emu, small)
     assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (0, 0)
+
+
+async def test_anthropic_sonnet_4_6_caches_from_the_documented_1024_tokens(emu: Emulator) -> None:
+    # Anthropic documents 1,024 for Sonnet 4.6; forge's optimizer assumes 2,048 (vendor_facts.py).
+    prefix = [{"type": "text", "text": "Be terse. " * 600, "cache_control": {"type": "ephemeral"}}]  # 1,500
+    await _anthropic(emu, prefix)
+    assert (await _anthropic(emu, prefix)).cache_read_input_tokens == 1500
 
 
 async def test_anthropic_minimum_depends_on_the_model(emu: Emulator) -> None:

@@ -33,6 +33,12 @@ from .signatures import Signatures
 from .signatures import digest as text_digest
 from .text import content_text, tokens_for_chars
 from .tools import split_arguments
+from .vendor_facts import (
+    ANTHROPIC_CACHE_TTLS,
+    ANTHROPIC_MAX_BREAKPOINTS,
+    ANTHROPIC_RATE_LIMIT_HEADER,
+    ANTHROPIC_RATE_LIMIT_KINDS,
+)
 
 # (error.type, default message) per kind.
 _ERRORS: dict[str, tuple[str, str]] = {
@@ -90,13 +96,13 @@ def _full_usage(usage: Usage, output_tokens: int) -> JsonBody:
     }
 
 
-_MAX_BREAKPOINTS = 4
+_MAX_BREAKPOINTS = ANTHROPIC_MAX_BREAKPOINTS
 
 
 def _ttl(control: object) -> float | None:
     if not isinstance(control, dict):
         return None
-    return 3600.0 if control.get("ttl") == "1h" else 300.0
+    return ANTHROPIC_CACHE_TTLS["1h" if control.get("ttl") == "1h" else "5m"]
 
 
 def _prompt_segments(body: JsonBody) -> list[Segment]:
@@ -422,7 +428,7 @@ class AnthropicDialect(Dialect):
                 continue  # too short to cache (silently), or already read
             if tokens > done:
                 write += tokens - done
-                if ttl >= 3600:
+                if ttl >= ANTHROPIC_CACHE_TTLS["1h"]:
                     write_1h += tokens - done
                 done = tokens
             cache.put(namespace, digest, now + ttl)
@@ -486,17 +492,16 @@ class AnthropicDialect(Dialect):
     def _limit_headers(admission: Admission) -> list[tuple[str, str]]:
         wall = time.time
         headers: list[tuple[str, str]] = []
-        states: tuple[tuple[str, LimitState], ...] = (
-            ("requests", admission.requests),
-            ("tokens", admission.tokens),
-            ("input-tokens", admission.tokens),
-            ("output-tokens", admission.tokens),
+        states: tuple[tuple[str, LimitState], ...] = tuple(
+            (kind, admission.requests if kind == "requests" else admission.tokens)
+            for kind in ANTHROPIC_RATE_LIMIT_KINDS
         )
-        for name, state in states:
+        name = ANTHROPIC_RATE_LIMIT_HEADER.format
+        for kind, state in states:
             headers += [
-                (f"anthropic-ratelimit-{name}-limit", str(state.limit)),
-                (f"anthropic-ratelimit-{name}-remaining", str(state.remaining)),
-                (f"anthropic-ratelimit-{name}-reset", rfc3339_in(state.reset, wall)),
+                (name(kind=kind, field="limit"), str(state.limit)),
+                (name(kind=kind, field="remaining"), str(state.remaining)),
+                (name(kind=kind, field="reset"), rfc3339_in(state.reset, wall)),
             ]
         return headers
 

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .vendor_facts import anthropic_cache_minimum, gemini_cache_minimum
+
 __all__ = [
     "CacheState",
     "CacheUse",
@@ -134,29 +136,11 @@ def breakpoint_digests(segments: Iterable[Segment]) -> list[tuple[int, str, floa
     return out
 
 
-_ANTHROPIC_MINIMUMS = (
-    ("claude-opus-5", 512),
-    ("claude-fable-5", 512),
-    ("claude-mythos-5", 512),
-    ("claude-opus-4-5", 4096),
-    ("claude-opus-4-6", 4096),
-    ("claude-haiku-4-5", 4096),
-    ("claude-sonnet-4-6", 2048),
-    ("claude-3-5-haiku", 2048),
-    ("claude-3-haiku", 2048),
-)
-_GEMINI_MINIMUMS = (
-    ("gemini-2.5-pro", 4096),
-    ("gemini-3-pro", 4096),
-)
-
-
 def anthropic_min_tokens(model: str) -> int:
-    """Anthropic's minimum cacheable prompt length for ``model`` (1,024 unless listed)."""
-    return next((n for family, n in _ANTHROPIC_MINIMUMS if model.startswith(family)), 1024)
+    """Anthropic's minimum cacheable prompt length for ``model`` (from :mod:`.vendor_facts`)."""
+    return anthropic_cache_minimum(model)
 
 
 def gemini_min_tokens(model: str) -> int:
-    """The smallest cached content ``model`` accepts (1,024 unless listed)."""
-    name = model.removeprefix("models/")
-    return next((n for family, n in _GEMINI_MINIMUMS if name.startswith(family)), 1024)
+    """The smallest cached content ``model`` accepts (from :mod:`.vendor_facts`)."""
+    return gemini_cache_minimum(model)

@@ -35,6 +35,7 @@ from .http import HttpRequest
 from .limits import Admission, seconds_header
 from .signatures import Signatures, digest
 from .text import content_text, encode_json_str, tokens_for_chars
+from .vendor_facts import GEMINI_DEFAULT_CACHE_TTL
 
 _JSON = "application/json; charset=UTF-8"
 
@@ -106,7 +107,7 @@ _CACHE_CONFLICT = (
     "CachedContent can not be used with GenerateContent request setting system_instruction, tools or "
     "tool_config.\n\nProposed fix: move those values to CachedContent from GenerateContent request."
 )
-_DEFAULT_CACHE_TTL = 3600.0
+_DEFAULT_CACHE_TTL = GEMINI_DEFAULT_CACHE_TTL
 
 
 @dataclass(slots=True)

@@ -31,12 +31,19 @@ from .http import HttpRequest
 from .limits import Admission, go_duration
 from .text import content_text, encode_json_str
 from .tools import function_tools, openai_tool_choice, split_arguments
+from .vendor_facts import (
+    CHARS_PER_TOKEN,
+    OPENAI_CACHE_MIN_TOKENS,
+    OPENAI_CACHE_STEP_TOKENS,
+    OPENAI_CACHE_TTLS,
+    OPENAI_RATE_LIMIT_HEADERS,
+)
 
 _CREATED = 1_700_000_000
 # Automatic prompt caching: prefixes from 1,024 tokens on, in 128-token steps (4 chars per token).
-_CACHE_MIN_CHARS = 1024 * 4
-_CACHE_STEP_CHARS = 128 * 4
-_CACHE_TTLS = {"in_memory": 600.0, "24h": 86400.0, "30m": 1800.0, "12h": 43200.0}
+_CACHE_MIN_CHARS = OPENAI_CACHE_MIN_TOKENS * CHARS_PER_TOKEN
+_CACHE_STEP_CHARS = OPENAI_CACHE_STEP_TOKENS * CHARS_PER_TOKEN
+_CACHE_TTLS = OPENAI_CACHE_TTLS
 _FINGERPRINT = "fp_emulator"
 
 # (type, code, message) per error kind; {model} is filled in.
@@ -285,7 +292,7 @@ class OpenAIDialect(Dialect):
         read = 0
         for position, digest in digests_at(segments, steps):
             if cache.alive(namespace, digest, now):
-                read = position // 4
+                read = position // CHARS_PER_TOKEN
             cache.put(namespace, digest, now + ttl)
         cache.prune(now)
         return CacheUse(read=min(read, input_tokens))
@@ -369,14 +376,9 @@ class OpenAIDialect(Dialect):
     @staticmethod
     def _limit_headers(admission: Admission) -> list[tuple[str, str]]:
         r, t = admission.requests, admission.tokens
-        return [
-            ("x-ratelimit-limit-requests", str(r.limit)),
-            ("x-ratelimit-limit-tokens", str(t.limit)),
-            ("x-ratelimit-remaining-requests", str(r.remaining)),
-            ("x-ratelimit-remaining-tokens", str(t.remaining)),
-            ("x-ratelimit-reset-requests", go_duration(r.reset)),
-            ("x-ratelimit-reset-tokens", go_duration(t.reset)),
-        ]
+        values = (str(r.limit), str(t.limit), str(r.remaining), str(t.remaining),
+                  go_duration(r.reset), go_duration(t.reset))
+        return list(zip(OPENAI_RATE_LIMIT_HEADERS, values, strict=True))
 
     def _list_models(self, req: HttpRequest, match: re.Match[str], body: JsonBody | None) -> JsonResponse:
         created = int(time.time())

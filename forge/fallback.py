@@ -252,6 +252,11 @@ class _Ticket:
         return self.endpoint_probe or self.account_probe
 
 
+def _unjudged(ticket: _Ticket, slow: bool) -> _Ticket:
+    """The probes of ``ticket`` still waiting for a verdict (a slow call's endpoint probe had its own)."""
+    return _Ticket(account_probe=ticket.account_probe) if slow else ticket
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a finished side task's outcome as seen (asyncio logs unretrieved errors)."""
     if not future.cancelled():
@@ -515,8 +520,7 @@ class FallbackLLM:
                     if not rest.cancelled() and rest.exception() is None:
                         answer = rest.result()  # a later link answered first: this one is dropped
                         await _cancel(task, discard)
-                        if not slow:
-                            await run.release(link, ticket)
+                        await run.release(link, _unjudged(ticket, slow))
                         run.abandoned(i, clock() - started, at)
                         return answer
                     rest_error, rest = (rest.exception() if not rest.cancelled() else None), None
@@ -616,8 +620,7 @@ class FallbackLLM:
                 await discard(answer[1])
 
             await _cancel(rest, discard_rest)
-        if not slow:
-            await _Run.release(link, ticket)
+        await _Run.release(link, _unjudged(ticket, slow))
 
     @property
     def refs(self) -> list[str]:

@@ -157,6 +157,11 @@ class BreakerConfig:
     failed probe, up to ``max_cooldown``; never less than a server's Retry-After);
     a probe not reported within ``probe_timeout`` lets another through.
     ``backend = "redis"`` shares breaker state through ``redis_url``.
+
+    ``slow_call``: a call not answered within this many seconds (a stream: not
+    opened up to its first event) counts as a failure at once, without waiting for
+    its timeout, and while it is out the link takes no new calls (they go to the
+    next link); None: a call is judged only when it ends.
     """
 
     failures: int = 5
@@ -169,6 +174,7 @@ class BreakerConfig:
     probe_timeout: float = 60.0
     backend: str = "memory"
     redis_url: str | None = None
+    slow_call: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,7 +647,7 @@ class _Validator:
             data = {"models": value}
         else:
             data = self.table(value, key)
-            self.known_keys(data, key, ("models", "fall_through", "max_limiter_wait"))
+            self.known_keys(data, key, ("models", "fall_through", "max_limiter_wait", "hedge_after"))
         models = data.get("models")
         if not isinstance(models, list) or not models:
             raise self.fail(
@@ -679,7 +685,8 @@ class _Validator:
         bound = None
         if data.get("max_limiter_wait") is not None:
             bound = self.number(data, key, "max_limiter_wait", 0.0)
-        return FallbackChain(tuple(links), fall_through=rules, max_limiter_wait=bound)
+        hedge = self.optional_number(data, key, "hedge_after")
+        return FallbackChain(tuple(links), fall_through=rules, max_limiter_wait=bound, hedge_after=hedge)
 
     def fallbacks(self, value: object, aliases: Mapping[str, str]) -> dict[str, FallbackChain]:
         out: dict[str, FallbackChain] = {}
@@ -726,6 +733,7 @@ class _Validator:
             probe_timeout=self.number(data, key, "probe_timeout", b.probe_timeout, exclusive=True),
             backend=backend,
             redis_url=redis_url,
+            slow_call=self.optional_number(data, key, "slow_call"),
         )
         if cfg.max_cooldown < cfg.cooldown:
             raise self.fail(

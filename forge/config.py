@@ -168,7 +168,7 @@ class BreakerConfig:
     backoff_factor: float = 2.0
     probe_timeout: float = 60.0
     backend: str = "memory"
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password (see forge._secrets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +197,18 @@ class ProviderConfig:
     cache_scope: str = "credentials"
     """``credentials``: cached replies are shared only by calls with the same base URL and
     credentials; ``shared``: by every key on the same base URL (see docs/configuration.md)."""
+
+    def __repr__(self) -> str:
+        # The dataclass repr, with a base URL's password (a proxy's userinfo) masked.
+        from dataclasses import fields
+
+        from forge._secrets import redact_url
+
+        shown = ", ".join(
+            f"{f.name}={redact_url(self.base_url) if f.name == 'base_url' else getattr(self, f.name)!r}"
+            for f in fields(self) if f.repr
+        )
+        return f"ProviderConfig({shown})"
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to use: ``api_key``, else ``api_key_env``, else the provider's usual env vars."""
@@ -692,6 +704,8 @@ class _Validator:
         return out
 
     def breaker(self, value: object, redis_default: str | None) -> BreakerConfig:
+        from forge._secrets import redact_url, register_url_password
+
         key = "breaker"
         data = self.table(value, key)
         self.known_keys(data, key, tuple(BreakerConfig.__slots__))
@@ -702,8 +716,10 @@ class _Validator:
         redis_url = self.string(data, key, "redis_url")
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise self.fail(
-                f"{key}.redis_url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}."
+                f"{key}.redis_url",
+                f"expected a redis://, rediss:// or unix:// URL, got {redact_url(redis_url)!r}.",
             )
+        register_url_password(redis_url)  # never printed, whatever error quotes it
         if backend == "redis" and redis_url is None:
             redis_url = redis_default
             if redis_url is None:

@@ -304,8 +304,11 @@ class Registry:
         return self._breakers
 
     def breaker_key(self, llm: LLM) -> str:
-        """What one breaker guards: ``provider|base_url|model`` (the base URL as configured)."""
-        base_url = self.provider_config(llm.provider_name).resolve_base_url() or "default"
+        """What one breaker guards: ``provider|base_url|model`` (the base URL as configured, its
+        password masked: the key is printed in events and snapshots and names a Redis key)."""
+        from forge._secrets import redact_url
+
+        base_url = redact_url(self.provider_config(llm.provider_name).resolve_base_url()) or "default"
         return f"{llm.provider_name}|{base_url}|{llm.model}"
 
     def fallback_llm(

@@ -259,3 +259,12 @@ def test_metrics_of_a_json_file_that_is_no_snapshot_is_one_line_exit_2(
     assert code == 2
     assert err.startswith(f"forge metrics: cannot read {snap}: not a forge metrics snapshot")
     assert "Traceback" not in err
+
+
+def test_resuming_an_unknown_job_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = tmp_path / "jobs.sqlite3"
+    code, _, err = run(capsys, "batch", "--resume", "fj_nope", "--out", str(tmp_path / "o.jsonl"),
+                       "--job-store", str(store))
+    assert code == 2
+    assert one_line(err).startswith("forge batch: no job 'fj_nope' in the job store")
+    assert "--job-store" in err

@@ -1,24 +1,58 @@
-"""Incremental decoders for the two streaming wire formats: SSE and NDJSON.
+"""Every streaming wire format forge decodes: SSE, NDJSON, and Gemini's SSE and JSON-array bodies.
 
-Written once and shared by every adapter. Both accept arbitrary chunk
+Written once and shared by every adapter. All accept arbitrary chunk
 boundaries (a line, an event or a UTF-8 character may be split across network
-reads) and keep per-chunk work to a few string operations.
+reads) and keep per-chunk work to a few string operations: this is the hot path
+of every stream (see ``benchmarks/bench_hotpath.py``).
 
-The SSE decoder follows the WHATWG ``text/event-stream`` rules: lines end in
-CRLF, LF or CR; ``data:`` lines of one event are joined with ``\\n``; a single
-space after the colon is dropped; lines starting with ``:`` are comments;
-``event:``, ``id:`` and ``retry:`` fields are kept; an event is dispatched on a
-blank line, and one with no ``data`` field is dropped.
+The SSE decoder follows the WHATWG ``text/event-stream`` rules
+(html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+a UTF-8 BOM at the start of the stream is dropped; lines end in CRLF, LF or CR;
+``data:`` lines of one event are joined with ``\\n``; a single space after the
+colon is dropped; lines starting with ``:`` are comments; a line without a colon
+is a field with an empty value; ``event:``, ``id:`` (unless it contains NUL)
+and ``retry:`` (digits only) are kept, unknown fields ignored; an event is
+dispatched on a blank line, and one with no ``data`` field is dropped.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["LineSplitter", "NDJSONDecoder", "SSEDecoder", "SSEEvent", "aiter_ndjson", "aiter_sse"]
+__all__ = [
+    "GeminiSSEDecoder",
+    "JSONArrayDecoder",
+    "LineSplitter",
+    "NDJSONDecoder",
+    "SSEDecoder",
+    "SSEEvent",
+    "aiter_ndjson",
+    "aiter_sse",
+    "loads",
+]
+
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# (the C scanner where CPython has it; json.loads itself uses the same one)
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` of one payload, minus its per-call overhead (two regex scans, three calls).
+
+    The same scanner decodes; any text it does not take whole (leading or trailing
+    white space, an error) goes through ``json.loads``, so results and errors are
+    exactly ``json.loads``'s.
+    """
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 @dataclass(slots=True)
@@ -31,21 +65,26 @@ class SSEEvent:
     retry: int | None = None
 
     def json(self) -> object:
-        return json.loads(self.data)
+        return loads(self.data)
 
 
 class _LineSplitter:
     """Turns chunks (bytes or str) into complete lines, handling CR, LF and CRLF."""
 
-    __slots__ = ("_decoder", "_pending", "_skip_lf")
+    __slots__ = ("_bom", "_decoder", "_pending", "_skip_lf")
 
-    def __init__(self) -> None:
+    def __init__(self, *, strip_bom: bool = False) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._skip_lf = False
+        self._bom = strip_bom  # still to look for a BOM at the start of the stream
 
     def split(self, chunk: bytes | str) -> list[str]:
         text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
+        if self._bom and text:
+            self._bom = False
+            if text[0] == "\ufeff":
+                text = text[1:]
         if self._skip_lf and text:
             # The previous chunk ended in CR; a LF starting this one completes that CRLF.
             self._skip_lf = False
@@ -67,8 +106,7 @@ class _LineSplitter:
         return [rest] if rest else []
 
 
-# Public name for adapters that need lines before SSE decoding (Gemini also accepts
-# un-framed JSON lines in an SSE body, as its SDK does).
+# Public name for decoders that need lines before SSE decoding.
 LineSplitter = _LineSplitter
 
 
@@ -78,8 +116,8 @@ class SSEDecoder:
     __slots__ = ("_data", "_event", "_id", "_lines", "_retry")
 
     def __init__(self) -> None:
-        self._lines = _LineSplitter()
-        self._data: list[str] = []
+        self._lines = _LineSplitter(strip_bom=True)
+        self._data: list[str] = []  # never rebound: feed() holds it in a local
         self._event = ""
         self._id: str | None = None
         self._retry: int | None = None
@@ -87,10 +125,18 @@ class SSEDecoder:
     def feed(self, chunk: bytes | str) -> list[SSEEvent]:
         """Decode a network chunk; return the events it completed."""
         events: list[SSEEvent] = []
+        data = self._data
         for line in self._lines.split(chunk):
-            ev = self.decode_line(line)
-            if ev is not None:
-                events.append(ev)
+            # The two lines of nearly every event, inline; the rest in decode_line.
+            if line[:5] == "data:":
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif not line:
+                if data:
+                    events.append(self._dispatch())
+                else:
+                    self._event = ""
+            else:
+                self.decode_line(line)
         return events
 
     def flush(self) -> list[SSEEvent]:
@@ -107,40 +153,123 @@ class SSEDecoder:
             if not self._data:
                 self._event = ""
                 return None
-            ev = SSEEvent(
-                self._event,
-                self._data[0] if len(self._data) == 1 else "\n".join(self._data),
-                self._id,
-                self._retry,
-            )
-            self._data = []
-            self._event = ""
-            return ev
-        if line[0] == "d" and line.startswith("data:"):
-            value = line[5:]
-        elif line[0] == ":":
+            return self._dispatch()
+        if line[0] == ":":
             return None
-        else:
-            name, sep, value = line.partition(":")
-            if not sep:
-                value = ""
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "event":
-                self._event = value
-            elif name == "id":
-                if "\x00" not in value:
-                    self._id = value
-            elif name == "retry":
-                if value.isdigit():
-                    self._retry = int(value)
-            elif name == "data":
-                self._data.append(value)
-            return None
-        if value and value[0] == " ":
+        name, _, value = line.partition(":")
+        if value[:1] == " ":
             value = value[1:]
-        self._data.append(value)
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\x00" not in value:
+                self._id = value
+        elif name == "retry" and value.isdigit():
+            self._retry = int(value)
         return None
+
+    def _dispatch(self) -> SSEEvent:
+        data = self._data
+        ev = SSEEvent(self._event, data[0] if len(data) == 1 else "\n".join(data), self._id, self._retry)
+        data.clear()
+        self._event = ""
+        return ev
+
+
+class GeminiSSEDecoder:
+    """Gemini's ``alt=sse`` body: the JSON object of each ``data:`` event.
+
+    Like the SDK's parser (``HttpResponse._aiter_response_stream``), a JSON body
+    sent without ``data:`` framing (how an error may arrive) is buffered line by
+    line until it parses.
+    """
+
+    __slots__ = ("_lines", "_raw", "_sse")
+
+    def __init__(self) -> None:
+        self._lines = _LineSplitter()
+        self._sse = SSEDecoder()
+        self._raw: list[str] = []
+
+    def feed(self, chunk: bytes | str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        sse = self._sse
+        data = sse._data
+        raw = self._raw
+        for line in self._lines.split(chunk):
+            if line[:5] == "data:" and not raw:
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif not line and data and not raw:
+                out.append(loads(sse._dispatch().data))
+            elif raw or line[:1] == "{":
+                raw.append(line)
+                try:
+                    out.append(json.loads("".join(raw)))
+                except ValueError:
+                    continue
+                raw.clear()
+            else:
+                ev = sse.decode_line(line)
+                if ev is not None:
+                    out.append(loads(ev.data))
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        out = self.feed(b"")
+        for line in self._lines.flush():
+            out.extend(self.feed(line + "\n"))
+        out.extend(loads(ev.data) for ev in self._sse.flush())
+        if self._raw:
+            out.append(json.loads("".join(self._raw)))  # incomplete: raises, as the SDK does
+        return out
+
+
+class JSONArrayDecoder:
+    """The body of Gemini's ``:streamGenerateContent`` without ``alt=sse``: one JSON array
+    (``[{...}\n,\r\n{...}]``) whose elements arrive incrementally."""
+
+    __slots__ = ("_buf", "_json", "_started", "_text")
+
+    def __init__(self) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")()
+        self._json = json.JSONDecoder()
+        self._buf = ""
+        self._started = False
+
+    def feed(self, chunk: bytes | str) -> list[dict[str, Any]]:
+        buf = self._buf + (self._text.decode(chunk) if isinstance(chunk, bytes) else chunk)
+        out: list[dict[str, Any]] = []
+        i, n = 0, len(buf)
+        while True:
+            while i < n and buf[i] in " \t\r\n,":
+                i += 1
+            if i >= n:
+                break
+            if buf[i] == "[" and not self._started:
+                self._started = True
+                i += 1
+                continue
+            if buf[i] == "]":
+                i += 1
+                continue
+            try:
+                value, end = self._json.raw_decode(buf, i)
+            except ValueError:
+                break  # an element split across reads: wait for the rest
+            if isinstance(value, dict):
+                out.append(value)
+            i = end
+        self._buf = buf[i:]
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        out = self.feed(b"")
+        rest = self._buf.strip()
+        if rest:
+            out.append(json.loads(rest))  # incomplete: raises, as the SDK's parser does
+        return out
 
 
 class NDJSONDecoder:
@@ -152,10 +281,10 @@ class NDJSONDecoder:
         self._lines = _LineSplitter()
 
     def feed(self, chunk: bytes | str) -> list[object]:
-        return [json.loads(line) for line in self._lines.split(chunk) if line.strip()]
+        return [loads(line) for line in self._lines.split(chunk) if line.strip()]
 
     def flush(self) -> list[object]:
-        return [json.loads(line) for line in self._lines.flush() if line.strip()]
+        return [loads(line) for line in self._lines.flush() if line.strip()]
 
 
 async def aiter_sse(chunks: AsyncIterable[bytes | str]) -> AsyncIterator[SSEEvent]:

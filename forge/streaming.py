@@ -269,9 +269,13 @@ class Stream:
         run = self._run()
         try:
             if self.buffer_size is None and self.flush_interval is None:
+                quiet = self._on_chunk is None and self._on_progress is None
                 async for ev in run:
                     if ev.kind == "text" and ev.text:
-                        await self._deliver(ev.text)
+                        if quiet:
+                            self._delivered += 1
+                        else:
+                            await self._deliver(ev.text)
                         yield ev.text
             else:
                 # Closed before ``run``: its finally stops the read it may have pending on ``run``.
@@ -283,10 +287,15 @@ class Stream:
 
     async def _event_gen(self) -> AsyncGenerator[StreamEvent, None]:
         run = self._run()
+        # The per-chunk path: without callbacks, delivering a text is only counting it.
+        quiet = self._on_chunk is None and self._on_progress is None
         try:
             async for ev in run:
                 if ev.kind == "text" and ev.text:
-                    await self._deliver(ev.text)
+                    if quiet:
+                        self._delivered += 1
+                    else:
+                        await self._deliver(ev.text)
                 yield ev
         finally:
             await run.aclose()

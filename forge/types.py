@@ -6,10 +6,11 @@ adapter in :mod:`forge.providers` maps its vendor's shapes onto these.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from forge.errors import ForgeError, ToolCallError
 
@@ -394,6 +395,40 @@ class StreamEvent:
     raw: object = field(default=None, repr=False, compare=False)
     signature: str | None = None
     reasoning: ReasoningBlock | None = None
+
+
+def _slots_init(cls: type) -> Callable[..., None]:
+    """An ``__init__`` for a frozen slots dataclass that sets its fields through the slots'
+    descriptors: same signature, defaults and frozenness, about half the cost.
+
+    A stream makes one StreamEvent per chunk, and the generated __init__ sets each
+    field with ``object.__setattr__`` (about 1 us for StreamEvent on CPython 3.11).
+    Built from ``dataclasses.fields`` as dataclasses builds its own, so a new field
+    needs nothing here.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    namespace: dict[str, Any] = {}
+    params = ["self"]
+    for f in dataclasses.fields(cls):
+        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name}: a default_factory needs the generated __init__")
+        else:
+            params.append(f.name)
+    body = "\n".join(f"    _set_{name}(self, {name})" for name in names)
+    exec(f"def __init__({', '.join(params)}):\n{body}\n", namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__annotations__ = dict(vars(cls)["__init__"].__annotations__)
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    return init
+
+
+StreamEvent.__init__ = _slots_init(StreamEvent)  # type: ignore[method-assign]
+
 
 
 @runtime_checkable

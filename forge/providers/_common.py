@@ -40,6 +40,7 @@ __all__ = [
     "REASONING_BUDGETS",
     "body_preview",
     "check_stream_reply",
+    "client_connection_error",
     "error_for_status",
     "headers_dict",
     "is_context_length_message",
@@ -221,6 +222,24 @@ def transport_error(
                 base_url=where,
             )
     return None
+
+
+def client_connection_error(
+    exc: BaseException, *, timed_out: bool, provider: str, model: str | None, base_url: str
+) -> ForgeError:
+    """The error for an official client's ``APITimeoutError`` / ``APIConnectionError`` (OpenAI,
+    Anthropic): which server, and the transport error the client wrapped."""
+    cause = exc.__cause__
+    detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    if timed_out:
+        return ProviderTimeout(
+            f"{provider} request at {base_url} timed out: {detail}",
+            provider=provider, model=model, base_url=base_url,
+        )
+    return ProviderConnectionError(
+        f"Connection to {provider} at {base_url} failed: {detail}",
+        provider=provider, model=model, base_url=base_url,
+    )
 
 
 async def _observe_rate_limit_headers(response: httpx2.Response | httpx.Response) -> None:

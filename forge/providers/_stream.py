@@ -1,4 +1,4 @@
-"""The owner of a provider stream's HTTP response: closing it works from any task.
+"""A provider stream's HTTP response and read loop: closing works from any task, errors classified once.
 
 An adapter's events come from an async generator that reads one HTTP response.
 Closing that generator from a task other than the one iterating it is refused
@@ -19,11 +19,25 @@ read in the iterating task then fails, and that task finishes the generator.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, TypeVar
 
+from forge.errors import ForgeError
 from forge.types import StreamEvent
 
-__all__ = ["ResponseOwner", "ResponseStream", "aclose_events"]
+__all__ = [
+    "EventReader",
+    "HTTPResponse",
+    "ResponseOwner",
+    "ResponseStream",
+    "WireDecoder",
+    "aclose_events",
+    "classified",
+    "decoded_events",
+    "http_response_of",
+]
+
+T = TypeVar("T")
 
 
 class _ClosableResponse(Protocol):
@@ -78,3 +92,100 @@ async def aclose_events(events: AsyncIterator[object]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+# ------------------------------------------------------------------ the read loop, written once
+
+
+class HTTPResponse(Protocol):
+    """What the read loop needs of a streamed httpx2 / httpx response."""
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class WireDecoder(Protocol):
+    """An incremental decoder of :mod:`forge._wire`: chunks in, payloads out."""
+
+    def feed(self, chunk: bytes) -> list[Any]: ...
+
+    def flush(self) -> list[Any]: ...
+
+
+class EventReader(Protocol):
+    """An adapter's stream state: checks the reply, turns payloads into events, ends the stream."""
+
+    async def start(self, response: Any) -> WireDecoder:
+        """Check the streamed reply before decoding (raise when it is not the stream asked
+        for); return the decoder for its body."""
+        ...
+
+    def on_payload(self, payload: Any) -> list[StreamEvent]:
+        """The events of one decoded payload (an SSE event, a JSON object)."""
+        ...
+
+    def close(self) -> list[StreamEvent]:
+        """End of body: the final events, or an error when the stream was cut short."""
+        ...
+
+
+class _VendorStreamed(Protocol):
+    """A vendor client's ``with_streaming_response`` result: it holds the HTTP response."""
+
+    @property
+    def http_response(self) -> Any: ...
+
+
+@asynccontextmanager
+async def http_response_of(opened: AbstractAsyncContextManager[_VendorStreamed]) -> AsyncIterator[Any]:
+    """The HTTP response inside a vendor client's streamed response (sent and closed by the client)."""
+    async with opened as vendor:
+        yield vendor.http_response
+
+
+async def decoded_events(
+    owner: ResponseOwner,
+    open_response: Callable[[], AbstractAsyncContextManager[HTTPResponse]],
+    reader: EventReader,
+    classify: Callable[[BaseException], ForgeError],
+) -> AsyncGenerator[StreamEvent, None]:
+    """Every adapter's stream: open the response, check it, decode its body, classify what fails.
+
+    ``open_response()`` (called on the first ``__anext__``) sends the request; leaving it
+    closes the response. An exception that
+    is not forge's yet is classified here, once (``classify`` names the model and the
+    base URL); forge errors pass as they are.
+    """
+    try:
+        async with open_response() as response:
+            owner.response = response
+            decoder = await reader.start(response)
+            on_payload = reader.on_payload
+            chunks = response.aiter_bytes()
+            try:
+                async for chunk in chunks:
+                    for payload in decoder.feed(chunk):
+                        for event in on_payload(payload):
+                            yield event
+            finally:
+                await aclose_events(chunks)
+            for payload in decoder.flush():
+                for event in on_payload(payload):
+                    yield event
+        for event in reader.close():
+            yield event
+    except ForgeError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
+
+
+async def classified(call: Awaitable[T], classify: Callable[[BaseException], ForgeError]) -> T:
+    """Await a non-streamed call; an exception that is not forge's yet is classified, once."""
+    try:
+        return await call
+    except ForgeError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc

@@ -45,19 +45,20 @@ signature, and requires the thinking of an assistant turn that ended in
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 import httpx2
 
-from forge._wire import SSEDecoder
+from forge._wire import SSEDecoder, SSEEvent, loads
 from forge.config import ProviderConfig
-from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError, ProviderTimeout
+from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
 from forge.providers._common import (
     check_stream_reply,
+    client_connection_error,
     error_for_status,
     headers_dict,
     json_reply,
@@ -66,7 +67,13 @@ from forge.providers._common import (
     reasoning_budget,
     unclassified_error,
 )
-from forge.providers._stream import ResponseOwner, ResponseStream
+from forge.providers._stream import (
+    ResponseOwner,
+    ResponseStream,
+    classified,
+    decoded_events,
+    http_response_of,
+)
 from forge.types import (
     FinishReason,
     Message,
@@ -133,19 +140,15 @@ class AnthropicProvider:
         Raises:
             ProviderError: the call failed (already classified, see :meth:`classify`).
         """
-        try:
-            raw = await self._client.messages.with_raw_response.create(
-                **_params(request), timeout=self._timeout
-            )
-            data = json_reply(
-                raw.http_response, valid=_is_message, expected=_MESSAGE_SHAPE,
-                provider=self.name, model=request.model, base_url=self.base_url,
-            )
-            return _response(data, request.model)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self.classify(exc, model=request.model) from exc
+        return await classified(self._complete(request), self._classifier(request.model))
+
+    async def _complete(self, request: Request) -> Response:
+        raw = await self._client.messages.with_raw_response.create(**_params(request), timeout=self._timeout)
+        data = json_reply(
+            raw.http_response, valid=_is_message, expected=_MESSAGE_SHAPE,
+            provider=self.name, model=request.model, base_url=self.base_url,
+        )
+        return _response(data, request.model)
 
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
@@ -155,36 +158,17 @@ class AnthropicProvider:
         """
         return ResponseStream(lambda owner: self._stream(request, owner))
 
-    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
-        params = _params(request)
-        params["stream"] = True
-        state = _MessageStream(request.model)
-        decoder = SSEDecoder()
-        try:
-            async with (
-                self._client.messages.with_streaming_response.create(**params) as resp,
-                aclosing(resp.http_response.aiter_bytes()) as chunks,
-            ):
-                owner.response = resp.http_response
-                state.request_id = resp.http_response.headers.get("request-id")
-                await check_stream_reply(
-                    resp.http_response, media_types=("text/event-stream",),
-                    expected="an SSE stream of Messages API events", provider=self.name,
-                    model=request.model, base_url=self.base_url, in_band=state._error,
-                )
-                async for chunk in chunks:
-                    for sse in decoder.feed(chunk):
-                        for event in state.on_event(sse.event, sse.data):
-                            yield event
-                for sse in decoder.flush():
-                    for event in state.on_event(sse.event, sse.data):
-                        yield event
-            for event in state.close():
-                yield event
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self.classify(exc, model=request.model) from exc
+    def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
+        def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
+            params = _params(request)
+            params["stream"] = True
+            return http_response_of(self._client.messages.with_streaming_response.create(**params))
+
+        state = _MessageStream(request.model, self.base_url)
+        return decoded_events(owner, open_response, state, self._classifier(request.model))
+
+    def _classifier(self, model: str) -> Callable[[BaseException], ForgeError]:
+        return lambda exc: self.classify(exc, model=model)
 
     def max_tokens_sent(self, request: Request) -> int | None:
         """The ``max_tokens`` sent for ``request`` (a default when unset): what the limiter reserves."""
@@ -210,14 +194,9 @@ class AnthropicProvider:
                 model=model,
                 base_url=self.base_url,
             )
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderTimeout(
-                f"anthropic request at {self.base_url} timed out: {_cause(exc)}",
-                provider=self.name, model=model, base_url=self.base_url,
-            )
         if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderConnectionError(
-                f"Connection to anthropic at {self.base_url} failed: {_cause(exc)}",
+            return client_connection_error(
+                exc, timed_out=isinstance(exc, anthropic.APITimeoutError),
                 provider=self.name, model=model, base_url=self.base_url,
             )
         return unclassified_error(exc, provider=self.name, model=model, base_url=self.base_url)
@@ -552,6 +531,7 @@ class _MessageStream:
     """Turns Anthropic SSE events into forge stream events."""
 
     __slots__ = (
+        "_base_url",
         "_blocks",
         "_finish",
         "_id",
@@ -565,8 +545,9 @@ class _MessageStream:
         "request_id",
     )
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, base_url: str = "") -> None:
         self._model = model
+        self._base_url = base_url
         self._id = ""
         self._usage: Mapping[str, Any] = {}
         self._finish: FinishReason | None = None
@@ -578,10 +559,22 @@ class _MessageStream:
         self._text_chars = 0  # answer text so far: where a thinking block stands in it
         self.request_id: str | None = None
 
+    async def start(self, response: httpx2.Response) -> SSEDecoder:
+        self.request_id = response.headers.get("request-id")
+        await check_stream_reply(
+            response, media_types=("text/event-stream",),
+            expected="an SSE stream of Messages API events", provider="anthropic",
+            model=self._model, base_url=self._base_url, in_band=self._error,
+        )
+        return SSEDecoder()
+
+    def on_payload(self, sse: SSEEvent) -> list[StreamEvent]:
+        return self.on_event(sse.event, sse.data)
+
     def on_event(self, event: str, data: str) -> list[StreamEvent]:
         if event == "ping" or not event or not data:
             return []  # the official client drops unnamed events too
-        obj = json.loads(data)
+        obj = loads(data)
         if event == "content_block_delta":
             delta = obj["delta"]
             kind = delta.get("type")
@@ -730,8 +723,3 @@ class _ThinkingBlock:
             block = ReasoningBlock("anthropic", "thinking", "".join(self.parts), self.signature,
                                    position=self.position, text_offset=self.offset)
         return StreamEvent("reasoning_done", index=self.ordinal, reasoning=block, raw=obj)
-
-
-def _cause(exc: BaseException) -> str:
-    cause = exc.__cause__
-    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)

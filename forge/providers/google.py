@@ -4,7 +4,7 @@ google-genai builds and authenticates every request (URL, ``x-goog-api-key``,
 version headers, the camelCase JSON body) with its own code; forge sends that
 exact request on the pooled httpx2 client it hands the SDK, and decodes the
 answer itself:
-the SSE body of ``:streamGenerateContent?alt=sse`` with forge's ``SSEDecoder``
+the SSE body of ``:streamGenerateContent?alt=sse`` with forge's ``GeminiSSEDecoder``
 (one ``json.loads`` per chunk, no pydantic), and the JSON body of
 ``:generateContent`` the same way. The typed SDK stream costs ~200 us per chunk
 and cannot be closed deterministically (its five nested generators are only
@@ -35,20 +35,18 @@ Decisions (see also docs/providers.md):
 from __future__ import annotations
 
 import base64
-import codecs
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import httpx2
 from google import genai
-from google.genai import _common as genai_common
 from google.genai import errors as genai_errors
-from google.genai import models as genai_models
 from google.genai import types as gt
 
-from forge._wire import LineSplitter, SSEDecoder
+from forge._wire import GeminiSSEDecoder, JSONArrayDecoder
 from forge.config import ProviderConfig
 from forge.errors import (
     AuthenticationError,
@@ -57,6 +55,7 @@ from forge.errors import (
     ProviderConnectionError,
     ProviderError,
 )
+from forge.providers import _genai_private as genai_private
 from forge.providers._common import (
     check_stream_reply,
     error_for_status,
@@ -68,7 +67,7 @@ from forge.providers._common import (
     reasoning_budget,
     unclassified_error,
 )
-from forge.providers._stream import ResponseOwner, ResponseStream
+from forge.providers._stream import ResponseStream, classified, decoded_events
 from forge.types import (
     FinishReason,
     Message,
@@ -170,22 +169,10 @@ class GoogleProvider:
     async def complete(self, request: Request) -> Response:
         """Call ``:generateContent`` and return the whole reply."""
         http_request = self._prepare(request, stream=False)
-        try:
-            response = await self._http.send(http_request)
-            if response.status_code != 200:
-                await genai_errors.APIError.raise_for_async_response(response)
-            body = json_reply(
-                response, valid=_is_generate_content, expected=_RESPONSE_SHAPE,
-                provider=_PROVIDER, model=request.model, base_url=self.base_url,
-            )
-            if "error" in body:
-                _raise_in_band(body, response)
-            reader = _ChunkReader()
-            events = reader.feed(body)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._classify(exc, request.model) from exc
+        reader = _ChunkReader()
+        body, events = await classified(
+            self._send(http_request, request.model, reader), lambda exc: self._classify(exc, request.model)
+        )
         return Response(
             text="".join(ev.text for ev in events if ev.kind == "text"),
             provider=_PROVIDER,
@@ -200,59 +187,35 @@ class GoogleProvider:
             raw=body,
         )
 
+    async def _send(
+        self, http_request: httpx2.Request, model: str, reader: _ChunkReader
+    ) -> tuple[dict[str, Any], list[StreamEvent]]:
+        response = await self._http.send(http_request)
+        if response.status_code != 200:
+            await genai_errors.APIError.raise_for_async_response(response)
+        body = json_reply(
+            response, valid=_is_generate_content, expected=_RESPONSE_SHAPE,
+            provider=_PROVIDER, model=model, base_url=self.base_url,
+        )
+        if "error" in body:
+            _raise_in_band(body, response)
+        return body, reader.feed(body)
+
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``:streamGenerateContent?alt=sse``; the request goes out on the first ``__anext__``.
 
         ``aclose()`` closes the HTTP response, from any task.
         """
-        return ResponseStream(lambda owner: self._stream(request, owner))
+        state = _StreamReader(request.model, self.base_url)
+        return ResponseStream(lambda owner: decoded_events(
+            owner, lambda: self._open(request), state, lambda exc: self._classify(exc, request.model)
+        ))
 
-    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
-        http_request = self._prepare(request, stream=True)
+    @asynccontextmanager
+    async def _open(self, request: Request) -> AsyncIterator[httpx2.Response]:
+        response = await self._http.send(self._prepare(request, stream=True), stream=True)
         try:
-            response = await self._http.send(http_request, stream=True)
-        except Exception as exc:
-            raise self._classify(exc, request.model) from exc
-        owner.response = response
-        try:
-            if response.status_code != 200:
-                await genai_errors.APIError.raise_for_async_response(response)
-            await check_stream_reply(
-                response, media_types=_STREAM_MEDIA_TYPES, expected="an SSE stream (or JSON array) "
-                "of GenerateContentResponse", provider=_PROVIDER, model=request.model,
-                base_url=self.base_url,
-            )
-            reader = _ChunkReader()
-            ctype = response.headers.get("content-type", "")
-            # forge asks for SSE; a server (or proxy) that ignores alt=sse streams one
-            # JSON array instead, as the API does without it. Decode either.
-            json_array = "json" in ctype and "event-stream" not in ctype
-            decoder: _GeminiStreamDecoder | _JsonArrayDecoder = (
-                _JsonArrayDecoder() if json_array else _GeminiStreamDecoder()
-            )
-            async for data in response.aiter_bytes():
-                for chunk in decoder.feed(data):
-                    if "error" in chunk:
-                        _raise_in_band(chunk, response)
-                    for ev in reader.feed(chunk):
-                        yield ev
-            for chunk in decoder.flush():
-                if "error" in chunk:
-                    _raise_in_band(chunk, response)
-                for ev in reader.feed(chunk):
-                    yield ev
-            if reader.truncated:
-                raise ProviderConnectionError(
-                    "Gemini stream ended before a finish reason (connection closed early?)",
-                    provider=_PROVIDER,
-                    model=request.model,
-                )
-            for ev in reader.finish_events():
-                yield ev
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._classify(exc, request.model) from exc
+            yield response
         finally:
             await response.aclose()
 
@@ -323,18 +286,17 @@ def build_gemini_http_request(
     The streaming path of the SDK first passes the config through
     ``StreamContinuation.start_hop`` which returns it unchanged on the first hop.
     """
-    api_client = client._api_client
-    params = gt._GenerateContentParameters(model=model, contents=contents, config=config)
-    request_dict = genai_models._GenerateContentParameters_to_mldev(api_client, params, None, params)
+    params = genai_private.GenerateContentParameters(model=model, contents=contents, config=config)
+    request_dict = genai_private.to_mldev(genai_private.api_client(client), params, None, params)
     url_params = request_dict.get("_url")
     template = "{model}:streamGenerateContent?alt=sse" if stream else "{model}:generateContent"
     path = template.format_map(url_params) if url_params else template
     if request_dict.get("_query"):  # not produced for generateContent today; kept for parity
         raise ValueError(f"unexpected query parameters {request_dict['_query']!r}")
     request_dict.pop("config", None)
-    request_dict = genai_common.convert_to_dict(request_dict)
-    request_dict = genai_common.encode_unserializable_types(request_dict)
-    http_request = api_client._build_request("post", path, request_dict, config.http_options)
+    request_dict = genai_private.convert_to_dict(request_dict)
+    request_dict = genai_private.encode_unserializable_types(request_dict)
+    http_request = genai_private.build_request(client, "post", path, request_dict, config.http_options)
     data = http_request.data
     body = data if isinstance(data, bytes) else json.dumps(data).encode("utf-8")
     return http_request.method.upper(), http_request.url, http_request.headers, body
@@ -704,91 +666,46 @@ class _Thought:
         return ReasoningBlock(_PROVIDER, self.kind, text, self.signature, position=self.position)
 
 
-class _GeminiStreamDecoder:
-    """SSE ``data:`` events, one decoded JSON object each, via forge's SSEDecoder.
 
-    Like the SDK's parser (``HttpResponse._aiter_response_stream``), a JSON body
-    sent without ``data:`` framing (how an error may arrive) is buffered line by
-    line until it parses.
-    """
+class _StreamReader(_ChunkReader):
+    """A streamed reply: checks it, picks its decoder, raises in-band errors, ends it."""
 
-    __slots__ = ("_lines", "_raw", "_sse")
+    __slots__ = ("_base_url", "_model", "_response")
 
-    def __init__(self) -> None:
-        self._lines = LineSplitter()
-        self._sse = SSEDecoder()
-        self._raw: list[str] = []
+    def __init__(self, model: str, base_url: str) -> None:
+        super().__init__()
+        self._model = model
+        self._base_url = base_url
+        self._response: httpx2.Response | None = None
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for line in self._lines.split(data):
-            if self._raw or line[:1] == "{":
-                self._raw.append(line)
-                try:
-                    out.append(json.loads("".join(self._raw)))
-                except ValueError:
-                    continue
-                self._raw.clear()
-                continue
-            ev = self._sse.decode_line(line)
-            if ev is not None:
-                out.append(json.loads(ev.data))
-        return out
+    async def start(self, response: httpx2.Response) -> GeminiSSEDecoder | JSONArrayDecoder:
+        self._response = response
+        if response.status_code != 200:
+            await genai_errors.APIError.raise_for_async_response(response)
+        await check_stream_reply(
+            response, media_types=_STREAM_MEDIA_TYPES, expected="an SSE stream (or JSON array) "
+            "of GenerateContentResponse", provider=_PROVIDER, model=self._model, base_url=self._base_url,
+        )
+        ctype = response.headers.get("content-type", "")
+        # forge asks for SSE; a server (or proxy) that ignores alt=sse streams one
+        # JSON array instead, as the API does without it. Decode either.
+        json_array = "json" in ctype and "event-stream" not in ctype
+        return JSONArrayDecoder() if json_array else GeminiSSEDecoder()
 
-    def flush(self) -> list[dict[str, Any]]:
-        out = self.feed(b"")
-        for line in self._lines.flush():
-            out.extend(self.feed(line.encode() + b"\n"))
-        out.extend(json.loads(ev.data) for ev in self._sse.flush())
-        if self._raw:
-            out.append(json.loads("".join(self._raw)))  # incomplete: raises, as the SDK does
-        return out
+    def on_payload(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        if "error" in chunk:
+            assert self._response is not None
+            _raise_in_band(chunk, self._response)
+        return self.feed(chunk)
 
-
-class _JsonArrayDecoder:
-    """The body of ``:streamGenerateContent`` without ``alt=sse``: one JSON array
-    (``[{...}\n,\r\n{...}]``) whose elements arrive incrementally."""
-
-    __slots__ = ("_buf", "_json", "_started", "_text")
-
-    def __init__(self) -> None:
-        self._text = codecs.getincrementaldecoder("utf-8")()
-        self._json = json.JSONDecoder()
-        self._buf = ""
-        self._started = False
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        buf = self._buf + self._text.decode(data)
-        out: list[dict[str, Any]] = []
-        i, n = 0, len(buf)
-        while True:
-            while i < n and buf[i] in " \t\r\n,":
-                i += 1
-            if i >= n:
-                break
-            if buf[i] == "[" and not self._started:
-                self._started = True
-                i += 1
-                continue
-            if buf[i] == "]":
-                i += 1
-                continue
-            try:
-                value, end = self._json.raw_decode(buf, i)
-            except ValueError:
-                break  # an element split across reads: wait for the rest
-            if isinstance(value, dict):
-                out.append(value)
-            i = end
-        self._buf = buf[i:]
-        return out
-
-    def flush(self) -> list[dict[str, Any]]:
-        out = self.feed(b"")
-        rest = self._buf.strip()
-        if rest:
-            out.append(json.loads(rest))  # incomplete: raises, as the SDK's parser does
-        return out
+    def close(self) -> list[StreamEvent]:
+        if self.truncated:
+            raise ProviderConnectionError(
+                "Gemini stream ended before a finish reason (connection closed early?)",
+                provider=_PROVIDER,
+                model=self._model,
+            )
+        return self.finish_events()
 
 
 def _raise_in_band(chunk: dict[str, Any], response: httpx2.Response) -> None:

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import ollama
-from ollama._client import _copy_messages, _copy_tools
 from ollama._types import ChatRequest, Options
 
 from forge._wire import NDJSONDecoder
@@ -46,6 +46,7 @@ from forge.errors import (
     ProviderConnectionError,
     ServerError,
 )
+from forge.providers import _ollama_private as ollama_private
 from forge.providers._common import (
     check_stream_reply,
     error_for_status,
@@ -57,7 +58,7 @@ from forge.providers._common import (
     reasoning_effort,
     unclassified_error,
 )
-from forge.providers._stream import ResponseOwner, ResponseStream
+from forge.providers._stream import ResponseStream, classified, decoded_events
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["OllamaProvider"]
@@ -99,22 +100,11 @@ class OllamaProvider:
 
     async def complete(self, request: Request) -> Response:
         """Call ``/api/chat`` with ``stream: false`` and return the whole reply."""
-        http = self._http()
         http_request = self._prepare(request, stream=False)
-        try:
-            response = await http.send(http_request)
-            if not response.is_success:
-                raise _status_error(response, request.model, self.base_url)
-            body = json_reply(
-                response, valid=_is_chat_reply, expected=_CHAT_SHAPE, provider=_PROVIDER,
-                model=request.model, base_url=self.base_url,
-            )
-            reader = _LineReader()
-            events = reader.feed(body)  # raises ResponseError for an {"error": ...} body
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._classify(exc, request.model) from exc
+        reader = _LineReader()
+        body, events = await classified(
+            self._send(http_request, request.model, reader), lambda exc: self._classify(exc, request.model)
+        )
         return Response(
             text="".join(ev.text for ev in events if ev.kind == "text"),
             provider=_PROVIDER,
@@ -126,49 +116,33 @@ class OllamaProvider:
             raw=body,
         )
 
+    async def _send(
+        self, http_request: httpx.Request, model: str, reader: _LineReader
+    ) -> tuple[dict[str, Any], list[StreamEvent]]:
+        response = await self._http().send(http_request)
+        if not response.is_success:
+            raise _status_error(response, model, self.base_url)
+        body = json_reply(
+            response, valid=_is_chat_reply, expected=_CHAT_SHAPE, provider=_PROVIDER,
+            model=model, base_url=self.base_url,
+        )
+        return body, reader.feed(body)  # raises ResponseError for an {"error": ...} body
+
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``/api/chat`` as NDJSON; the request goes out on the first ``__anext__``.
 
         ``aclose()`` closes the HTTP response, from any task.
         """
-        return ResponseStream(lambda owner: self._stream(request, owner))
+        state = _StreamReader(request.model, self.base_url)
+        return ResponseStream(lambda owner: decoded_events(
+            owner, lambda: self._open(request), state, lambda exc: self._classify(exc, request.model)
+        ))
 
-    async def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
-        http = self._http()
-        http_request = self._prepare(request, stream=True)
+    @asynccontextmanager
+    async def _open(self, request: Request) -> AsyncIterator[httpx.Response]:
+        response = await self._http().send(self._prepare(request, stream=True), stream=True)
         try:
-            response = await http.send(http_request, stream=True)
-        except Exception as exc:
-            raise self._classify(exc, request.model) from exc
-        owner.response = response
-        try:
-            if not response.is_success:
-                await response.aread()
-                raise _status_error(response, request.model, self.base_url)
-            await check_stream_reply(
-                response, media_types=_STREAM_MEDIA_TYPES, expected="an NDJSON stream of /api/chat lines",
-                provider=_PROVIDER, model=request.model, base_url=self.base_url,
-            )
-            reader = _LineReader()
-            decoder = NDJSONDecoder()
-            async for data in response.aiter_bytes():
-                for line in decoder.feed(data):
-                    for ev in reader.feed(line):
-                        yield ev
-            for line in decoder.flush():
-                for ev in reader.feed(line):
-                    yield ev
-            if reader.done_line is None:
-                raise ProviderConnectionError(
-                    "Ollama stream ended without its final done line (connection closed early?)",
-                    provider=_PROVIDER,
-                    model=request.model,
-                )
-            yield StreamEvent("finish", finish_reason=reader.finish_reason(), raw=reader.done_line)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._classify(exc, request.model) from exc
+            yield response
         finally:
             await response.aclose()
 
@@ -184,8 +158,7 @@ class OllamaProvider:
 
     def _http(self) -> httpx.AsyncClient:
         # The client's own pooled httpx client (``BaseClient._client``); ollama offers no public handle.
-        client: httpx.AsyncClient = self._client._client
-        return client
+        return ollama_private.http_client(self._client)
 
     def _prepare(self, request: Request, *, stream: bool) -> httpx.Request:
         try:
@@ -236,8 +209,8 @@ def build_ollama_chat_payload(model: str, kwargs: Mapping[str, Any], *, stream: 
     """
     return ChatRequest(
         model=model,
-        messages=list(_copy_messages(kwargs.get("messages"))),
-        tools=list(_copy_tools(kwargs.get("tools"))),
+        messages=list(ollama_private.copy_messages(kwargs.get("messages"))),
+        tools=list(ollama_private.copy_tools(kwargs.get("tools"))),
         stream=stream,
         think=kwargs.get("think"),
         logprobs=kwargs.get("logprobs"),
@@ -455,6 +428,39 @@ class _LineReader:
         if self.done_line.get("done_reason") == "length":
             return "length"
         return "tool_calls" if self.calls else "stop"
+
+
+class _StreamReader(_LineReader):
+    """A streamed reply: checks it, decodes its lines, ends it with the one ``finish``."""
+
+    __slots__ = ("_base_url", "_model")
+
+    def __init__(self, model: str, base_url: str) -> None:
+        super().__init__()
+        self._model = model
+        self._base_url = base_url
+
+    async def start(self, response: httpx.Response) -> NDJSONDecoder:
+        if not response.is_success:
+            await response.aread()
+            raise _status_error(response, self._model, self._base_url)
+        await check_stream_reply(
+            response, media_types=_STREAM_MEDIA_TYPES, expected="an NDJSON stream of /api/chat lines",
+            provider=_PROVIDER, model=self._model, base_url=self._base_url,
+        )
+        return NDJSONDecoder()
+
+    def on_payload(self, line: Any) -> list[StreamEvent]:
+        return self.feed(line)
+
+    def close(self) -> list[StreamEvent]:
+        if self.done_line is None:
+            raise ProviderConnectionError(
+                "Ollama stream ended without its final done line (connection closed early?)",
+                provider=_PROVIDER,
+                model=self._model,
+            )
+        return [StreamEvent("finish", finish_reason=self.finish_reason(), raw=self.done_line)]
 
 
 _CHAT_SHAPE = "an /api/chat JSON object with 'message' or 'done'"

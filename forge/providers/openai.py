@@ -26,15 +26,15 @@ Request mapping (see docs/providers.md for the full table):
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 import openai
 
-from forge._wire import SSEDecoder
+from forge._wire import SSEDecoder, SSEEvent, loads
 from forge.config import ProviderConfig
 from forge.errors import (
     BadRequestError,
@@ -42,13 +42,13 @@ from forge.errors import (
     ForgeError,
     ProviderConnectionError,
     ProviderError,
-    ProviderTimeout,
 )
 from forge.providers import openai_responses
 from forge.providers._common import (
     body_preview,
     check_schema_name,
     check_stream_reply,
+    client_connection_error,
     error_for_status,
     headers_dict,
     json_reply,
@@ -57,7 +57,13 @@ from forge.providers._common import (
     reasoning_effort,
     unclassified_error,
 )
-from forge.providers._stream import ResponseOwner, ResponseStream
+from forge.providers._stream import (
+    ResponseOwner,
+    ResponseStream,
+    classified,
+    decoded_events,
+    http_response_of,
+)
 from forge.types import FinishReason, Message, Request, Response, StreamEvent, ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
@@ -124,20 +130,20 @@ class OpenAIProvider:
             ProviderError: the call failed (already classified, see :meth:`classify`).
         """
         if self.api == "responses":
-            return await openai_responses.complete(self._client, request, self.classify)
-        try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                **_params(request, self._max_tokens_param, self._max_stop)
+            return await classified(
+                openai_responses.complete(self._client, request), self._classifier(request.model)
             )
-            data = json_reply(
-                raw.http_response, valid=_is_chat_completion, expected=_CHAT_SHAPE,
-                provider=self.name, model=request.model, base_url=self.base_url,
-            )
-            return _response(data, request.model)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self.classify(exc, model=request.model) from exc
+        return await classified(self._complete_chat(request), self._classifier(request.model))
+
+    async def _complete_chat(self, request: Request) -> Response:
+        raw = await self._client.chat.completions.with_raw_response.create(
+            **_params(request, self._max_tokens_param, self._max_stop)
+        )
+        data = json_reply(
+            raw.http_response, valid=_is_chat_completion, expected=_CHAT_SHAPE,
+            provider=self.name, model=request.model, base_url=self.base_url,
+        )
+        return _response(data, request.model)
 
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Stream ``request``: text / reasoning / tool-call / usage events, then exactly one ``finish``.
@@ -146,44 +152,23 @@ class OpenAIProvider:
         HTTP response, from any task. Errors are raised already classified.
         """
         if self.api == "responses":
-            return ResponseStream(
-                lambda owner: openai_responses.stream(self._client, request, self.classify, owner)
-            )
+            return ResponseStream(lambda owner: openai_responses.stream(
+                self._client, request, owner, self._classifier(request.model)
+            ))
         return ResponseStream(lambda owner: self._stream_chat(request, owner))
 
-    async def _stream_chat(
-        self, request: Request, owner: ResponseOwner
-    ) -> AsyncGenerator[StreamEvent, None]:
-        params = _params(request, self._max_tokens_param, self._max_stop)
-        params["stream"] = True
-        params["stream_options"] = {"include_usage": True}
-        state = _ChatStream(request.model)
-        decoder = SSEDecoder()
-        try:
-            async with (
-                self._client.chat.completions.with_streaming_response.create(**params) as resp,
-                aclosing(resp.http_response.aiter_bytes()) as chunks,
-            ):
-                owner.response = resp.http_response
-                await check_stream_reply(
-                    resp.http_response, media_types=SSE_MEDIA_TYPES,
-                    expected="an SSE stream of chat.completion.chunk", provider=self.name,
-                    model=request.model, base_url=self.base_url,
-                    in_band=lambda body: _inband_error(body["error"], request.model),
-                )
-                async for chunk in chunks:
-                    for sse in decoder.feed(chunk):
-                        for event in state.on_data(sse.data):
-                            yield event
-                for sse in decoder.flush():
-                    for event in state.on_data(sse.data):
-                        yield event
-            for event in state.close():
-                yield event
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self.classify(exc, model=request.model) from exc
+    def _stream_chat(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
+        def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
+            params = _params(request, self._max_tokens_param, self._max_stop)
+            params["stream"] = True
+            params["stream_options"] = {"include_usage": True}
+            return http_response_of(self._client.chat.completions.with_streaming_response.create(**params))
+
+        state = _ChatStream(request.model, self.base_url)
+        return decoded_events(owner, open_response, state, self._classifier(request.model))
+
+    def _classifier(self, model: str) -> Callable[[BaseException], ForgeError]:
+        return lambda exc: self.classify(exc, model=model)
 
     def classify(self, exc: BaseException, *, model: str | None = None) -> ForgeError:
         """Map an ``openai`` or transport exception onto the forge error tree."""
@@ -200,14 +185,9 @@ class OpenAIProvider:
                 model=model,
                 base_url=self.base_url,
             )
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeout(
-                f"openai request at {self.base_url} timed out: {_cause(exc)}",
-                provider=self.name, model=model, base_url=self.base_url,
-            )
         if isinstance(exc, openai.APIConnectionError):
-            return ProviderConnectionError(
-                f"Connection to openai at {self.base_url} failed: {_cause(exc)}",
+            return client_connection_error(
+                exc, timed_out=isinstance(exc, openai.APITimeoutError),
                 provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, openai.APIError):  # in-band stream error from the typed path: no status
@@ -425,10 +405,11 @@ def _tool_call(call_id: str, name: str, raw: str, model: str) -> ToolCall:
 class _ChatStream:
     """Turns decoded ``chat.completion.chunk`` payloads into forge stream events."""
 
-    __slots__ = ("_calls", "_done", "_finish", "_id", "_model", "_refused", "_text_seen")
+    __slots__ = ("_base_url", "_calls", "_done", "_finish", "_id", "_model", "_refused", "_text_seen")
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, base_url: str = "") -> None:
         self._model = model
+        self._base_url = base_url
         self._id = ""
         self._finish: FinishReason | None = None
         self._done = False
@@ -436,13 +417,24 @@ class _ChatStream:
         self._refused = False
         self._text_seen = False
 
+    async def start(self, response: httpx2.Response) -> SSEDecoder:
+        await check_stream_reply(
+            response, media_types=SSE_MEDIA_TYPES, expected="an SSE stream of chat.completion.chunk",
+            provider="openai", model=self._model, base_url=self._base_url,
+            in_band=lambda body: _inband_error(body["error"], self._model),
+        )
+        return SSEDecoder()
+
+    def on_payload(self, sse: SSEEvent) -> list[StreamEvent]:
+        return self.on_data(sse.data)
+
     def on_data(self, data: str) -> list[StreamEvent]:
         if self._done or not data:
             return []  # after [DONE]: drain the rest of the body so the connection is reused
         if data[:6] == "[DONE]":
             self._done = True
             return []
-        obj = json.loads(data)
+        obj = loads(data)
         error = obj.get("error")
         if error:
             raise _inband_error(error, self._model)
@@ -536,7 +528,3 @@ def _api_message(exc: openai.APIError) -> str:
         return f"{exc.message} - {body_preview(body if isinstance(body, str) else json.dumps(body))}"
     return exc.message
 
-
-def _cause(exc: BaseException) -> str:
-    cause = exc.__cause__
-    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)

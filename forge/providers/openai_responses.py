@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from forge._wire import SSEDecoder
+from forge._wire import SSEDecoder, SSEEvent, loads
 from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
 from forge.providers._common import (
     check_schema_name,
@@ -55,7 +55,7 @@ from forge.providers._common import (
     public_url,
     reasoning_effort,
 )
-from forge.providers._stream import ResponseOwner
+from forge.providers._stream import ResponseOwner, decoded_events, http_response_of
 from forge.types import (
     FinishReason,
     Message,
@@ -69,62 +69,39 @@ from forge.types import (
 )
 
 if TYPE_CHECKING:
+    import httpx2
     import openai
 
 __all__ = ["complete", "responses_params", "stream"]
 
 _PROVIDER = "openai"
-Classify = Callable[..., ForgeError]
 
 
-async def complete(client: openai.AsyncOpenAI, request: Request, classify: Classify) -> Response:
-    """``POST /v1/responses`` and the whole reply."""
-    try:
-        raw = await client.responses.with_raw_response.create(**responses_params(request))
-        data = json_reply(
-            raw.http_response, valid=_is_response, expected=_RESPONSE_SHAPE, provider=_PROVIDER,
-            model=request.model, base_url=public_url(client.base_url),
-        )
-        return _response(data, request.model)
-    except ForgeError:
-        raise
-    except Exception as exc:
-        raise classify(exc, model=request.model) from exc
+async def complete(client: openai.AsyncOpenAI, request: Request) -> Response:
+    """``POST /v1/responses`` and the whole reply (errors unclassified: the caller classifies)."""
+    raw = await client.responses.with_raw_response.create(**responses_params(request))
+    data = json_reply(
+        raw.http_response, valid=_is_response, expected=_RESPONSE_SHAPE, provider=_PROVIDER,
+        model=request.model, base_url=public_url(client.base_url),
+    )
+    return _response(data, request.model)
 
 
-async def stream(
-    client: openai.AsyncOpenAI, request: Request, classify: Classify, owner: ResponseOwner
+def stream(
+    client: openai.AsyncOpenAI,
+    request: Request,
+    owner: ResponseOwner,
+    classify: Callable[[BaseException], ForgeError],
 ) -> AsyncGenerator[StreamEvent, None]:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
-    try:
+
+    def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
         params = responses_params(request)
         params["stream"] = True
-        state = _ResponseStream(request.model)
-        decoder = SSEDecoder()
-        async with (
-            client.responses.with_streaming_response.create(**params) as resp,
-            aclosing(resp.http_response.aiter_bytes()) as chunks,
-        ):
-            owner.response = resp.http_response
-            await check_stream_reply(
-                resp.http_response, media_types=("text/event-stream",),
-                expected="an SSE stream of Responses API events", provider=_PROVIDER,
-                model=request.model, base_url=public_url(client.base_url),
-                in_band=lambda body: _failure(body.get("error"), request.model),
-            )
-            async for chunk in chunks:
-                for sse in decoder.feed(chunk):
-                    for event in state.on_data(sse.data):
-                        yield event
-            for sse in decoder.flush():
-                for event in state.on_data(sse.data):
-                    yield event
-        for event in state.close():
-            yield event
-    except ForgeError:
-        raise
-    except Exception as exc:
-        raise classify(exc, model=request.model) from exc
+        return http_response_of(client.responses.with_streaming_response.create(**params))
+
+    state = _ResponseStream(request.model, public_url(client.base_url))
+    return decoded_events(owner, open_response, state, classify)
 
 
 # --------------------------------------------------------------------------- request
@@ -381,6 +358,7 @@ class _ResponseStream:
     """
 
     __slots__ = (
+        "_base_url",
         "_calls",
         "_done",
         "_finish",
@@ -393,8 +371,9 @@ class _ResponseStream:
         "_text_seen",
     )
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, base_url: str = "") -> None:
         self._model = model
+        self._base_url = base_url
         self._id = ""
         self._calls: dict[str, _Call] = {}  # by output item id
         self._ordinals = 0
@@ -405,10 +384,22 @@ class _ResponseStream:
         self._done = False
         self._finish: FinishReason | None = None
 
+    async def start(self, response: httpx2.Response) -> SSEDecoder:
+        await check_stream_reply(
+            response, media_types=("text/event-stream",),
+            expected="an SSE stream of Responses API events", provider=_PROVIDER,
+            model=self._model, base_url=self._base_url,
+            in_band=lambda body: _failure(body.get("error"), self._model),
+        )
+        return SSEDecoder()
+
+    def on_payload(self, sse: SSEEvent) -> list[StreamEvent]:
+        return self.on_data(sse.data)
+
     def on_data(self, data: str) -> list[StreamEvent]:
         if not data or self._done:
             return []
-        obj = json.loads(data)
+        obj = loads(data)
         kind = obj.get("type")
         if kind == "response.output_text.delta":
             delta = obj.get("delta")

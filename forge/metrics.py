@@ -359,14 +359,20 @@ class Metrics:
         return format_snapshot(self.snapshot())
 
 
+_MODEL_FIELDS = ("latency_s", "ttft_s", "cost_usd", "requests", "successes", "failures", "retries",
+                 "rate_limited", "input_tokens", "output_tokens", "cached_input_tokens", "cache_savings_usd")
+
+
 def format_snapshot(snap: dict[str, object]) -> str:
     """A :meth:`Metrics.snapshot` (or its JSON) as a text table."""
     rows = [("model", "reqs", "ok", "fail", "retries", "429s", "p50 s", "p95 s", "ttft p50", "in tok",
              "out tok", "cached", "cost $", "saved $")]
-    models = snap.get("models")
+    models = snap.get("models") if isinstance(snap, dict) else None  # any JSON may come from a file
     if not isinstance(models, dict):
         raise ValueError("not a forge metrics snapshot: it has no 'models' table.")
     for name, m in models.items():
+        if not isinstance(m, dict) or not all(k in m for k in _MODEL_FIELDS):
+            raise ValueError(f"not a forge metrics snapshot: models[{name!r}] is not a model's table.")
         lat, ttft = m["latency_s"], m["ttft_s"]
         cost = "-" if m["cost_usd"] is None else f"{m['cost_usd']:.6f}"
         rows.append((

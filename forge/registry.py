@@ -305,12 +305,15 @@ class Registry:
         return self._breakers
 
     def breaker_key(self, llm: LLM) -> str:
-        """What one endpoint breaker guards: ``provider|base_url|model`` (the base URL as configured).
+        """What one endpoint breaker guards: ``provider|base_url|model`` (the base URL as configured,
+        its password masked: the key is printed in events and snapshots and names a Redis key).
 
         Outages (5xx, overloaded, timeouts, connection errors) are the endpoint's, whoever's key
         asked: every tenant's calls share this breaker.
         """
-        base_url = self.provider_config(llm.provider_name).resolve_base_url() or "default"
+        from forge._secrets import redact_url
+
+        base_url = redact_url(self.provider_config(llm.provider_name).resolve_base_url()) or "default"
         return f"{llm.provider_name}|{base_url}|{llm.model}"
 
     def account_breaker_key(self, llm: LLM) -> str:

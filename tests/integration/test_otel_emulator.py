@@ -381,6 +381,11 @@ async def test_the_span_is_current_while_the_vendor_client_sends(otel: Otel) -> 
         await reg.invoke(TARGETS["anthropic"][0], "hi")
         await reg.stream(TARGETS["anthropic"][0], "hi").collect()
         sent = [(r.headers.get("traceparent") or "")[:52] for r in emu.requests]
+    if not any(sent):
+        # Whether the vendor client propagates trace context is its own business (some
+        # versions propagate only under their own span); forge's part, its span being
+        # current while the adapter sends, is checked for every provider below.
+        pytest.skip("this anthropic client version propagates no trace context here")
     invoke_span, stream_span = otel.spans()
     assert sent == [f"00-{s.context.trace_id:032x}-{s.context.span_id:016x}" for s in (invoke_span, stream_span)]
 
@@ -392,7 +397,7 @@ async def test_the_span_is_current_inside_every_adapter(otel: Otel) -> None:
     async with Emulator(chunk_count=3) as emu:
         cfg = emu.config()
         async with forge.Registry(config=cfg, telemetry=otel.telemetry()) as reg:
-            for name in ("openai", "google", "ollama"):
+            for name in ("openai", "anthropic", "google", "ollama"):
                 llm = reg.get_llm(TARGETS[name][0])
                 provider = llm.provider
                 complete, stream = provider.complete, provider.stream

@@ -28,14 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from forge.errors import BadRequestError, BatchError, ForgeError
+from forge.errors import BadRequestError, BatchError, ForgeError, ProviderError
 
 if TYPE_CHECKING:
     from forge.batch import BatchProcessor, BatchProgress, BatchResult
     from forge.llm import LLM
     from forge.types import Request
 
-__all__ = ["CommandError", "add_batch_parser", "number", "run_batch"]
+__all__ = ["CommandError", "add_batch_parser", "error_text", "number", "run_batch"]
 
 _BAR_WIDTH = 30
 EXIT_PARTIAL = 3
@@ -48,6 +48,35 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+def error_text(exc: BaseException) -> str:
+    """``exc``'s message as the forge command says it: a time limit the user set is ``--timeout``.
+
+    The library words its errors for Python callers (``timeout=``, ``.partial_text``);
+    the errors carry the limit and where it came from, so the command names its own
+    option instead.
+    """
+    from forge.errors import ProviderTimeout, StreamTimeout
+
+    if isinstance(exc, ProviderTimeout) and exc.limit_source == "timeout" and exc.limit_s is not None:
+        text = (
+            f"{exc.provider}:{exc.model}: no reply within {exc.limit_s:g}s (--timeout), "
+            f"{exc.attempts_made} attempt(s) made. Raise --timeout if the model needs longer, "
+            "or check that the server answers."
+        )
+        return text
+    if isinstance(exc, StreamTimeout) and exc.timeout_kind == "total" and exc.limit_s is not None:
+        got = (
+            f"{len(exc.partial_text)} characters arrived before it (printed above)"
+            if exc.partial_text else "nothing arrived"
+        )
+        return (
+            f"{exc.provider}:{exc.model} stream timed out: it did not finish within {exc.limit_s:g}s "
+            f"(--timeout); {got}. Raise --timeout if the model needs longer, "
+            "or check that the server answers."
+        )
+    return exc.message if isinstance(exc, ProviderError) else str(exc)
 
 
 def number(
@@ -168,7 +197,6 @@ def _read_input(path: str, llm: LLM, lines: list[str] | None = None) -> list[Req
 
 def result_line(index: int, result: BatchResult) -> dict[str, object]:
     """One output line."""
-    from forge.errors import ProviderError
     from forge.types import Response
 
     if isinstance(result, Response):
@@ -184,8 +212,7 @@ def result_line(index: int, result: BatchResult) -> dict[str, object]:
             "finish_reason": result.finish_reason,
             "cost_usd": result.cost_usd,
         }
-    message = result.message if isinstance(result, ProviderError) else str(result)
-    return {"index": index, "error": {"type": type(result).__name__, "message": message}}
+    return {"index": index, "error": {"type": type(result).__name__, "message": error_text(result)}}
 
 
 class _ProgressView:

@@ -162,10 +162,9 @@ def _check_out(path: str) -> None:
             f"forge batch: --out {path}: directory {parent} does not exist; create it "
             f"(mkdir -p {parent}) or write elsewhere."
         )
-    probe = f"{path}.tmp"
     try:
-        with open(probe, "a", encoding="utf-8"):
-            pass
+        fd, probe = _owner_only_tmp(path)
+        os.close(fd)
         os.remove(probe)
     except OSError as exc:
         raise CommandError(
@@ -248,13 +247,23 @@ class _ProgressView:
             self._drawn = False
 
 
+def _owner_only_tmp(path: str) -> tuple[int, str]:
+    """A new temporary file next to ``path``, readable by its owner only (0o600, as mkstemp makes it).
+
+    The results hold the model's replies, like the job store and stream_to_file's
+    output, so they get the same owner-only mode instead of the umask's (often 0o644).
+    """
+    target = Path(path)
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+
+
 def _write_results(path: str, results: list[BatchResult]) -> None:
-    tmp = f"{path}.tmp"
+    fd, tmp = _owner_only_tmp(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             for i, result in enumerate(results):
                 f.write(json.dumps(result_line(i, result), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)  # readers never see a half-written file
+        os.replace(tmp, path)  # readers never see a half-written file; path gets tmp's 0o600
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)

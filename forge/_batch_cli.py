@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["CommandError", "add_batch_parser", "error_text", "number", "run_batch"]
 
 _BAR_WIDTH = 30
+_ENDED = frozenset({"completed", "cancelled", "expired", "failed"})
 EXIT_PARTIAL = 3
 N = TypeVar("N", int, float)
 
@@ -226,8 +227,11 @@ class _ProgressView:
 
     def __call__(self, p: BatchProgress) -> None:
         cost = f" ${p.cost_usd:.4f}" if p.cost_usd else ""
-        counts = (f"{p.finished}/{p.total} done={p.done} failed={p.failed} in_flight={p.in_flight} "
-                  f"tokens={p.input_tokens + p.output_tokens}{cost} {p.elapsed_s:.1f}s")
+        # A provider batch reports tokens only with its results: no "tokens=0" while it runs.
+        known = p.mode == "concurrent" or p.state in _ENDED
+        tokens = f" tokens={p.input_tokens + p.output_tokens}" if known else ""
+        counts = (f"{p.finished}/{p.total} done={p.done} failed={p.failed} in_flight={p.in_flight}"
+                  f"{tokens}{cost} {p.elapsed_s:.1f}s")
         if self.tty:
             filled = _BAR_WIDTH * p.finished // max(p.total, 1)
             bar = "#" * filled + "." * (_BAR_WIDTH - filled)

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,20 @@ def test_progress_is_plain_lines_when_not_a_terminal(files: dict[str, Path]) -> 
     progress = [line for line in printed.splitlines() if line.startswith("batch concurrent")]
     assert progress and "\r" not in printed
     assert "5/5 done=3 failed=2 in_flight=0" in progress[-1]
+
+
+@pytest.mark.parametrize("mode", ["batch_api", "concurrent"])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_ends_with_the_tokens_the_results_carry(files: dict[str, Path], mode: str, terminal: bool) -> None:
+    out = Terminal() if terminal else io.StringIO()
+    _, printed, lines = _run(files, "anthropic:claude-haiku-4-5", str(files["in"]), "--mode", mode, out=out)
+    used = sum(int(u["input_tokens"]) + int(u["output_tokens"])  # type: ignore[index, call-overload]
+               for u in (line.get("usage") for line in lines) if u)
+    assert used > 0
+    reports = [r for r in re.split(r"[\r\n]", printed) if " done=" in r]
+    assert "completed" in reports[-1] and f"tokens={used} " in reports[-1]
+    if mode == "batch_api":  # a provider batch's tokens are unknown until its results are in: never "0"
+        assert all("tokens=0" not in r for r in reports)
 
 
 def test_progress_is_a_live_bar_on_a_terminal(files: dict[str, Path]) -> None:

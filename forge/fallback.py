@@ -26,7 +26,7 @@ import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from forge._params import request_params
 from forge.errors import (
@@ -434,6 +434,162 @@ class _Run:
         ))
 
 
+class _TimedLink(Generic[T]):
+    """One call to a link under its ``slow_call`` verdict timer and/or the chain's ``hedge_after`` timer.
+
+    The slow-call timer judges the link failed while its call goes on (its breaker holds
+    new calls back until this one ends); the hedge timer starts the rest of the chain
+    beside it, and whichever answers first wins: the other is cancelled, what it opened
+    anyway is discarded, and the breakers get a verdict only on what was judged.
+    """
+
+    def __init__(
+        self,
+        chain: FallbackLLM,
+        run: _Run,
+        i: int,
+        ticket: _Ticket,
+        call: Callable[[int, bool], Awaitable[T]],
+        discard: Callable[[T], Awaitable[None]],
+        estimates: Sequence[float],
+        attempts: Callable[[int], int],
+    ) -> None:
+        self.chain, self.run, self.i, self.ticket = chain, run, i, ticket
+        self.call, self.discard, self.estimates, self.attempts = call, discard, estimates, attempts
+        self.link = link = chain.links[i]
+        self.clock = chain._clock
+        self.started = self.clock()
+        # The last link is judged by its outcome: with nowhere else to go, an early verdict gains nothing.
+        self.slow_after = None if link.breaker is None or run.is_last(i) else link.breaker.config.slow_call
+        self.hedge_after = None if run.is_last(i) else chain.chain.hedge_after
+        self.timers: dict[asyncio.Future[object], str] = {}
+        self.rest: asyncio.Future[tuple[int, T]] | None = None
+        """The rest of the chain, once the hedge timer started it."""
+        self.rest_error: BaseException | None = None
+        """How the rest of the chain failed, when it finished first without an answer."""
+        self.slow = False
+        """The slow-call timer fired: the endpoint breaker already has its verdict."""
+        self.at = 0
+        """Where this link's attempt goes in ``run.tried``, whatever finishes first."""
+
+    async def through(self) -> tuple[int, T] | None:
+        """The link's answer (or, when hedged, a later link's), or None to go on to the next link."""
+        self._start()
+        try:
+            answer = await self._wait()
+        except BaseException:
+            await asyncio.shield(self._abort())
+            raise
+        finally:
+            for timer in self.timers:
+                timer.cancel()
+            if self.slow and self.link.breaker is not None:
+                self.link.breaker.slow_ended()
+        if answer is not None:
+            return answer
+        return await self._verdict()
+
+    def _start(self) -> None:
+        """Start the link's call and its timers."""
+        self.task: asyncio.Future[T] = asyncio.ensure_future(self.call(self.i, self.ticket.probe))
+        self.task.add_done_callback(_retrieve)
+        for after, what in ((self.slow_after, "slow"), (self.hedge_after, "hedge")):
+            if after is not None:
+                self.timers[asyncio.ensure_future(self.chain._sleep(after))] = what
+        self.at = len(self.run.tried)
+
+    async def _wait(self) -> tuple[int, T] | None:
+        """Wait until the link's call ends (None), or a later link answers first (its answer)."""
+        while not self.task.done():
+            waiting: set[asyncio.Future[Any]] = {self.task, *self.timers}
+            if self.rest is not None:
+                waiting.add(self.rest)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if self.task in done:
+                break
+            if self.rest is not None and self.rest in done:
+                answer = await self._rest_ended(self.rest)
+                if answer is not None:
+                    return answer
+            for timer in done & self.timers.keys():
+                await self._timer_fired(self.timers.pop(timer))
+        return None
+
+    async def _rest_ended(self, rest: asyncio.Future[tuple[int, T]]) -> tuple[int, T] | None:
+        """The rest of the chain finished first: its answer wins, else its failure is kept for later."""
+        if not rest.cancelled() and rest.exception() is None:
+            answer = rest.result()  # a later link answered first: this one is dropped
+            await _cancel(self.task, self.discard)
+            await self.run.release(self.link, _unjudged(self.ticket, self.slow))
+            self.run.abandoned(self.i, self.clock() - self.started, self.at)
+            return answer
+        self.rest_error, self.rest = (rest.exception() if not rest.cancelled() else None), None
+        return None
+
+    async def _timer_fired(self, what: str) -> None:
+        """``slow``: judge the link failed now; ``hedge``: start the rest of the chain beside it."""
+        breaker = self.link.breaker
+        if what == "slow" and breaker is not None and self.slow_after is not None:
+            self.slow = True
+            await breaker.slow(
+                elapsed=self.slow_after, attempts=1 if self.ticket.probe else self.attempts(self.i),
+                probe=self.ticket.endpoint_probe,
+            )
+        elif what == "hedge" and self.rest is None and self.rest_error is None:
+            self.run.hedged(self.i, self.clock() - self.started)
+            self.rest = asyncio.ensure_future(self.chain._drive(
+                self.run, self.call, self.discard, self.estimates, self.attempts, self.i + 1
+            ))
+            self.rest.add_done_callback(_retrieve)
+
+    async def _verdict(self) -> tuple[int, T] | None:
+        """The link's call ended: its answer, or its failure judged (and the chain's way on)."""
+        elapsed = self.clock() - self.started
+        task = self.task
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is None:
+            if self.rest is not None:
+                await _cancel(self.rest, self._discard_rest)  # this link answered first after all
+            await self.run.answered(self.link, self.ticket, task.result(), slow=self.slow)
+            return self.i, task.result()
+        if not isinstance(exc, ForgeError):
+            await asyncio.shield(self._abort())
+            raise exc
+        return await self._failed(exc, elapsed)
+
+    async def _failed(self, exc: ForgeError, elapsed: float) -> tuple[int, T] | None:
+        """The link failed: stop here, wait for the hedge, or go on (None)."""
+        rest, rest_error = self.rest, self.rest_error
+        hedging = rest is not None or rest_error is not None
+        error = await self.run.failed(
+            self.i, exc, elapsed, self.ticket, judged=self.slow, at=self.at if hedging else None,
+            moved=not hedging,
+        )
+        if not self.run.falls_through(error):
+            if rest is not None:
+                await _cancel(rest, self._discard_rest)
+            if error is exc:
+                raise exc
+            raise error from exc
+        if rest is not None:
+            return await rest  # the chain goes on where the hedge already is
+        if isinstance(rest_error, ForgeError):
+            raise self.run.finish(rest_error)  # the rest of the chain failed first; now this link too
+        if rest_error is not None:
+            raise rest_error
+        return None
+
+    async def _discard_rest(self, answer: tuple[int, T]) -> None:
+        await self.discard(answer[1])
+
+    async def _abort(self) -> None:
+        """The caller went away (or a bug surfaced): stop both calls, leave the breakers neutral."""
+        await _cancel(self.task, self.discard)
+        if self.rest is not None:
+            await _cancel(self.rest, self._discard_rest)
+        await _Run.release(self.link, _unjudged(self.ticket, self.slow))
+
+
 class FallbackLLM:
     """A primary :class:`~forge.LLM` and its fallbacks; get one from :meth:`forge.Registry.fallback_llm`.
 
@@ -501,93 +657,10 @@ class FallbackLLM:
         doubt: no new calls until this one ends); past the chain's ``hedge_after`` the rest
         of the chain starts beside it and the first answer wins.
         """
-        link = self.links[i]
-        clock = self._clock
-        started = clock()
-        # The last link is judged by its outcome: with nowhere else to go, an early verdict gains nothing.
-        slow_after = None if link.breaker is None or run.is_last(i) else link.breaker.config.slow_call
-        hedge_after = None if run.is_last(i) else self.chain.hedge_after
-        if slow_after is None and hedge_after is None:
+        timed = _TimedLink(self, run, i, ticket, call, discard, estimates, attempts)
+        if timed.slow_after is None and timed.hedge_after is None:
             return await self._plain(run, i, ticket, call)
-        task: asyncio.Future[T] = asyncio.ensure_future(call(i, ticket.probe))
-        task.add_done_callback(_retrieve)
-        timers: dict[asyncio.Future[object], str] = {}
-        for after, what in ((slow_after, "slow"), (hedge_after, "hedge")):
-            if after is not None:
-                timers[asyncio.ensure_future(self._sleep(after))] = what
-        rest: asyncio.Future[tuple[int, T]] | None = None
-        rest_error: BaseException | None = None
-        slow = False
-
-        async def discard_rest(answer: tuple[int, T]) -> None:
-            await discard(answer[1])
-
-        at = len(run.tried)  # where this link's attempt goes, whatever finishes first
-        try:
-            while not task.done():
-                waiting: set[asyncio.Future[Any]] = {task, *timers}
-                if rest is not None:
-                    waiting.add(rest)
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if task in done:
-                    break
-                if rest is not None and rest in done:
-                    if not rest.cancelled() and rest.exception() is None:
-                        answer = rest.result()  # a later link answered first: this one is dropped
-                        await _cancel(task, discard)
-                        await run.release(link, _unjudged(ticket, slow))
-                        run.abandoned(i, clock() - started, at)
-                        return answer
-                    rest_error, rest = (rest.exception() if not rest.cancelled() else None), None
-                for timer in done & timers.keys():
-                    what = timers.pop(timer)
-                    if what == "slow" and link.breaker is not None and slow_after is not None:
-                        slow = True
-                        await link.breaker.slow(
-                            elapsed=slow_after, attempts=1 if ticket.probe else attempts(i),
-                            probe=ticket.endpoint_probe,
-                        )
-                    elif what == "hedge" and rest is None and rest_error is None:
-                        run.hedged(i, clock() - started)
-                        rest = asyncio.ensure_future(
-                            self._drive(run, call, discard, estimates, attempts, i + 1)
-                        )
-                        rest.add_done_callback(_retrieve)
-        except BaseException:
-            await asyncio.shield(self._abort(link, ticket, slow, task, rest, discard))
-            raise
-        finally:
-            for timer in timers:
-                timer.cancel()
-            if slow and link.breaker is not None:
-                link.breaker.slow_ended()
-        elapsed = clock() - started
-        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        if exc is None:
-            if rest is not None:
-                await _cancel(rest, discard_rest)  # this link answered first after all
-            await run.answered(link, ticket, task.result(), slow=slow)
-            return i, task.result()
-        if not isinstance(exc, ForgeError):
-            await asyncio.shield(self._abort(link, ticket, slow, task, rest, discard))
-            raise exc
-        hedging = rest is not None or rest_error is not None
-        error = await run.failed(
-            i, exc, elapsed, ticket, judged=slow, at=at if hedging else None, moved=not hedging
-        )
-        if not run.falls_through(error):
-            if rest is not None:
-                await _cancel(rest, discard_rest)
-            if error is exc:
-                raise exc
-            raise error from exc
-        if rest is not None:
-            return await rest  # the chain goes on where the hedge already is
-        if isinstance(rest_error, ForgeError):
-            raise run.finish(rest_error)  # the rest of the chain failed first; now this link too
-        if rest_error is not None:
-            raise rest_error
-        return None
+        return await timed.through()
 
     async def _plain(
         self, run: _Run, i: int, ticket: _Ticket, call: Callable[[int, bool], Awaitable[T]]
@@ -617,25 +690,6 @@ class FallbackLLM:
             return max_attempts or self.links[i].llm.wrapper.policy_for(operation).max_attempts
 
         return attempts
-
-    async def _abort(
-        self,
-        link: _Link,
-        ticket: _Ticket,
-        slow: bool,
-        task: asyncio.Future[T],
-        rest: asyncio.Future[tuple[int, T]] | None,
-        discard: Callable[[T], Awaitable[None]],
-    ) -> None:
-        """The caller went away (or a bug surfaced): stop both calls, leave the breakers neutral."""
-        await _cancel(task, discard)
-        if rest is not None:
-
-            async def discard_rest(answer: tuple[int, T]) -> None:
-                await discard(answer[1])
-
-            await _cancel(rest, discard_rest)
-        await _Run.release(link, _unjudged(ticket, slow))
 
     @property
     def refs(self) -> list[str]:

@@ -11,13 +11,15 @@ until its first content event, so every stream should complete.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import random
 import time
 from collections.abc import Callable
 
 import forge
-from benchmarks._common import Figure
+from benchmarks._common import Figure, emit
 from forge.testing import Emulator, Fault
 from forge.testing.emulator import RecordedRequest
 
@@ -93,3 +95,15 @@ async def run(streams: int | None = None) -> list[Figure]:
                 f"({100 * faulted / max(requests, 1):.0f}%); max_attempts={MAX_ATTEMPTS}; {elapsed:.1f}s")
         figures.append(Figure.of("faults", f"{name}: streams completed", [100.0 * done / streams], "%", note))
     return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=None, help="streams per target (100; 10 with FORGE_BENCH_QUICK=1)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    emit(asyncio.run(run(args.streams)), args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ what caching removes, not any real provider's speed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import random
@@ -141,13 +142,14 @@ async def run() -> list[Figure]:
 
 
 def main() -> None:
-    print(table(asyncio.run(measure())))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
+    args = parser.parse_args()
+    if args.json:
+        emit(asyncio.run(run()), True)
+    else:
+        print(table(asyncio.run(measure())))
 
 
 if __name__ == "__main__":
-    import sys
-
-    if "--json" in sys.argv:
-        emit(asyncio.run(run()), True)
-    else:
-        main()
+    main()

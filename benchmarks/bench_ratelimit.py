@@ -13,11 +13,12 @@ reservations (prompt + 1,024) settle with the few tokens really used.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 
 import forge
-from benchmarks._common import Figure, quick
+from benchmarks._common import Figure, emit, quick
 from tests.hostile import provider_config
 from tests.strict_limits import StrictLimitServer
 
@@ -84,3 +85,14 @@ async def run() -> list[Figure]:
     figures.append(Figure.of(BENCH, f"{calls} calls, no max_tokens, tpm 12,000", [await _unset_max_tokens(calls)], "s",
                              "reserves prompt + 1,024; settles with the ~10 tokens used"))
     return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    emit(asyncio.run(run()), args.json)
+
+
+if __name__ == "__main__":
+    main()

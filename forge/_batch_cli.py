@@ -28,16 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from forge.errors import BadRequestError, BatchError, ForgeError
+from forge.errors import BadRequestError, BatchError, ForgeError, ProviderError
 
 if TYPE_CHECKING:
     from forge.batch import BatchProcessor, BatchProgress, BatchResult
     from forge.llm import LLM
     from forge.types import Request
 
-__all__ = ["CommandError", "add_batch_parser", "number", "run_batch"]
+__all__ = ["CommandError", "add_batch_parser", "error_text", "number", "run_batch"]
 
 _BAR_WIDTH = 30
+_ENDED = frozenset({"completed", "cancelled", "expired", "failed"})
 EXIT_PARTIAL = 3
 N = TypeVar("N", int, float)
 
@@ -48,6 +49,35 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+def error_text(exc: BaseException) -> str:
+    """``exc``'s message as the forge command says it: a time limit the user set is ``--timeout``.
+
+    The library words its errors for Python callers (``timeout=``, ``.partial_text``);
+    the errors carry the limit and where it came from, so the command names its own
+    option instead.
+    """
+    from forge.errors import ProviderTimeout, StreamTimeout
+
+    if isinstance(exc, ProviderTimeout) and exc.limit_source == "timeout" and exc.limit_s is not None:
+        text = (
+            f"{exc.provider}:{exc.model}: no reply within {exc.limit_s:g}s (--timeout), "
+            f"{exc.attempts_made} attempt(s) made. Raise --timeout if the model needs longer, "
+            "or check that the server answers."
+        )
+        return text
+    if isinstance(exc, StreamTimeout) and exc.timeout_kind == "total" and exc.limit_s is not None:
+        got = (
+            f"{len(exc.partial_text)} characters arrived before it (printed above)"
+            if exc.partial_text else "nothing arrived"
+        )
+        return (
+            f"{exc.provider}:{exc.model} stream timed out: it did not finish within {exc.limit_s:g}s "
+            f"(--timeout); {got}. Raise --timeout if the model needs longer, "
+            "or check that the server answers."
+        )
+    return exc.message if isinstance(exc, ProviderError) else str(exc)
 
 
 def number(
@@ -133,10 +163,9 @@ def _check_out(path: str) -> None:
             f"forge batch: --out {path}: directory {parent} does not exist; create it "
             f"(mkdir -p {parent}) or write elsewhere."
         )
-    probe = f"{path}.tmp"
     try:
-        with open(probe, "a", encoding="utf-8"):
-            pass
+        fd, probe = _owner_only_tmp(path)
+        os.close(fd)
         os.remove(probe)
     except OSError as exc:
         raise CommandError(
@@ -168,7 +197,6 @@ def _read_input(path: str, llm: LLM, lines: list[str] | None = None) -> list[Req
 
 def result_line(index: int, result: BatchResult) -> dict[str, object]:
     """One output line."""
-    from forge.errors import ProviderError
     from forge.types import Response
 
     if isinstance(result, Response):
@@ -184,8 +212,7 @@ def result_line(index: int, result: BatchResult) -> dict[str, object]:
             "finish_reason": result.finish_reason,
             "cost_usd": result.cost_usd,
         }
-    message = result.message if isinstance(result, ProviderError) else str(result)
-    return {"index": index, "error": {"type": type(result).__name__, "message": message}}
+    return {"index": index, "error": {"type": type(result).__name__, "message": error_text(result)}}
 
 
 class _ProgressView:
@@ -200,8 +227,11 @@ class _ProgressView:
 
     def __call__(self, p: BatchProgress) -> None:
         cost = f" ${p.cost_usd:.4f}" if p.cost_usd else ""
-        counts = (f"{p.finished}/{p.total} done={p.done} failed={p.failed} in_flight={p.in_flight} "
-                  f"tokens={p.input_tokens + p.output_tokens}{cost} {p.elapsed_s:.1f}s")
+        # A provider batch reports tokens only with its results: no "tokens=0" while it runs.
+        known = p.mode == "concurrent" or p.state in _ENDED
+        tokens = f" tokens={p.input_tokens + p.output_tokens}" if known else ""
+        counts = (f"{p.finished}/{p.total} done={p.done} failed={p.failed} in_flight={p.in_flight}"
+                  f"{tokens}{cost} {p.elapsed_s:.1f}s")
         if self.tty:
             filled = _BAR_WIDTH * p.finished // max(p.total, 1)
             bar = "#" * filled + "." * (_BAR_WIDTH - filled)
@@ -221,13 +251,23 @@ class _ProgressView:
             self._drawn = False
 
 
+def _owner_only_tmp(path: str) -> tuple[int, str]:
+    """A new temporary file next to ``path``, readable by its owner only (0o600, as mkstemp makes it).
+
+    The results hold the model's replies, like the job store and stream_to_file's
+    output, so they get the same owner-only mode instead of the umask's (often 0o644).
+    """
+    target = Path(path)
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+
+
 def _write_results(path: str, results: list[BatchResult]) -> None:
-    tmp = f"{path}.tmp"
+    fd, tmp = _owner_only_tmp(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             for i, result in enumerate(results):
                 f.write(json.dumps(result_line(i, result), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)  # readers never see a half-written file
+        os.replace(tmp, path)  # readers never see a half-written file; path gets tmp's 0o600
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)

@@ -100,7 +100,10 @@ class BatchProgress:
     ``done`` items succeeded and ``failed`` ones ended with an error;
     ``in_flight`` are being processed (concurrent calls in flight, or items
     the provider has not finished). Tokens and cost add up the finished
-    items (for a provider batch they are known once it has ended).
+    items; a provider batch reports no tokens while it runs, so for one they are
+    0 until its last report, made once its results are in (``state``
+    ``completed``, ``cancelled``, ``expired`` or ``failed``). A concurrent batch
+    ends with a ``completed`` report too.
     """
 
     total: int
@@ -361,6 +364,8 @@ class BatchProcessor:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        progress.state = "completed"
+        await progress.report()
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------ batch API
@@ -491,9 +496,9 @@ class BatchProcessor:
                 lambda: batch.status(batch_id), classify=self.llm.classify, operation="batch"
             )
             progress.from_status(status)
-            await progress.report()
             if status.done:
-                break
+                break  # reported once its results (and their tokens and cost) are in: see _finish
+            await progress.report()
             polls += 1
             wait = self.poll.wait(polls, status.retry_after)
             if max_wait is not None and not cancelled:

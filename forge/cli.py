@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from forge import __version__
-from forge._batch_cli import CommandError, add_batch_parser, number, run_batch
-from forge.errors import ConfigError, ForgeError
+from forge._batch_cli import CommandError, add_batch_parser, error_text, number, run_batch
+from forge.errors import ConfigError, ForgeError, ProviderError
 
 if TYPE_CHECKING:
     from forge._params import RequestParams
@@ -258,7 +258,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"forge: configuration error: {exc}", file=sys.stderr)
         return 2
     except ForgeError as exc:
-        print(f"forge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # str() of a ProviderError is its message, then details (provider=, model=...).
+        details = str(exc)[len(exc.message):] if isinstance(exc, ProviderError) else ""
+        print(f"forge: {type(exc).__name__}: {error_text(exc)}{details}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

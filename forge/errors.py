@@ -158,9 +158,19 @@ class ServerError(ProviderError):
 
 
 class ProviderTimeout(ProviderError):
-    """The request timed out before the provider answered: retry, or raise the timeout."""
+    """The request timed out before the provider answered: retry, or raise the timeout.
+
+    When forge's own time limit for the whole call ran out (not the transport's),
+    ``limit_s`` is that limit, ``limit_source`` where it came from (``"timeout"``:
+    the call's argument; otherwise the config key, e.g. ``providers.openai.deadline``)
+    and ``attempts_made`` how many attempts started, so a caller (the ``forge``
+    command) can word the advice in its own terms.
+    """
 
     retryable = True
+    limit_s: float | None = None
+    limit_source: str | None = None
+    attempts_made: int = 0
 
 
 class ProviderConnectionError(ProviderError):
@@ -247,11 +257,13 @@ class StreamTimeout(StreamError):
         provider: str = "",
         model: str | None = None,
         chunks: int = 0,
+        limit_s: float | None = None,
     ) -> None:
         super().__init__(
             message, partial_text=partial_text, usage=usage, provider=provider, model=model, chunks=chunks
         )
         self.timeout_kind = timeout_kind
+        self.limit_s = limit_s
 
 
 class StreamInterrupted(StreamError):

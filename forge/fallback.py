@@ -257,6 +257,13 @@ def _unjudged(ticket: _Ticket, slow: bool) -> _Ticket:
     return _Ticket(account_probe=ticket.account_probe) if slow else ticket
 
 
+def _from_cache(answer: object) -> bool:
+    """A link's answer came from the response cache (a Response, or an opened stream's pair)."""
+    if isinstance(answer, tuple):
+        answer = answer[0]
+    return bool(getattr(answer, "cached", False))
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a finished side task's outcome as seen (asyncio logs unretrieved errors)."""
     if not future.cancelled():
@@ -320,6 +327,14 @@ class _Run:
             await link.breaker.release(probe=True)
         if link.account is not None and ticket.account_probe:
             await link.account.release(probe=True)
+
+    @classmethod
+    async def answered(cls, link: _Link, ticket: _Ticket, answer: object, *, slow: bool = False) -> None:
+        """The link answered: a success, unless from the response cache (no verdict on its health)."""
+        if _from_cache(answer):
+            await cls.release(link, _unjudged(ticket, slow))
+        else:
+            await cls.succeeded(link, ticket, judged=slow)
 
     @staticmethod
     async def succeeded(link: _Link, ticket: _Ticket, *, judged: bool = False) -> None:
@@ -535,7 +550,7 @@ class _TimedLink(Generic[T]):
         if exc is None:
             if self.rest is not None:
                 await _cancel(self.rest, self._discard_rest)  # this link answered first after all
-            await self.run.succeeded(self.link, self.ticket, judged=self.slow)
+            await self.run.answered(self.link, self.ticket, task.result(), slow=self.slow)
             return self.i, task.result()
         if not isinstance(exc, ForgeError):
             await asyncio.shield(self._abort())
@@ -665,7 +680,7 @@ class FallbackLLM:
         except BaseException:
             await asyncio.shield(_Run.release(link, ticket))
             raise
-        await run.succeeded(link, ticket)
+        await run.answered(link, ticket, answer)
         return i, answer
 
     def _attempts(self, operation: str, max_attempts: int | None) -> Callable[[int], int]:

@@ -55,6 +55,7 @@ T = typing.TypeVar("T")
 
 # Output tokens assumed for the limiter when a call sets no max_tokens (settled afterwards).
 DEFAULT_OUTPUT_ESTIMATE = 1024
+_TIMEOUT_ARGUMENT = "the call's timeout= argument"
 
 
 class LLM:
@@ -231,18 +232,23 @@ class LLM:
             check_number("timeout", timeout, 0.0, None)
             if timeout <= 0:
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
-            return float(timeout), "the call's timeout= argument"
+            return float(timeout), _TIMEOUT_ARGUMENT
         if self.config is None or self.config.deadline is None:
             return None, ""
         return self.config.deadline, f"providers.{self.provider_name}.deadline"
 
     def _deadline_error(self, limit: float, source: str, attempts: int) -> ProviderTimeout:
-        return ProviderTimeout(
+        error = ProviderTimeout(
             f"{self.ref}: no reply within {limit:g}s ({source}), {attempts} attempt(s) made. "
             f"Raise {source} if the model needs longer, or check that the server answers.",
             provider=self.provider_name,
             model=self.model,
         )
+        # Structured too, so the CLI can name its own option (--timeout) instead of timeout=.
+        error.limit_s = limit
+        error.limit_source = "timeout" if source == _TIMEOUT_ARGUMENT else source
+        error.attempts_made = attempts
+        return error
 
     async def _within(
         self, aw: Awaitable[T], limit: float | None, source: str, tries: Callable[[], int]

@@ -167,7 +167,7 @@ class Registry:
         if self.telemetry is not None and _otel.opentelemetry_installed():
             self.telemetry.subscribe(self.metrics, self._server)
         self._llms: dict[str, LLM] = {}
-        self._chains: dict[tuple[str, FallbackChain], FallbackLLM] = {}
+        self._chains: dict[tuple[str, FallbackChain, bool, float], FallbackLLM] = {}
         self._breakers: CircuitBreakers | None = None
         self._closed = False
 
@@ -326,11 +326,20 @@ class Registry:
         return f"{llm.provider_name}|{self.provider_config(llm.provider_name).account()}|{llm.model}"
 
     def fallback_llm(
-        self, model: str, fallbacks: FallbackChain | Sequence[str | Fallback] | None = None
+        self,
+        model: str,
+        fallbacks: FallbackChain | Sequence[str | Fallback] | None = None,
+        *,
+        enable_cache: bool = False,
+        cache_ttl: float = 300.0,
     ) -> FallbackLLM | None:
         """``model`` with its fallbacks: ``fallbacks`` if given, else the config's chain for it.
 
         Returns None when there is no chain (``fallbacks=[]`` turns a configured one off).
+        ``enable_cache`` / ``cache_ttl``: each link is ``get_llm(link, enable_cache=...,
+        cache_ttl=...)``, so a link reached answers from its own cached replies (its
+        own model and account); a reply from the cache is no verdict on the link's
+        breaker. ``invoke`` / ``stream`` with ``fallbacks=`` use no cache.
 
         Raises:
             ConfigError: a link names an unknown provider or alias.
@@ -346,12 +355,13 @@ class Registry:
             chain = FallbackChain.of(fallbacks)
             if not chain.links:
                 return None
-        cached = self._chains.get((model, chain))
+        key = (model, chain, enable_cache, cache_ttl)
+        cached = self._chains.get(key)
         if cached is not None:
             return cached
         links = []
         for ref, spec in ((model, None), *((link.model, link) for link in chain.links)):
-            llm = self.get_llm(ref)
+            llm = self.get_llm(ref, enable_cache=enable_cache, cache_ttl=cache_ttl)
             from forge.fallback import Fallback
 
             links.append((
@@ -359,7 +369,7 @@ class Registry:
                 self.breakers.get(self.account_breaker_key(llm)),
             ))
         handle = FallbackLLM(links, chain, clock=self._clock, sleep=self._sleep, metrics=self.metrics)
-        self._chains[(model, chain)] = handle
+        self._chains[key] = handle
         return handle
 
     def _configured_chain(self, model: str) -> FallbackChain | None:

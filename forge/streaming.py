@@ -432,6 +432,7 @@ class Stream:
             f"{self.provider}:{self.model} stream timed out: {what} {value:g}s ({option}); "
             f"{self._chars} characters received so far are in .partial_text.",
             timeout_kind=kind,
+            limit_s=value,
             partial_text=self.text,
             usage=self._usage,
             provider=self.provider,

@@ -61,3 +61,15 @@ def test_every_benchmark_figure_in_the_docs_names_its_command() -> None:
             if quotes and "python -m benchmarks" not in near and "tests/" not in near:
                 missing.append(f"{page.name}: {paragraph[:80]!r}")
     assert not missing, missing
+
+
+def test_every_benchmark_module_prints_help_without_running() -> None:
+    # `python -m benchmarks.bench_X --help` must print usage and exit 0 at once, never start measuring.
+    modules = [*sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py")), "peers"]
+    wrong = []
+    for name in modules:
+        done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=20)
+        if done.returncode != 0 or not done.stdout.startswith("usage:"):
+            wrong.append(f"{name}: exit {done.returncode}, {(done.stdout or done.stderr)[:120]!r}")
+    assert not wrong, "\n".join(wrong)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +81,20 @@ def test_progress_is_plain_lines_when_not_a_terminal(files: dict[str, Path]) -> 
     assert "5/5 done=3 failed=2 in_flight=0" in progress[-1]
 
 
+@pytest.mark.parametrize("mode", ["batch_api", "concurrent"])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_ends_with_the_tokens_the_results_carry(files: dict[str, Path], mode: str, terminal: bool) -> None:
+    out = Terminal() if terminal else io.StringIO()
+    _, printed, lines = _run(files, "anthropic:claude-haiku-4-5", str(files["in"]), "--mode", mode, out=out)
+    used = sum(int(u["input_tokens"]) + int(u["output_tokens"])  # type: ignore[index, call-overload]
+               for u in (line.get("usage") for line in lines) if u)
+    assert used > 0
+    reports = [r for r in re.split(r"[\r\n]", printed) if " done=" in r]
+    assert "completed" in reports[-1] and f"tokens={used} " in reports[-1]
+    if mode == "batch_api":  # a provider batch's tokens are unknown until its results are in: never "0"
+        assert all("tokens=0" not in r for r in reports)
+
+
 def test_progress_is_a_live_bar_on_a_terminal(files: dict[str, Path]) -> None:
     _, printed, _ = _run(files, "google:gemini-2.5-flash", str(files["in"]), "--mode", "concurrent", out=Terminal())
     assert "\r[" in printed and "#" * 30 in printed
@@ -118,3 +134,28 @@ def test_model_and_input_are_required_without_resume(
 def test_an_unknown_job_fails_cleanly(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, _ = _run(files, "--resume", "fj_missing")  # a mistyped id is the user's to fix: exit 2
     assert rc == 2 and "no job 'fj_missing' in the job store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["batch_api", "concurrent"])
+def test_the_output_file_is_owner_only(files: dict[str, Path], mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The results hold replies: owner-only like the job store, whatever the umask, and no
+    # world-readable temporary file on the way (nor an older, wider file left as it was).
+    files["out"].write_text("old\n")
+    files["out"].chmod(0o644)
+    modes: list[int] = []
+    replace = os.replace
+
+    def spying_replace(src: str, dst: str) -> None:
+        modes.append(os.stat(src).st_mode & 0o777)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spying_replace)
+    old = os.umask(0o022)
+    try:
+        rc, _, lines = _run(files, "anthropic:claude-haiku-4-5", str(files["in"]), "--mode", mode)
+    finally:
+        os.umask(old)
+    assert rc == 3 and len(lines) == 5
+    assert modes == [0o600]
+    assert files["out"].stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in files["out"].parent.iterdir() if p.name.endswith(".tmp")) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -154,3 +155,46 @@ async def test_the_canary_key_and_redis_password_appear_nowhere(
     found = {i: leaks(text) for i, text in enumerate(produced) if leaks(text)}
     assert not found, "\n".join(f"{produced[i][:300]!r}" for i in found)
     assert any("DEBUG" in line for line in all_logs.lines)  # the logs were really captured
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "google", "ollama"])
+async def test_a_base_url_password_is_in_no_log_line(all_logs: Everything, provider: str) -> None:
+    # A proxy with basic auth in the base URL: the vendor client and httpx log every request's
+    # URL (httpx at INFO), so forge must not hand them a URL that carries the password.
+    models = {"openai": "openai:gpt-4o-mini", "anthropic": "anthropic:claude-haiku-4-5",
+              "google": "google:gemini-2.5-flash", "ollama": "ollama:llama3.2"}
+    async with Emulator() as emu:
+        cfg = emu.config()
+        section = cfg["providers"][provider]
+        section["base_url"] = str(section["base_url"]).replace("http://", f"http://proxy-user:{PASSWORD}@")
+        async with forge.Registry(cfg) as reg:
+            reply = await reg.invoke(models[provider], "hi")
+            streamed = await reg.stream(models[provider], "hi").collect()
+        sent = emu.requests
+    assert reply.text and streamed.text
+    assert any("HTTP Request" in line for line in all_logs.lines)  # httpx's request line was captured
+    leaked = [line[:300] for line in all_logs.lines if PASSWORD in line]
+    assert not leaked, leaked
+    # ...and the proxy still gets its credentials, as basic auth (what httpx made of the userinfo).
+    basic = "Basic " + base64.b64encode(f"proxy-user:{PASSWORD}".encode()).decode()
+    assert sent and all(r.headers.get("authorization") == basic for r in sent)
+
+
+async def test_a_base_url_password_goes_as_basic_auth_to_that_host_only() -> None:
+    async with HostileServer() as srv:
+        base = srv.url("/v1").replace("http://", f"http://proxy%2Duser:{PASSWORD}@")
+        cfg = load_config({"providers": {"openai": {"api_key": "sk-test", "base_url": base}}})
+        from forge.providers._common import base_url_auth, make_httpx2_client
+
+        auth = base_url_auth(cfg.provider("openai"))
+        assert auth is not None and base_url_auth(load_config({}).provider("openai")) is None
+        srv.push(Reply.http(204), Reply.http(204))
+        client = make_httpx2_client(cfg.provider("openai"))
+        try:
+            await client.get(srv.url("/v1/models"))  # the URL without userinfo: same origin
+            await client.get(srv.url("/v1/models").replace("127.0.0.1", "localhost"))  # another host
+        finally:
+            await client.aclose()
+    basic = "Basic " + base64.b64encode(f"proxy-user:{PASSWORD}".encode()).decode()
+    assert srv.requests[0].headers.get("authorization") == basic
+    assert "authorization" not in srv.requests[1].headers

@@ -6,13 +6,14 @@ import httpx2 / httpx when called, from inside the adapter that needs them.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from forge.errors import (
     AuthenticationError,
@@ -432,12 +433,62 @@ async def check_stream_reply(
     )
 
 
+def client_base_url(config: ProviderConfig) -> str | None:
+    """The base URL handed to the vendor client: the configured one without its userinfo.
+
+    A proxy's ``user:password@`` in ``base_url`` would otherwise sit in every request
+    URL, and both the vendor SDKs (DEBUG) and httpx (INFO: ``HTTP Request: POST
+    <url>``) log request URLs. The credentials go into an ``Authorization: Basic``
+    header instead (:func:`base_url_auth`), as httpx itself does with a URL's userinfo.
+    """
+    url = config.resolve_base_url()
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def base_url_auth(config: ProviderConfig) -> Callable[[Any], Any] | None:
+    """An httpx/httpx2 ``auth`` sending the base URL's userinfo as basic auth, to that origin only.
+
+    None when the base URL has no userinfo. Same header httpx builds from a URL's
+    userinfo (percent-decoded ``user:password``, base64), so the proxy sees what it
+    saw before; a redirect to another host never gets it.
+    """
+    url = config.resolve_base_url()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return None
+    userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    token = base64.b64encode(userinfo.encode()).decode()
+    header, origin = f"Basic {token}", _origin(url)
+
+    def auth(request: Any) -> Any:
+        if _origin(str(request.url)) == origin:
+            request.headers["Authorization"] = header
+        return request
+
+    return auth
+
+
 def make_httpx2_client(
     config: ProviderConfig, *, event_hooks: Mapping[str, list[object]] | None = None
 ) -> httpx2.AsyncClient:
     """One pooled httpx2 client per provider, with forge's timeouts and limits.
 
-    Every response's headers go to the rate limiter of the call that sent it.
+    Every response's headers go to the rate limiter of the call that sent it. A base
+    URL's userinfo becomes basic auth for its origin (:func:`base_url_auth`); give the
+    vendor client :func:`client_base_url`, which has none.
     """
     import httpx2
 
@@ -446,6 +497,7 @@ def make_httpx2_client(
     hooks.setdefault("request", []).insert(0, _trace_request_leaving)
 
     return httpx2.AsyncClient(
+        auth=base_url_auth(config),
         timeout=httpx2.Timeout(config.timeout, connect=config.connect_timeout),
         limits=httpx2.Limits(
             max_connections=config.max_connections,
@@ -465,6 +517,7 @@ def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
         max_keepalive_connections=min(config.max_connections, 100),
     )
     return {
+        "auth": base_url_auth(config),
         "timeout": httpx.Timeout(config.timeout, connect=config.connect_timeout),
         "limits": limits,
         "event_hooks": {"response": [_observe_rate_limit_headers], "request": [_trace_request_leaving]},

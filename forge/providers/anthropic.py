@@ -58,6 +58,7 @@ from forge.config import ProviderConfig
 from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
 from forge.providers._common import (
     check_stream_reply,
+    client_base_url,
     client_connection_error,
     error_for_status,
     headers_dict,
@@ -127,7 +128,7 @@ class AnthropicProvider:
         self._http = http_client if http_client is not None else make_httpx2_client(config)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
-            base_url=config.resolve_base_url(),
+            base_url=client_base_url(config),
             timeout=self._timeout,
             max_retries=0,
             http_client=self._http,

@@ -58,6 +58,7 @@ from forge.errors import (
 from forge.providers import _genai_private as genai_private
 from forge.providers._common import (
     check_stream_reply,
+    client_base_url,
     error_for_status,
     headers_dict,
     json_reply,
@@ -149,7 +150,7 @@ class GoogleProvider:
             api_key=api_key,
             vertexai=False,
             http_options=gt.HttpOptions(
-                base_url=config.resolve_base_url() or _DEFAULT_BASE_URL,
+                base_url=client_base_url(config) or _DEFAULT_BASE_URL,
                 api_version=api_version if isinstance(api_version, str) else None,
                 timeout=int(config.timeout * 1000),  # milliseconds; the SDK default is no timeout
                 retry_options=gt.HttpRetryOptions(attempts=1),  # retries are forge's job

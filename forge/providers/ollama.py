@@ -49,6 +49,7 @@ from forge.errors import (
 from forge.providers import _ollama_private as ollama_private
 from forge.providers._common import (
     check_stream_reply,
+    client_base_url,
     error_for_status,
     headers_dict,
     is_context_length_message,
@@ -90,7 +91,7 @@ class OllamaProvider:
             kwargs["transport"] = transport
         self._keep_alive = config.options.get("keep_alive")
         self._client = ollama.AsyncClient(
-            host=config.resolve_base_url(),  # None: OLLAMA_HOST, then http://127.0.0.1:11434
+            host=client_base_url(config),  # None: OLLAMA_HOST, then http://127.0.0.1:11434
             headers={"authorization": f"Bearer {key}"} if key else None,
             **kwargs,
         )

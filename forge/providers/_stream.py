@@ -58,19 +58,39 @@ class ResponseOwner:
 
 
 class ResponseStream(AsyncIterator[StreamEvent]):
-    """An adapter's event generator plus the HTTP response it reads, which :meth:`aclose` closes."""
+    """An adapter's event generator plus the HTTP response it reads, which :meth:`aclose` closes.
 
-    __slots__ = ("_gen", "_owner")
+    The generator yields the events of one network read together (a batch, see
+    :func:`decoded_events`); this iterator hands them out one at a time, and
+    :meth:`next_batch` the rest of a read at once (the Stream's per-chunk path).
+    """
 
-    def __init__(self, events: Callable[[ResponseOwner], AsyncGenerator[StreamEvent, None]]) -> None:
+    __slots__ = ("_batch", "_gen", "_i", "_owner")
+
+    def __init__(self, events: Callable[[ResponseOwner], AsyncGenerator[list[StreamEvent], None]]) -> None:
         self._owner = ResponseOwner()
         self._gen = events(self._owner)
+        self._batch: list[StreamEvent] = []
+        self._i = 0
 
     def __aiter__(self) -> ResponseStream:
         return self
 
-    def __anext__(self) -> Awaitable[StreamEvent]:
-        return self._gen.__anext__()
+    async def __anext__(self) -> StreamEvent:
+        batch, i = self._batch, self._i
+        while i >= len(batch):
+            batch = self._batch = await self._gen.__anext__()
+            i = 0
+        self._i = i + 1
+        return batch[i]
+
+    async def next_batch(self) -> list[StreamEvent]:
+        """The events of the next network read (or what is left of the current one); never empty."""
+        batch, i = self._batch, self._i
+        if i < len(batch):
+            self._batch, self._i = [], 0
+            return batch[i:] if i else batch
+        return await self._gen.__anext__()
 
     async def aclose(self) -> None:
         """Close the HTTP response, then the generator unless another task is inside it.
@@ -79,6 +99,7 @@ class ResponseStream(AsyncIterator[StreamEvent]):
         already closing) the generator, the closed response ends that task's read
         and it finishes the generator itself.
         """
+        self._batch, self._i = [], 0
         response = self._owner.response
         if response is not None:
             await response.aclose()
@@ -144,18 +165,22 @@ async def http_response_of(opened: AbstractAsyncContextManager[_VendorStreamed])
         yield vendor.http_response
 
 
-async def decoded_events(
+async def decoded_events(  # complexity: the per-read loop, kept whole
     owner: ResponseOwner,
     open_response: Callable[[], AbstractAsyncContextManager[HTTPResponse]],
     reader: EventReader,
     classify: Callable[[BaseException], ForgeError],
-) -> AsyncGenerator[StreamEvent, None]:
+) -> AsyncGenerator[list[StreamEvent], None]:
     """Every adapter's stream: open the response, check it, decode its body, classify what fails.
 
-    ``open_response()`` (called on the first ``__anext__``) sends the request; leaving it
-    closes the response. An exception that
-    is not forge's yet is classified here, once (``classify`` names the model and the
-    base URL); forge errors pass as they are.
+    Yields the events of each network read as one non-empty list (for
+    :class:`ResponseStream`): one generator step per read, not per event. When a
+    payload fails to decode, the events of the payloads before it in the same
+    read are yielded first, then the error is raised, as if one at a time.
+    ``open_response()`` (called on the first ``__anext__``) sends the request;
+    leaving it closes the response. An exception that is not forge's yet is
+    classified here, once (``classify`` names the model and the base URL); forge
+    errors pass as they are.
     """
     try:
         async with open_response() as response:
@@ -163,18 +188,27 @@ async def decoded_events(
             decoder = await reader.start(response)
             on_payload = reader.on_payload
             chunks = response.aiter_bytes()
+            events: list[StreamEvent] = []
             try:
                 async for chunk in chunks:
                     for payload in decoder.feed(chunk):
-                        for event in on_payload(payload):
-                            yield event
+                        events += on_payload(payload)
+                    if events:
+                        yield events
+                        events = []  # a new list: the one yielded is the caller's now
+                for payload in decoder.flush():
+                    events += on_payload(payload)
+            except Exception:
+                if events:
+                    yield events  # what decoded before the failure, as one event at a time would
+                raise
             finally:
                 await aclose_events(chunks)
-            for payload in decoder.flush():
-                for event in on_payload(payload):
-                    yield event
-        for event in reader.close():
-            yield event
+            if events:
+                yield events
+        events = reader.close()
+        if events:
+            yield events
     except ForgeError:
         raise
     except Exception as exc:

@@ -158,7 +158,7 @@ class AnthropicProvider:
         """
         return ResponseStream(lambda owner: self._stream(request, owner))
 
-    def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
+    def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[list[StreamEvent], None]:
         def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
             params = _params(request)
             params["stream"] = True

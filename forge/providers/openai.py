@@ -157,7 +157,7 @@ class OpenAIProvider:
             ))
         return ResponseStream(lambda owner: self._stream_chat(request, owner))
 
-    def _stream_chat(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[StreamEvent, None]:
+    def _stream_chat(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[list[StreamEvent], None]:
         def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
             params = _params(request, self._max_tokens_param, self._max_stop)
             params["stream"] = True

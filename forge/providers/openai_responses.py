@@ -92,7 +92,7 @@ def stream(
     request: Request,
     owner: ResponseOwner,
     classify: Callable[[BaseException], ForgeError],
-) -> AsyncGenerator[StreamEvent, None]:
+) -> AsyncGenerator[list[StreamEvent], None]:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
 
     def open_response() -> AbstractAsyncContextManager[httpx2.Response]:

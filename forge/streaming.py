@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -466,7 +466,7 @@ class Stream:
             self._source = source
             if self._closing:
                 return
-            batch: Sequence[StreamEvent] = head
+            batch: Iterable[StreamEvent] = head
             if head:
                 self._check_late()
             nxt = source.__anext__

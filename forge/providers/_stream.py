@@ -18,7 +18,7 @@ read in the iterating task then fails, and that task finishes the generator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -26,6 +26,7 @@ from forge.errors import ForgeError
 from forge.types import StreamEvent
 
 __all__ = [
+    "EventBatches",
     "EventReader",
     "HTTPResponse",
     "ResponseOwner",
@@ -57,39 +58,50 @@ class ResponseOwner:
         self.response: _ClosableResponse | None = None
 
 
+EventBatches = AsyncGenerator[Iterator[StreamEvent], None]
+"""What an adapter's stream generator yields: per network read, an iterator over its events."""
+
+_NOTHING: Iterator[StreamEvent] = iter(())
+
+
 class ResponseStream(AsyncIterator[StreamEvent]):
     """An adapter's event generator plus the HTTP response it reads, which :meth:`aclose` closes.
 
-    The generator yields the events of one network read together (a batch, see
-    :func:`decoded_events`); this iterator hands them out one at a time, and
-    :meth:`next_batch` the rest of a read at once (the Stream's per-chunk path).
+    The generator yields, per network read, an iterator over that read's events
+    (see :func:`decoded_events`); this iterator hands them out one at a time, and
+    :meth:`next_batch` a read's iterator whole (the Stream's per-chunk path).
     """
 
-    __slots__ = ("_batch", "_gen", "_i", "_owner")
+    __slots__ = ("_batch", "_gen", "_owner")
 
-    def __init__(self, events: Callable[[ResponseOwner], AsyncGenerator[list[StreamEvent], None]]) -> None:
+    def __init__(
+        self, events: Callable[[ResponseOwner], AsyncGenerator[Iterator[StreamEvent], None]]
+    ) -> None:
         self._owner = ResponseOwner()
         self._gen = events(self._owner)
-        self._batch: list[StreamEvent] = []
-        self._i = 0
+        self._batch = _NOTHING
 
     def __aiter__(self) -> ResponseStream:
         return self
 
     async def __anext__(self) -> StreamEvent:
-        batch, i = self._batch, self._i
-        while i >= len(batch):
-            batch = self._batch = await self._gen.__anext__()
-            i = 0
-        self._i = i + 1
-        return batch[i]
+        for event in self._batch:
+            return event
+        while True:
+            self._batch = batch = await self._gen.__anext__()
+            for event in batch:
+                return event
 
-    async def next_batch(self) -> list[StreamEvent]:
-        """The events of the next network read (or what is left of the current one); never empty."""
-        batch, i = self._batch, self._i
-        if i < len(batch):
-            self._batch, self._i = [], 0
-            return batch[i:] if i else batch
+    async def next_batch(self) -> Iterator[StreamEvent]:
+        """The events of the next network read (or what is left of the current one); may be empty.
+
+        Iterate it to its end before asking for the next: a payload that fails to
+        decode ends it, and the next call raises the error.
+        """
+        batch = self._batch
+        if batch is not _NOTHING:
+            self._batch = _NOTHING
+            return batch
         return await self._gen.__anext__()
 
     async def aclose(self) -> None:
@@ -99,7 +111,7 @@ class ResponseStream(AsyncIterator[StreamEvent]):
         already closing) the generator, the closed response ends that task's read
         and it finishes the generator itself.
         """
-        self._batch, self._i = [], 0
+        self._batch = _NOTHING
         response = self._owner.response
         if response is not None:
             await response.aclose()
@@ -165,54 +177,62 @@ async def http_response_of(opened: AbstractAsyncContextManager[_VendorStreamed])
         yield vendor.http_response
 
 
-async def decoded_events(  # complexity: the per-read loop, kept whole
+async def decoded_events(
     owner: ResponseOwner,
     open_response: Callable[[], AbstractAsyncContextManager[HTTPResponse]],
     reader: EventReader,
     classify: Callable[[BaseException], ForgeError],
-) -> AsyncGenerator[list[StreamEvent], None]:
+) -> AsyncGenerator[Iterator[StreamEvent], None]:
     """Every adapter's stream: open the response, check it, decode its body, classify what fails.
 
-    Yields the events of each network read as one non-empty list (for
-    :class:`ResponseStream`): one generator step per read, not per event. When a
-    payload fails to decode, the events of the payloads before it in the same
-    read are yielded first, then the error is raised, as if one at a time.
-    ``open_response()`` (called on the first ``__anext__``) sends the request;
-    leaving it closes the response. An exception that is not forge's yet is
-    classified here, once (``classify`` names the model and the base URL); forge
-    errors pass as they are.
+    Yields, per network read, an iterator over that read's events (for
+    :class:`ResponseStream`): one generator step per read, not per event. The
+    iterator turns each payload into events as it is iterated, so that only one
+    payload's objects are alive at a time (a read's worth of decoded JSON held at
+    once made the garbage collector run far more often). A payload that fails
+    ends the iterator; the error is raised here on the next step, classified as
+    before. ``open_response()`` (called on the first ``__anext__``) sends the
+    request; leaving it closes the response. An exception that is not forge's
+    yet is classified here, once (``classify`` names the model and the base URL);
+    forge errors pass as they are.
     """
+    failed: list[Exception] = []
     try:
         async with open_response() as response:
             owner.response = response
             decoder = await reader.start(response)
             on_payload = reader.on_payload
             chunks = response.aiter_bytes()
-            events: list[StreamEvent] = []
             try:
                 async for chunk in chunks:
-                    for payload in decoder.feed(chunk):
-                        events += on_payload(payload)
-                    if events:
-                        yield events
-                        events = []  # a new list: the one yielded is the caller's now
-                for payload in decoder.flush():
-                    events += on_payload(payload)
-            except Exception:
-                if events:
-                    yield events  # what decoded before the failure, as one event at a time would
-                raise
+                    payloads = decoder.feed(chunk)
+                    if payloads:
+                        yield _events_of(payloads, on_payload, failed)
+                        if failed:
+                            raise failed[0]
+                payloads = decoder.flush()
+                if payloads:
+                    yield _events_of(payloads, on_payload, failed)
+                    if failed:
+                        raise failed[0]
             finally:
                 await aclose_events(chunks)
-            if events:
-                yield events
-        events = reader.close()
-        if events:
-            yield events
+        yield iter(reader.close())
     except ForgeError:
         raise
     except Exception as exc:
         raise classify(exc) from exc
+
+
+def _events_of(
+    payloads: list[Any], on_payload: Callable[[Any], list[StreamEvent]], failed: list[Exception]
+) -> Iterator[StreamEvent]:
+    """The events of one read's payloads, decoded as they are iterated; a failure is put in ``failed``."""
+    try:
+        for payload in payloads:
+            yield from on_payload(payload)
+    except Exception as exc:
+        failed.append(exc)
 
 
 async def classified(call: Awaitable[T], classify: Callable[[BaseException], ForgeError]) -> T:

@@ -45,7 +45,7 @@ signature, and requires the thinking of an assistant turn that ended in
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,7 @@ from forge.providers._common import (
     unclassified_error,
 )
 from forge.providers._stream import (
+    EventBatches,
     ResponseOwner,
     ResponseStream,
     classified,
@@ -158,7 +159,7 @@ class AnthropicProvider:
         """
         return ResponseStream(lambda owner: self._stream(request, owner))
 
-    def _stream(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[list[StreamEvent], None]:
+    def _stream(self, request: Request, owner: ResponseOwner) -> EventBatches:
         def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
             params = _params(request)
             params["stream"] = True

@@ -46,7 +46,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gt
 
-from forge._wire import GeminiSSEDecoder, JSONArrayDecoder
+from forge._wire import GeminiSSEDecoder, JSONArrayDecoder, loads
 from forge.config import ProviderConfig
 from forge.errors import (
     AuthenticationError,
@@ -690,9 +690,11 @@ class _StreamReader(_ChunkReader):
         # forge asks for SSE; a server (or proxy) that ignores alt=sse streams one
         # JSON array instead, as the API does without it. Decode either.
         json_array = "json" in ctype and "event-stream" not in ctype
-        return JSONArrayDecoder() if json_array else GeminiSSEDecoder()
+        return JSONArrayDecoder() if json_array else GeminiSSEDecoder(texts=True)
 
-    def on_payload(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+    def on_payload(self, payload: dict[str, Any] | str) -> list[StreamEvent]:
+        # JSON text from the SSE decoder, decoded here one object at a time
+        chunk: dict[str, Any] = loads(payload) if isinstance(payload, str) else payload
         if "error" in chunk:
             assert self._response is not None
             _raise_in_band(chunk, self._response)

@@ -37,7 +37,7 @@ import httpx
 import ollama
 from ollama._types import ChatRequest, Options
 
-from forge._wire import NDJSONDecoder
+from forge._wire import NDJSONDecoder, loads
 from forge.config import ProviderConfig
 from forge.errors import (
     BadRequestError,
@@ -448,10 +448,10 @@ class _StreamReader(_LineReader):
             response, media_types=_STREAM_MEDIA_TYPES, expected="an NDJSON stream of /api/chat lines",
             provider=_PROVIDER, model=self._model, base_url=self._base_url,
         )
-        return NDJSONDecoder()
+        return NDJSONDecoder(texts=True)
 
     def on_payload(self, line: Any) -> list[StreamEvent]:
-        return self.feed(line)
+        return self.feed(loads(line))  # decoded here, one line at a time
 
     def close(self) -> list[StreamEvent]:
         if self.done_line is None:

@@ -26,7 +26,7 @@ Request mapping (see docs/providers.md for the full table):
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,6 +58,7 @@ from forge.providers._common import (
     unclassified_error,
 )
 from forge.providers._stream import (
+    EventBatches,
     ResponseOwner,
     ResponseStream,
     classified,
@@ -157,7 +158,7 @@ class OpenAIProvider:
             ))
         return ResponseStream(lambda owner: self._stream_chat(request, owner))
 
-    def _stream_chat(self, request: Request, owner: ResponseOwner) -> AsyncGenerator[list[StreamEvent], None]:
+    def _stream_chat(self, request: Request, owner: ResponseOwner) -> EventBatches:
         def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
             params = _params(request, self._max_tokens_param, self._max_stop)
             params["stream"] = True

@@ -41,7 +41,7 @@ raise the classified error.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,7 @@ from forge.providers._common import (
     public_url,
     reasoning_effort,
 )
-from forge.providers._stream import ResponseOwner, decoded_events, http_response_of
+from forge.providers._stream import EventBatches, ResponseOwner, decoded_events, http_response_of
 from forge.types import (
     FinishReason,
     Message,
@@ -92,7 +92,7 @@ def stream(
     request: Request,
     owner: ResponseOwner,
     classify: Callable[[BaseException], ForgeError],
-) -> AsyncGenerator[list[StreamEvent], None]:
+) -> EventBatches:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
 
     def open_response() -> AbstractAsyncContextManager[httpx2.Response]:

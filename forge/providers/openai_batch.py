@@ -18,7 +18,9 @@ from typing import Any
 
 from forge.errors import BatchError, ForgeError
 from forge.providers._common import error_for_status, headers_dict, parse_retry_after
-from forge.providers.openai import OpenAIProvider, _params, _response
+from forge.providers.openai import OpenAIProvider
+from forge.providers.openai_reply import _response
+from forge.providers.openai_request import _params
 from forge.types import BatchState, BatchStatus, Request, Response
 
 __all__ = ["OpenAIBatch", "batch_line", "parse_result_line"]

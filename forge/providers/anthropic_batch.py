@@ -17,7 +17,9 @@ from typing import Any
 
 from forge.errors import BatchError, ForgeError
 from forge.providers._common import error_for_status, headers_dict, parse_retry_after
-from forge.providers.anthropic import AnthropicProvider, _params, _response
+from forge.providers.anthropic import AnthropicProvider
+from forge.providers.anthropic_reply import _response
+from forge.providers.anthropic_request import _params
 from forge.types import BatchState, BatchStatus, Request, Response
 
 __all__ = ["AnthropicBatch", "batch_request", "parse_result"]

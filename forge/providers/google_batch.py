@@ -22,7 +22,9 @@ from google.genai import types as gt
 
 from forge.errors import BadRequestError, BatchError, ForgeError
 from forge.providers._common import error_for_status
-from forge.providers.google import GoogleProvider, _ChunkReader, gemini_call_args
+from forge.providers.google import GoogleProvider
+from forge.providers.google_reply import _ChunkReader
+from forge.providers.google_request import gemini_call_args
 from forge.types import BatchState, BatchStatus, Request, Response, Usage
 
 __all__ = ["GoogleBatch", "inlined_request", "parse_inlined_response"]

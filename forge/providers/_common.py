@@ -10,7 +10,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +28,7 @@ from forge.errors import (
     ServerError,
 )
 from forge.ratelimit import response_observer
+from forge.types import Response, StreamEvent, Usage
 
 if TYPE_CHECKING:
     import httpx
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from forge.types import ReasoningEffort, Request
 
 __all__ = [
+    "reply_from_events",
     "REASONING_BUDGETS",
     "body_preview",
     "check_stream_reply",
@@ -509,4 +511,22 @@ def check_schema_name(request: Request) -> None:
         "Set ResponseFormat(name=...) to such a name.",
         provider="openai",
         model=request.model,
+    )
+
+
+def reply_from_events(
+    events: Sequence[StreamEvent], *, provider: str, model: str, usage: Usage | None, raw: object,
+    **fields: Any,
+) -> Response:
+    """A whole reply from the events a stream decoder made of its body (Gemini, Ollama, Gemini batch items):
+    the text, the finished tool calls and the reasoning text, plus ``fields`` as given."""
+    return Response(
+        text="".join(ev.text for ev in events if ev.kind == "text"),
+        provider=provider,
+        model=model,
+        usage=usage or Usage(),
+        tool_calls=tuple(ev.tool_call for ev in events if ev.kind == "tool_call_done" and ev.tool_call),
+        reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
+        raw=raw,
+        **fields,
     )

@@ -19,7 +19,7 @@ read in the iterating task then fails, and that task finishes the generator.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, Protocol, TypeVar
 
 from forge.errors import ForgeError
@@ -34,6 +34,7 @@ __all__ = [
     "WireDecoder",
     "aclose_events",
     "classified",
+    "classifying",
     "decoded_events",
     "http_response_of",
 ]
@@ -233,6 +234,17 @@ def _events_of(
             yield from on_payload(payload)
     except Exception as exc:
         failed.append(exc)
+
+
+@contextmanager
+def classifying(classify: Callable[[Exception], ForgeError]) -> Iterator[None]:
+    """Classify, once, an exception raised in the block that is not forge's yet (batch calls)."""
+    try:
+        yield
+    except ForgeError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
 
 
 async def classified(call: Awaitable[T], classify: Callable[[BaseException], ForgeError]) -> T:

@@ -9,6 +9,7 @@ from forge.errors import BadRequestError
 from forge.providers._common import (
     reasoning_budget,
 )
+from forge.providers._mapping import sampling, tool_specs
 from forge.types import (
     Message,
     ReasoningBlock,
@@ -71,13 +72,7 @@ def _params(request: Request) -> dict[str, Any]:
     if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
         params["output_config"] = {"format": {"type": "json_schema", "schema": _closed(fmt.schema)}}
     if request.tools:
-        tools = []
-        for tool in request.tools:
-            spec: dict[str, Any] = {"name": tool.name, "input_schema": dict(tool.parameters)}
-            if tool.description:
-                spec["description"] = tool.description
-            tools.append(spec)
-        params["tools"] = tools
+        params["tools"] = tool_specs(request, schema="input_schema")
     if request.tool_choice:
         choice = request.tool_choice
         if choice in ("auto", "none"):
@@ -87,11 +82,7 @@ def _params(request: Request) -> dict[str, Any]:
         else:
             params["tool_choice"] = {"type": "tool", "name": choice}
     # anthropic 2.x dropped the sampling keywords from ``create``; the API still takes them.
-    body: dict[str, Any] = {}
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
+    body = sampling(request, max_tokens=None, stop=None, seed=False)
     body.update(request.extra)
     if body:
         params["extra_body"] = body

@@ -69,7 +69,6 @@ from forge.types import (
     Request,
     Response,
     StreamEvent,
-    Usage,
 )
 
 __all__ = ["GoogleProvider"]
@@ -130,19 +129,7 @@ class GoogleProvider:
         body, events = await classified(
             self._send(http_request, request.model, reader), lambda exc: self._classify(exc, request.model)
         )
-        return Response(
-            text="".join(ev.text for ev in events if ev.kind == "text"),
-            provider=_PROVIDER,
-            model=request.model,
-            finish_reason=reader.finish_reason(),
-            usage=reader.usage or Usage(),
-            tool_calls=tuple(ev.tool_call for ev in events if ev.kind == "tool_call_done" and ev.tool_call),
-            reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
-            reasoning_signature=reader.text_signature,
-            reasoning_blocks=reader.blocks(),
-            id=reader.response_id,
-            raw=body,
-        )
+        return reader.response(events, request.model, body)
 
     async def _send(
         self, http_request: httpx2.Request, model: str, reader: _ChunkReader

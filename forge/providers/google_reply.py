@@ -20,10 +20,12 @@ from forge.providers._common import (
     error_for_status,
     headers_dict,
     parse_retry_after,
+    reply_from_events,
 )
 from forge.types import (
     FinishReason,
     ReasoningBlock,
+    Response,
     StreamEvent,
     StreamEventKind,
     ToolCall,
@@ -173,6 +175,14 @@ class _ChunkReader:
             return 0
         self._reasoning.append(_Thought(len(self._reasoning), "signature", self._pos - 1, signature))
         return len(self._reasoning) - 1
+
+    def response(self, events: list[StreamEvent], model: str, body: object) -> Response:
+        """The whole reply whose chunk(s) produced ``events``."""
+        return reply_from_events(
+            events, provider=_PROVIDER, model=model, usage=self.usage, raw=body,
+            finish_reason=self.finish_reason(), reasoning_signature=self.text_signature,
+            reasoning_blocks=self.blocks(), id=self.response_id,
+        )
 
     def blocks(self) -> tuple[ReasoningBlock, ...]:
         """The reply's reasoning blocks (thought parts, answer-part signatures), in order."""

@@ -17,6 +17,7 @@ from forge.providers import _genai_private as genai_private
 from forge.providers._common import (
     reasoning_budget,
 )
+from forge.providers._mapping import sampling
 from forge.types import (
     Message,
     Request,
@@ -94,16 +95,7 @@ def gemini_call_args(request: Request) -> tuple[str, list[gt.Content], gt.Genera
     }
     if system:
         cfg["system_instruction"] = "\n\n".join(system)
-    if request.max_tokens is not None:
-        cfg["max_output_tokens"] = request.max_tokens
-    if request.temperature is not None:
-        cfg["temperature"] = request.temperature
-    if request.top_p is not None:
-        cfg["top_p"] = request.top_p
-    if request.seed is not None:
-        cfg["seed"] = request.seed
-    if request.stop:
-        cfg["stop_sequences"] = list(request.stop)
+    cfg.update(sampling(request, max_tokens="max_output_tokens", stop="stop_sequences"))
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         cfg["response_mime_type"] = "application/json"

@@ -53,6 +53,7 @@ from forge.providers._common import (
     json_reply,
     make_httpx_kwargs,
     public_url,
+    reply_from_events,
     unclassified_error,
 )
 from forge.providers._stream import ResponseStream, classified, decoded_events
@@ -101,15 +102,9 @@ class OllamaProvider:
         body, events = await classified(
             self._send(http_request, request.model, reader), lambda exc: self._classify(exc, request.model)
         )
-        return Response(
-            text="".join(ev.text for ev in events if ev.kind == "text"),
-            provider=_PROVIDER,
-            model=request.model,
+        return reply_from_events(
+            events, provider=_PROVIDER, model=request.model, usage=reader.usage, raw=body,
             finish_reason=reader.finish_reason(),
-            usage=reader.usage or Usage(),
-            tool_calls=tuple(reader.calls),
-            reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
-            raw=body,
         )
 
     async def _send(

@@ -12,6 +12,7 @@ from forge.providers import _ollama_private as ollama_private
 from forge.providers._common import (
     reasoning_effort,
 )
+from forge.providers._mapping import sampling
 from forge.types import Message, Request
 
 _PROVIDER = "ollama"
@@ -49,17 +50,7 @@ def build_ollama_chat_payload(model: str, kwargs: Mapping[str, Any], *, stream: 
 
 def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[str, dict[str, Any]]:
     """Translate a forge Request into ``AsyncClient.chat(model, **kwargs)`` arguments."""
-    options: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        options["num_predict"] = request.max_tokens
-    if request.temperature is not None:
-        options["temperature"] = request.temperature
-    if request.top_p is not None:
-        options["top_p"] = request.top_p
-    if request.seed is not None:
-        options["seed"] = request.seed
-    if request.stop:
-        options["stop"] = list(request.stop)
+    options = sampling(request, max_tokens="num_predict", stop="stop")
     kwargs: dict[str, Any] = {"messages": _messages(request)}
     choice = request.tool_choice
     if request.tools and choice not in (None, "auto", "none"):

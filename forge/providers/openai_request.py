@@ -14,6 +14,7 @@ from forge.providers._common import (
     check_schema_name,
     reasoning_effort,
 )
+from forge.providers._mapping import sampling, tool_specs
 from forge.types import Message, Request
 
 # --------------------------------------------------------------------------- request
@@ -43,16 +44,7 @@ def _params(
         )
     check_schema_name(request)
     params: dict[str, Any] = {"model": request.model, "messages": _messages(request)}
-    if request.max_tokens is not None:
-        params[max_tokens_param] = request.max_tokens
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    if request.top_p is not None:
-        params["top_p"] = request.top_p
-    if request.seed is not None:
-        params["seed"] = request.seed
-    if request.stop:
-        params["stop"] = list(request.stop)
+    params.update(sampling(request, max_tokens=max_tokens_param, stop="stop"))
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         if fmt.type == "json_schema" and fmt.schema is not None:
@@ -63,13 +55,8 @@ def _params(
         else:
             params["response_format"] = {"type": "json_object"}
     if request.tools:
-        tools = []
-        for tool in request.tools:
-            function: dict[str, Any] = {"name": tool.name, "parameters": dict(tool.parameters)}
-            if tool.description:
-                function["description"] = tool.description
-            tools.append({"type": "function", "function": function})
-        params["tools"] = tools
+        functions = tool_specs(request, schema="parameters")
+        params["tools"] = [{"type": "function", "function": function} for function in functions]
     if request.tool_choice:
         choice = request.tool_choice
         params["tool_choice"] = (

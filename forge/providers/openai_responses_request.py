@@ -11,6 +11,7 @@ from forge.providers._common import (
     check_schema_name,
     reasoning_effort,
 )
+from forge.providers._mapping import sampling
 from forge.types import (
     Message,
     ReasoningBlock,
@@ -42,12 +43,7 @@ def responses_params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = {"model": request.model, "input": _input(request.messages, chained)}
     if request.system:
         params["instructions"] = request.system
-    if request.max_tokens is not None:
-        params["max_output_tokens"] = request.max_tokens
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    if request.top_p is not None:
-        params["top_p"] = request.top_p
+    params.update(sampling(request, max_tokens="max_output_tokens", stop=None, seed=False))
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         if fmt.type == "json_schema" and fmt.schema is not None:

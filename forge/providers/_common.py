@@ -28,7 +28,7 @@ from forge.errors import (
     ServerError,
 )
 from forge.ratelimit import response_observer
-from forge.types import Response, StreamEvent, Usage
+from forge.types import FinishReason, Response, StreamEvent, Usage
 
 if TYPE_CHECKING:
     import httpx
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from forge.types import ReasoningEffort, Request
 
 __all__ = [
+    "mapped_finish",
     "reply_from_events",
     "REASONING_BUDGETS",
     "body_preview",
@@ -512,6 +513,13 @@ def check_schema_name(request: Request) -> None:
         provider="openai",
         model=request.model,
     )
+
+
+def mapped_finish(table: Mapping[str, FinishReason], reason: object) -> FinishReason | None:
+    """A vendor's finish reason through its ``table``; one the table lacks is a plain ``stop``."""
+    if reason is None:
+        return None
+    return table.get(str(reason), "stop")
 
 
 def reply_from_events(

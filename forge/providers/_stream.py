@@ -37,6 +37,7 @@ __all__ = [
     "classifying",
     "decoded_events",
     "http_response_of",
+    "sent_stream",
 ]
 
 T = TypeVar("T")
@@ -245,6 +246,28 @@ def classifying(classify: Callable[[Exception], ForgeError]) -> Iterator[None]:
         raise
     except Exception as exc:
         raise classify(exc) from exc
+
+
+def sent_stream(
+    send: Callable[[], Awaitable[Any]],
+    reader: EventReader,
+    classify: Callable[[BaseException], ForgeError],
+) -> ResponseStream:
+    """The stream of a request forge sends itself on its pooled client (Gemini, Ollama).
+
+    ``send()`` (called on the first ``__anext__``) sends it with ``stream=True``; the
+    response is closed when the stream ends, however it ends.
+    """
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Any]:
+        response = await send()
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    return ResponseStream(lambda owner: decoded_events(owner, opened, reader, classify))
 
 
 async def classified(call: Awaitable[T], classify: Callable[[BaseException], ForgeError]) -> T:

@@ -14,6 +14,7 @@ from forge.errors import ProviderConnectionError, ProviderError
 from forge.providers._common import (
     check_stream_reply,
     error_for_status,
+    mapped_finish,
 )
 from forge.types import (
     FinishReason,
@@ -93,9 +94,7 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
 
 
 def _finish(reason: object) -> FinishReason | None:
-    if reason is None:
-        return None
-    return _FINISH.get(str(reason), "stop")
+    return mapped_finish(_FINISH, reason)
 
 
 def _usage(start: Mapping[str, Any], latest: Mapping[str, Any]) -> Usage:

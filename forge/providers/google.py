@@ -35,7 +35,6 @@ Decisions (see also docs/providers.md):
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
@@ -54,7 +53,7 @@ from forge.providers._common import (
     public_url,
     unclassified_error,
 )
-from forge.providers._stream import ResponseStream, classified, decoded_events
+from forge.providers._stream import classified, sent_stream
 from forge.providers.google_reply import (
     _RESPONSE_SHAPE,
     _api_error,
@@ -150,18 +149,10 @@ class GoogleProvider:
 
         ``aclose()`` closes the HTTP response, from any task.
         """
-        state = _StreamReader(request.model, self.base_url)
-        return ResponseStream(lambda owner: decoded_events(
-            owner, lambda: self._open(request), state, lambda exc: self._classify(exc, request.model)
-        ))
-
-    @asynccontextmanager
-    async def _open(self, request: Request) -> AsyncIterator[httpx2.Response]:
-        response = await self._http.send(self._prepare(request, stream=True), stream=True)
-        try:
-            yield response
-        finally:
-            await response.aclose()
+        return sent_stream(
+            lambda: self._http.send(self._prepare(request, stream=True), stream=True),
+            _StreamReader(request.model, self.base_url), lambda exc: self._classify(exc, request.model),
+        )
 
     def classify(self, exc: BaseException) -> ForgeError:
         """Map a google-genai, httpx2 or OS exception onto the forge error tree."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -56,7 +55,7 @@ from forge.providers._common import (
     reply_from_events,
     unclassified_error,
 )
-from forge.providers._stream import ResponseStream, classified, decoded_events
+from forge.providers._stream import classified, sent_stream
 from forge.providers.ollama_request import build_ollama_chat_payload as build_ollama_chat_payload
 from forge.providers.ollama_request import check_tools_survive
 from forge.providers.ollama_request import ollama_chat_args as ollama_chat_args
@@ -124,18 +123,10 @@ class OllamaProvider:
 
         ``aclose()`` closes the HTTP response, from any task.
         """
-        state = _StreamReader(request.model, self.base_url)
-        return ResponseStream(lambda owner: decoded_events(
-            owner, lambda: self._open(request), state, lambda exc: self._classify(exc, request.model)
-        ))
-
-    @asynccontextmanager
-    async def _open(self, request: Request) -> AsyncIterator[httpx.Response]:
-        response = await self._http().send(self._prepare(request, stream=True), stream=True)
-        try:
-            yield response
-        finally:
-            await response.aclose()
+        return sent_stream(
+            lambda: self._http().send(self._prepare(request, stream=True), stream=True),
+            _StreamReader(request.model, self.base_url), lambda exc: self._classify(exc, request.model),
+        )
 
     def classify(self, exc: BaseException) -> ForgeError:
         """Map an ollama, httpx or OS exception onto the forge error tree."""

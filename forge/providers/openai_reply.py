@@ -18,6 +18,7 @@ from forge.providers._common import (
     body_preview,
     check_stream_reply,
     error_for_status,
+    mapped_finish,
 )
 from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
 
@@ -79,20 +80,27 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
 
 
 def _finish(reason: object) -> FinishReason | None:
-    if reason is None:
-        return None
-    return _FINISH.get(str(reason), "stop")
+    return mapped_finish(_FINISH, reason)
 
 
 def _usage(u: Mapping[str, Any]) -> Usage:
-    prompt = u.get("prompt_tokens_details") or {}
-    completion = u.get("completion_tokens_details") or {}
+    return openai_usage(u, "prompt", "completion", top_level_cache_write=True)
+
+
+def openai_usage(u: Mapping[str, Any], into: str, out: str, *, top_level_cache_write: bool = False) -> Usage:
+    """An OpenAI usage object: Chat Completions names its counts ``prompt``/``completion``, the
+    Responses API ``input``/``output``; the details objects are named after them."""
+    into_details = u.get(f"{into}_tokens_details") or {}
+    out_details = u.get(f"{out}_tokens_details") or {}
+    cache_write = into_details.get("cache_write_tokens") or 0
+    if top_level_cache_write and not cache_write:
+        cache_write = u.get("cache_write_tokens") or 0  # where some compatible servers put it
     return Usage(
-        input_tokens=u.get("prompt_tokens") or 0,
-        output_tokens=u.get("completion_tokens") or 0,
-        cached_input_tokens=prompt.get("cached_tokens") or 0,
-        cache_write_tokens=prompt.get("cache_write_tokens") or u.get("cache_write_tokens") or 0,
-        reasoning_tokens=completion.get("reasoning_tokens") or 0,
+        input_tokens=u.get(f"{into}_tokens") or 0,
+        output_tokens=u.get(f"{out}_tokens") or 0,
+        cached_input_tokens=into_details.get("cached_tokens") or 0,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=out_details.get("reasoning_tokens") or 0,
     )
 
 

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     import httpx2
     import openai
 
+from forge.providers.openai_reply import openai_usage
 from forge.providers.openai_responses_request import (
     _reasoning_block,
     _reasoning_texts,
@@ -110,15 +111,7 @@ def stream(
 
 
 def _usage(u: Mapping[str, Any]) -> Usage:
-    inp = u.get("input_tokens_details") or {}
-    out = u.get("output_tokens_details") or {}
-    return Usage(
-        input_tokens=u.get("input_tokens") or 0,
-        output_tokens=u.get("output_tokens") or 0,
-        cached_input_tokens=inp.get("cached_tokens") or 0,
-        cache_write_tokens=inp.get("cache_write_tokens") or 0,
-        reasoning_tokens=out.get("reasoning_tokens") or 0,
-    )
+    return openai_usage(u, "input", "output")
 
 
 def _reasoning_item(item: Mapping[str, Any]) -> dict[str, Any]:

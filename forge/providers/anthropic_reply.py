@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx2
 
@@ -165,64 +165,74 @@ class _MessageStream:
         if event == "ping" or not event or not data:
             return []  # the official client drops unnamed events too
         obj = loads(data)
-        if event == "content_block_delta":
-            delta = obj["delta"]
-            kind = delta.get("type")
-            if kind == "text_delta":
-                if not delta["text"]:
-                    return []
-                self._text_chars += len(delta["text"])
-                return [StreamEvent("text", delta["text"], raw=obj)]
-            if kind == "input_json_delta":
-                fragment = delta.get("partial_json")
-                block = self._blocks.get(obj.get("index", 0))
-                if not fragment or block is None:
-                    return []
-                block.parts.append(fragment)
-                return [StreamEvent("tool_call_delta", fragment, index=block.ordinal, raw=obj)]
-            if kind == "thinking_delta":
-                thought = self._reasoning.get(obj.get("index", 0))
-                if not delta["thinking"]:
-                    return []
-                ordinal = 0
-                if thought is not None:
-                    thought.parts.append(delta["thinking"])
-                    ordinal = thought.ordinal
-                return [StreamEvent("reasoning", delta["thinking"], index=ordinal, raw=obj)]
-            if kind == "signature_delta":
-                thought = self._reasoning.get(obj.get("index", 0))
-                if thought is not None:
-                    thought.signature = (thought.signature or "") + (delta.get("signature") or "")
-                return [StreamEvent("reasoning", "", index=thought.ordinal if thought else 0, raw=obj,
-                                    signature=delta.get("signature"))]
+        handler = self._ON_EVENT.get(event)
+        return handler(self, obj) if handler is not None else []
+
+    def _on_delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = obj["delta"]
+        kind = delta.get("type")
+        if kind == "text_delta":  # nearly every event: no call beyond this one
+            text = delta["text"]
+            if not text:
+                return []
+            self._text_chars += len(text)
+            return [StreamEvent("text", text, raw=obj)]
+        handler = self._ON_DELTA.get(kind)
+        return handler(self, obj, delta) if handler is not None else []
+
+    def _on_json_delta(self, obj: Mapping[str, Any], delta: Mapping[str, Any]) -> list[StreamEvent]:
+        fragment = delta.get("partial_json")
+        block = self._blocks.get(obj.get("index", 0))
+        if not fragment or block is None:
             return []
-        if event == "content_block_start":
-            return self._on_block_start(obj)
-        if event == "content_block_stop":
-            thought = self._reasoning.pop(obj.get("index", 0), None)
-            if thought is not None:
-                return [thought.done(obj)]
-            block = self._blocks.pop(obj.get("index", 0), None)
-            return [] if block is None else [block.done(obj, self._model)]
-        if event == "message_start":
-            message = obj.get("message") or {}
-            self._id = message.get("id") or ""
-            self._usage = message.get("usage") or {}
-            return [StreamEvent("usage", usage=_usage(self._usage, self._usage), raw=obj)]
-        if event == "message_delta":
-            reason = (obj.get("delta") or {}).get("stop_reason")
-            if reason:
-                self._finish = _finish(reason)
-            usage = obj.get("usage")
-            if usage:
-                return [StreamEvent("usage", usage=_usage(self._usage, usage), raw=obj)]
+        block.parts.append(fragment)
+        return [StreamEvent("tool_call_delta", fragment, index=block.ordinal, raw=obj)]
+
+    def _on_thinking_delta(self, obj: Mapping[str, Any], delta: Mapping[str, Any]) -> list[StreamEvent]:
+        thought = self._reasoning.get(obj.get("index", 0))
+        if not delta["thinking"]:
             return []
-        if event == "message_stop":
-            self._stopped = True
-            return []
-        if event == "error":
-            raise self._error(obj)
+        ordinal = 0
+        if thought is not None:
+            thought.parts.append(delta["thinking"])
+            ordinal = thought.ordinal
+        return [StreamEvent("reasoning", delta["thinking"], index=ordinal, raw=obj)]
+
+    def _on_signature_delta(self, obj: Mapping[str, Any], delta: Mapping[str, Any]) -> list[StreamEvent]:
+        thought = self._reasoning.get(obj.get("index", 0))
+        if thought is not None:
+            thought.signature = (thought.signature or "") + (delta.get("signature") or "")
+        return [StreamEvent("reasoning", "", index=thought.ordinal if thought else 0, raw=obj,
+                            signature=delta.get("signature"))]
+
+    def _on_block_stop(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        thought = self._reasoning.pop(obj.get("index", 0), None)
+        if thought is not None:
+            return [thought.done(obj)]
+        block = self._blocks.pop(obj.get("index", 0), None)
+        return [] if block is None else [block.done(obj, self._model)]
+
+    def _on_message_start(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        message = obj.get("message") or {}
+        self._id = message.get("id") or ""
+        self._usage = message.get("usage") or {}
+        return [StreamEvent("usage", usage=_usage(self._usage, self._usage), raw=obj)]
+
+    def _on_message_delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        reason = (obj.get("delta") or {}).get("stop_reason")
+        if reason:
+            self._finish = _finish(reason)
+        usage = obj.get("usage")
+        if usage:
+            return [StreamEvent("usage", usage=_usage(self._usage, usage), raw=obj)]
         return []
+
+    def _on_message_stop(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        self._stopped = True
+        return []
+
+    def _on_error(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        raise self._error(obj)
 
     def _on_block_start(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         block = obj.get("content_block") or {}
@@ -256,6 +266,24 @@ class _MessageStream:
             provider="anthropic",
             model=self._model,
         )
+
+    # One handler per event type (docs.anthropic.com/en/docs/build-with-claude/streaming); others are dropped.
+    _ON_EVENT: ClassVar[dict[str, Callable[[_MessageStream, Mapping[str, Any]], list[StreamEvent]]]] = {
+        "content_block_delta": _on_delta,
+        "content_block_start": _on_block_start,
+        "content_block_stop": _on_block_stop,
+        "message_start": _on_message_start,
+        "message_delta": _on_message_delta,
+        "message_stop": _on_message_stop,
+        "error": _on_error,
+    }
+    _ON_DELTA: ClassVar[
+        dict[str, Callable[[_MessageStream, Mapping[str, Any], Mapping[str, Any]], list[StreamEvent]]]
+    ] = {
+        "input_json_delta": _on_json_delta,
+        "thinking_delta": _on_thinking_delta,
+        "signature_delta": _on_signature_delta,
+    }
 
     def close(self) -> list[StreamEvent]:
         """End of body: the final ``finish`` event, or an error if the stream was cut short."""

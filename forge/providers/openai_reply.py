@@ -55,15 +55,7 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
     finish = _finish(choice.get("finish_reason"))
     if refusal and not content:
         finish = "content_filter"
-    calls = tuple(
-        _tool_call(
-            tc.get("id") or "",
-            (tc.get("function") or {}).get("name") or "",
-            (tc.get("function") or {}).get("arguments") or "",
-            model,
-        )
-        for tc in message.get("tool_calls") or ()
-    )
+    calls = tuple(_message_call(tc, model) for tc in message.get("tool_calls") or ())
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     usage = data.get("usage")
     return Response(
@@ -77,6 +69,11 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
         id=data.get("id"),
         raw=data,
     )
+
+
+def _message_call(tc: Mapping[str, Any], model: str) -> ToolCall:
+    function = tc.get("function") or {}
+    return _tool_call(tc.get("id") or "", function.get("name") or "", function.get("arguments") or "", model)
 
 
 def _finish(reason: object) -> FinishReason | None:
@@ -148,31 +145,37 @@ class _ChatStream:
             self._id = obj.get("id") or ""
         events: list[StreamEvent] = []
         for choice in obj.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if delta:
-                text = delta.get("content")
-                if text:
-                    self._text_seen = True
-                    events.append(StreamEvent("text", text, raw=obj))
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                if reasoning and isinstance(reasoning, str):
-                    events.append(StreamEvent("reasoning", reasoning, raw=obj))
-                refusal = delta.get("refusal")
-                if refusal:
-                    self._refused = True
-                    events.append(StreamEvent("text", refusal, raw=obj))
-                if delta.get("tool_calls"):
-                    self._on_tool_calls(delta["tool_calls"], obj, events)
-            reason = choice.get("finish_reason")
-            if reason:
-                self._finish = _finish(reason)
-                self._flush_calls(events)
+            if choice.get("index", 0) == 0:
+                self._on_choice(choice, obj, events)
         usage = obj.get("usage")
         if usage:
             events.append(StreamEvent("usage", usage=_usage(usage), raw=obj))
         return events
+
+    def _on_choice(self, choice: Mapping[str, Any], obj: object, events: list[StreamEvent]) -> None:
+        delta = choice.get("delta")
+        if delta:
+            text = delta.get("content")
+            if text:
+                self._text_seen = True
+                events.append(StreamEvent("text", text, raw=obj))
+            if text is None or len(delta) > 1:  # more than a text delta: look at the rest
+                self._on_delta_fields(delta, obj, events)
+        reason = choice.get("finish_reason")
+        if reason:
+            self._finish = _finish(reason)
+            self._flush_calls(events)
+
+    def _on_delta_fields(self, delta: Mapping[str, Any], obj: object, events: list[StreamEvent]) -> None:
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and isinstance(reasoning, str):
+            events.append(StreamEvent("reasoning", reasoning, raw=obj))
+        refusal = delta.get("refusal")
+        if refusal:
+            self._refused = True
+            events.append(StreamEvent("text", refusal, raw=obj))
+        if delta.get("tool_calls"):
+            self._on_tool_calls(delta["tool_calls"], obj, events)
 
     def _on_tool_calls(self, deltas: list[dict[str, Any]], obj: object, events: list[StreamEvent]) -> None:
         for tc in deltas:

@@ -177,7 +177,7 @@ class _MessageStream:
                 return []
             self._text_chars += len(text)
             return [StreamEvent("text", text, raw=obj)]
-        handler = self._ON_DELTA.get(kind)
+        handler = self._ON_DELTA.get(kind) if isinstance(kind, str) else None
         return handler(self, obj, delta) if handler is not None else []
 
     def _on_json_delta(self, obj: Mapping[str, Any], delta: Mapping[str, Any]) -> list[StreamEvent]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import httpx2
@@ -125,21 +125,7 @@ class _ChunkReader:
             cand = candidates[0]
             content = cand.get("content")
             if content:
-                for part in content.get("parts") or ():
-                    text = part.get("text")
-                    if text is not None:
-                        index = self._on_text_part(part, text)
-                        if text:
-                            thought = bool(part.get("thought"))
-                            kind: StreamEventKind = "reasoning" if thought else "text"
-                            out.append(StreamEvent(kind, text, index=index if thought else 0, raw=chunk))
-                        if self.text_signature is None and "thoughtSignature" in part:
-                            self.text_signature = sig = part["thoughtSignature"]
-                            out.append(StreamEvent("reasoning", "", index=index, raw=chunk, signature=sig))
-                    elif "functionCall" in part:
-                        self._pos += 1
-                        self._last = "call"
-                        self._tool_call(part, chunk, out)
+                self._on_parts(content.get("parts") or (), chunk, out)
             reason = cand.get("finishReason")
             if reason:
                 self._finish = reason
@@ -155,6 +141,23 @@ class _ChunkReader:
         if self.response_id is None:
             self.response_id = chunk.get("responseId")
         return out
+
+    def _on_parts(self, parts: Iterable[dict[str, Any]], chunk: dict[str, Any], out: list[StreamEvent]) -> None:
+        for part in parts:
+            text = part.get("text")
+            if text is not None:
+                index = self._on_text_part(part, text)
+                if text:
+                    thought = bool(part.get("thought"))
+                    kind: StreamEventKind = "reasoning" if thought else "text"
+                    out.append(StreamEvent(kind, text, index=index if thought else 0, raw=chunk))
+                if self.text_signature is None and "thoughtSignature" in part:
+                    self.text_signature = sig = part["thoughtSignature"]
+                    out.append(StreamEvent("reasoning", "", index=index, raw=chunk, signature=sig))
+            elif "functionCall" in part:
+                self._pos += 1
+                self._last = "call"
+                self._tool_call(part, chunk, out)
 
     def _on_text_part(self, part: dict[str, Any], text: str) -> int:
         """Account for a text part; returns the reasoning block it feeds (0 for plain answer text)."""

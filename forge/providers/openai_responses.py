@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from forge._wire import SSEDecoder, SSEEvent, loads
 from forge.errors import ForgeError, ProviderConnectionError, ProviderError
@@ -149,6 +149,21 @@ def _is_response(data: Mapping[str, Any]) -> bool:
     return isinstance(data.get("output"), list) or bool(data.get("error"))
 
 
+def _message_parts(item: Mapping[str, Any], texts: list[str], refusals: list[str]) -> None:
+    for part in item.get("content") or ():
+        if part.get("type") == "output_text":
+            texts.append(part.get("text") or "")
+        elif part.get("type") == "refusal":
+            refusals.append(part.get("refusal") or "")
+
+
+def _function_call(item: Mapping[str, Any], model: str) -> ToolCall:
+    return ToolCall.from_json(
+        item.get("call_id") or "", item.get("name") or "", item.get("arguments") or "",
+        provider=_PROVIDER, model=model, item_id=item.get("id"),
+    )
+
+
 def _response(data: Mapping[str, Any], model: str) -> Response:
     if data.get("status") == "failed" or (data.get("error") and not data.get("output")):
         raise _failure(data.get("error"), model)
@@ -161,22 +176,9 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
     for position, item in enumerate(data.get("output") or ()):
         kind = item.get("type")
         if kind == "message":
-            for part in item.get("content") or ():
-                if part.get("type") == "output_text":
-                    texts.append(part.get("text") or "")
-                elif part.get("type") == "refusal":
-                    refusals.append(part.get("refusal") or "")
+            _message_parts(item, texts, refusals)
         elif kind == "function_call":
-            calls.append(
-                ToolCall.from_json(
-                    item.get("call_id") or "",
-                    item.get("name") or "",
-                    item.get("arguments") or "",
-                    provider=_PROVIDER,
-                    model=model,
-                    item_id=item.get("id"),
-                )
-            )
+            calls.append(_function_call(item, model))
         elif kind == "reasoning":
             reasoning.extend(_reasoning_texts(item))
             items.append(_reasoning_item(item))
@@ -259,51 +261,53 @@ class _ResponseStream:
             return []
         obj = loads(data)
         kind = obj.get("type")
-        if kind == "response.output_text.delta":
+        if kind == "response.output_text.delta":  # nearly every event: no call beyond this one
             delta = obj.get("delta")
             if not delta:
                 return []
             self._text_seen = True
             return [StreamEvent("text", delta, raw=obj)]
-        if kind == "response.function_call_arguments.delta":
-            call = self._calls.get(obj.get("item_id") or "")
-            fragment = obj.get("delta")
-            if call is None or not fragment:
-                return []
-            call.parts.append(fragment)
-            return [StreamEvent("tool_call_delta", fragment, index=call.ordinal, raw=obj)]
-        if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            delta = obj.get("delta")
-            if not delta:
-                return []
-            self._reasoned = True
-            return [StreamEvent("reasoning", delta, raw=obj)]
-        if kind == "response.output_item.added":
-            return self._on_item_added(obj)
-        if kind == "response.output_item.done":
-            return self._on_item_done(obj)
-        if kind in ("response.reasoning_summary_part.added", "response.content_part.added"):
-            part = obj.get("part") or {}
-            if self._reasoned and part.get("type") in ("summary_text", "reasoning_text"):
-                return [StreamEvent("reasoning", "\n\n", raw=obj)]  # as the parts are joined in complete()
+        handler = self._ON_EVENT.get(kind) if isinstance(kind, str) else None
+        return handler(self, obj) if handler is not None else []
+
+    def _on_arguments(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        call = self._calls.get(obj.get("item_id") or "")
+        fragment = obj.get("delta")
+        if call is None or not fragment:
             return []
-        if kind == "response.refusal.delta":
-            delta = obj.get("delta")
-            if not delta:
-                return []
-            self._refused = True
-            return [StreamEvent("text", delta, raw=obj)]
-        if kind in ("response.created", "response.in_progress"):
-            self._id = (obj.get("response") or {}).get("id") or self._id
+        call.parts.append(fragment)
+        return [StreamEvent("tool_call_delta", fragment, index=call.ordinal, raw=obj)]
+
+    def _on_reasoning(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = obj.get("delta")
+        if not delta:
             return []
-        if kind in ("response.completed", "response.incomplete"):
-            return self._on_end(obj)
-        if kind == "response.failed":
-            response = obj.get("response") or {}
-            raise _failure(response.get("error"), self._model)
-        if kind == "error":
-            raise _failure(obj, self._model, "error during streaming")
+        self._reasoned = True
+        return [StreamEvent("reasoning", delta, raw=obj)]
+
+    def _on_part_added(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        part = obj.get("part") or {}
+        if self._reasoned and part.get("type") in ("summary_text", "reasoning_text"):
+            return [StreamEvent("reasoning", "\n\n", raw=obj)]  # as the parts are joined in complete()
         return []
+
+    def _on_refusal(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = obj.get("delta")
+        if not delta:
+            return []
+        self._refused = True
+        return [StreamEvent("text", delta, raw=obj)]
+
+    def _on_created(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        self._id = (obj.get("response") or {}).get("id") or self._id
+        return []
+
+    def _on_failed(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        response = obj.get("response") or {}
+        raise _failure(response.get("error"), self._model)
+
+    def _on_error(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        raise _failure(obj, self._model, "error during streaming")
 
     def _on_item_added(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         item = obj.get("item") or {}
@@ -356,6 +360,25 @@ class _ResponseStream:
             events.append(StreamEvent("usage", usage=_usage(usage), raw=obj))
         self._finish = _finish(response, self._ordinals > 0, self._refused and not self._text_seen)
         return events
+
+    # One handler per event type (platform.openai.com/docs/api-reference/responses-streaming); others
+    # are dropped.
+    _ON_EVENT: ClassVar[dict[str, Callable[[_ResponseStream, Mapping[str, Any]], list[StreamEvent]]]] = {
+        "response.function_call_arguments.delta": _on_arguments,
+        "response.reasoning_summary_text.delta": _on_reasoning,
+        "response.reasoning_text.delta": _on_reasoning,
+        "response.output_item.added": _on_item_added,
+        "response.output_item.done": _on_item_done,
+        "response.reasoning_summary_part.added": _on_part_added,
+        "response.content_part.added": _on_part_added,
+        "response.refusal.delta": _on_refusal,
+        "response.created": _on_created,
+        "response.in_progress": _on_created,
+        "response.completed": _on_end,
+        "response.incomplete": _on_end,
+        "response.failed": _on_failed,
+        "error": _on_error,
+    }
 
     def close(self) -> list[StreamEvent]:
         """End of body: the ``finish`` event, or an error if the terminal event never came."""

@@ -142,7 +142,9 @@ class _ChunkReader:
             self.response_id = chunk.get("responseId")
         return out
 
-    def _on_parts(self, parts: Iterable[dict[str, Any]], chunk: dict[str, Any], out: list[StreamEvent]) -> None:
+    def _on_parts(
+        self, parts: Iterable[dict[str, Any]], chunk: dict[str, Any], out: list[StreamEvent]
+    ) -> None:
         for part in parts:
             text = part.get("text")
             if text is not None:

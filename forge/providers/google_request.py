@@ -84,23 +84,9 @@ def build_gemini_http_request(
     return http_request.method.upper(), http_request.url, http_request.headers, body
 
 
-def gemini_call_args(request: Request) -> tuple[str, list[gt.Content], gt.GenerateContentConfig]:
-    """Translate a forge Request into ``generate_content(model=, contents=, config=)`` arguments."""
-    system = [request.system] if request.system else []
-    system.extend(m.content for m in request.messages if m.role == "system")
-    cfg: dict[str, Any] = {
-        # forge never lets the SDK run Python tools or follow continuation tokens on its own.
-        "automatic_function_calling": gt.AutomaticFunctionCallingConfig(disable=True),
-        "automatic_continuation": False,
-    }
-    if system:
-        cfg["system_instruction"] = "\n\n".join(system)
-    cfg.update(sampling(request, max_tokens="max_output_tokens", stop="stop_sequences"))
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        cfg["response_mime_type"] = "application/json"
-        if fmt.type == "json_schema" and fmt.schema is not None:
-            cfg["response_json_schema"] = dict(fmt.schema)
+def _tool_config(request: Request) -> dict[str, Any]:
+    """``tools`` and ``tool_config`` of the GenerateContentConfig, as far as the request sets them."""
+    cfg: dict[str, Any] = {}
     if request.tools and request.tool_choice != "none":
         cfg["tools"] = [
             gt.Tool(
@@ -122,6 +108,27 @@ def gemini_call_args(request: Request) -> tuple[str, list[gt.Content], gt.Genera
             else gt.FunctionCallingConfig(mode="ANY", allowed_function_names=[request.tool_choice])  # type: ignore[arg-type]
         )
         cfg["tool_config"] = gt.ToolConfig(function_calling_config=calling)
+    return cfg
+
+
+def gemini_call_args(request: Request) -> tuple[str, list[gt.Content], gt.GenerateContentConfig]:
+    """Translate a forge Request into ``generate_content(model=, contents=, config=)`` arguments."""
+    system = [request.system] if request.system else []
+    system.extend(m.content for m in request.messages if m.role == "system")
+    cfg: dict[str, Any] = {
+        # forge never lets the SDK run Python tools or follow continuation tokens on its own.
+        "automatic_function_calling": gt.AutomaticFunctionCallingConfig(disable=True),
+        "automatic_continuation": False,
+    }
+    if system:
+        cfg["system_instruction"] = "\n\n".join(system)
+    cfg.update(sampling(request, max_tokens="max_output_tokens", stop="stop_sequences"))
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        cfg["response_mime_type"] = "application/json"
+        if fmt.type == "json_schema" and fmt.schema is not None:
+            cfg["response_json_schema"] = dict(fmt.schema)
+    cfg.update(_tool_config(request))
     thinking = _thinking_config(request)
     if thinking is not None:
         cfg["thinking_config"] = thinking
@@ -154,14 +161,18 @@ def _thinking_config(request: Request) -> gt.ThinkingConfig | None:
             )
         return gt.ThinkingConfig(thinking_budget=budget, include_thoughts=budget != 0 or None)
     assert effort is not None
+    return _thinking_level(request.model, effort, accepted)
+
+
+def _thinking_level(model: str, effort: str, accepted: tuple[str, ...] | None) -> gt.ThinkingConfig:
     level = _THINKING_LEVELS[effort]
     if accepted is not None and level not in accepted:
         allowed = ", ".join(repr(e) for e, lv in _THINKING_LEVELS.items() if lv in accepted)
         raise BadRequestError(
-            f"{request.model} refuses thinkingLevel {level} (from reasoning_effort={effort!r}); "
+            f"{model} refuses thinkingLevel {level} (from reasoning_effort={effort!r}); "
             f"it accepts {', '.join(accepted)} only: use reasoning_effort {allowed}.",
             provider=_PROVIDER,
-            model=request.model,
+            model=model,
         )
     return gt.ThinkingConfig(thinking_level=level, include_thoughts=True)  # type: ignore[arg-type]
 

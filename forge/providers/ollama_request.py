@@ -48,10 +48,7 @@ def build_ollama_chat_payload(model: str, kwargs: Mapping[str, Any], *, stream: 
     ).model_dump(exclude_none=True)
 
 
-def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[str, dict[str, Any]]:
-    """Translate a forge Request into ``AsyncClient.chat(model, **kwargs)`` arguments."""
-    options = sampling(request, max_tokens="num_predict", stop="stop")
-    kwargs: dict[str, Any] = {"messages": _messages(request)}
+def _check_tool_choice(request: Request) -> None:
     choice = request.tool_choice
     if request.tools and choice not in (None, "auto", "none"):
         forced = "a call to some tool" if choice == "required" else f"a call to {choice!r}"
@@ -59,6 +56,32 @@ def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[st
             f"tool_choice={choice!r}: Ollama has no tool_choice, so it cannot force {forced}; "
             "use 'auto' (or leave it unset) and check response.tool_calls, or 'none' to send no tools"
         )
+
+
+def _merge_extra(extra: Mapping[str, Any], kwargs: dict[str, Any], options: dict[str, Any]) -> None:
+    """``extra``: chat fields at the top level, model options (also under ``options``) in ``options``."""
+    for key, value in extra.items():
+        if key == "options":
+            if not isinstance(value, Mapping):
+                raise TypeError(f"extra['options'] must be a mapping, got {type(value).__name__}")
+            options.update(value)
+        elif key in _TOP_LEVEL:
+            kwargs[key] = value
+        elif key in _OPTION_FIELDS:
+            options[key] = value
+        else:
+            raise ValueError(
+                f"extra[{key!r}] is not an Ollama chat field or model option; "
+                f"top-level fields: {', '.join(sorted(_TOP_LEVEL))}; put other model options "
+                "under extra['options']"
+            )
+
+
+def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[str, dict[str, Any]]:
+    """Translate a forge Request into ``AsyncClient.chat(model, **kwargs)`` arguments."""
+    options = sampling(request, max_tokens="num_predict", stop="stop")
+    kwargs: dict[str, Any] = {"messages": _messages(request)}
+    _check_tool_choice(request)
     think = _think(request)
     if think is not None:
         kwargs["think"] = think
@@ -81,21 +104,7 @@ def ollama_chat_args(request: Request, *, keep_alive: object = None) -> tuple[st
         kwargs["format"] = dict(fmt.schema)
     if keep_alive is not None:
         kwargs["keep_alive"] = keep_alive
-    for key, value in request.extra.items():
-        if key == "options":
-            if not isinstance(value, Mapping):
-                raise TypeError(f"extra['options'] must be a mapping, got {type(value).__name__}")
-            options.update(value)
-        elif key in _TOP_LEVEL:
-            kwargs[key] = value
-        elif key in _OPTION_FIELDS:
-            options[key] = value
-        else:
-            raise ValueError(
-                f"extra[{key!r}] is not an Ollama chat field or model option; "
-                f"top-level fields: {', '.join(sorted(_TOP_LEVEL))}; put other model options "
-                "under extra['options']"
-            )
+    _merge_extra(request.extra, kwargs, options)
     if options:
         kwargs["options"] = options
     return request.model, kwargs

@@ -52,6 +52,21 @@ def _is_message(data: Mapping[str, Any]) -> bool:
     return kind in ("message", None) and isinstance(data.get("content"), list)
 
 
+def _tool_use(block: Mapping[str, Any]) -> ToolCall:
+    args = block.get("input")
+    args = args if isinstance(args, dict) else {}
+    return ToolCall(block.get("id") or "", block.get("name") or "", args, json.dumps(args))
+
+
+def _reasoning_block(block: Mapping[str, Any], position: int, text_offset: int) -> ReasoningBlock:
+    """A ``thinking`` or ``redacted_thinking`` content block, where it stands in the reply."""
+    if block.get("type") == "redacted_thinking":
+        return ReasoningBlock("anthropic", "redacted", data=block.get("data") or "", position=position,
+                              text_offset=text_offset)
+    return ReasoningBlock("anthropic", "thinking", block.get("thinking") or "", block.get("signature"),
+                          position=position, text_offset=text_offset)
+
+
 def _response(data: Mapping[str, Any], model: str) -> Response:
     if data.get("type") == "error":
         raise _MessageStream(model)._error(data)
@@ -65,18 +80,12 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
         if kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
-            args = block.get("input")
-            args = args if isinstance(args, dict) else {}
-            calls.append(ToolCall(block.get("id") or "", block.get("name") or "", args, json.dumps(args)))
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
-            signature = block.get("signature") or signature
-            blocks.append(ReasoningBlock("anthropic", "thinking", block.get("thinking") or "",
-                                         block.get("signature"), position=position,
-                                         text_offset=sum(map(len, texts))))
-        elif kind == "redacted_thinking":
-            blocks.append(ReasoningBlock("anthropic", "redacted", data=block.get("data") or "",
-                                         position=position, text_offset=sum(map(len, texts))))
+            calls.append(_tool_use(block))
+        elif kind in ("thinking", "redacted_thinking"):
+            blocks.append(_reasoning_block(block, position, sum(map(len, texts))))
+            if kind == "thinking":
+                thinking.append(block.get("thinking") or "")
+                signature = block.get("signature") or signature
     usage = data.get("usage")
     return Response(
         text="".join(texts),

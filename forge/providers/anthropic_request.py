@@ -53,13 +53,7 @@ def _params(request: Request) -> dict[str, Any]:
         "max_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
         "messages": _messages(request.messages),
     }
-    budget = reasoning_budget(request)
-    if budget == 0:
-        params["thinking"] = {"type": "disabled"}
-    elif budget is not None:
-        params["thinking"] = _thinking(request, budget)
-        if request.max_tokens is None:
-            params["max_tokens"] = budget + DEFAULT_MAX_TOKENS  # thinking counts toward max_tokens
+    _add_thinking(params, request)
     if _thinking_on(request.extra.get("thinking", params.get("thinking"))):
         _check_tool_turn_thinking(request)
     fmt = request.response_format
@@ -74,13 +68,7 @@ def _params(request: Request) -> dict[str, Any]:
     if request.tools:
         params["tools"] = tool_specs(request, schema="input_schema")
     if request.tool_choice:
-        choice = request.tool_choice
-        if choice in ("auto", "none"):
-            params["tool_choice"] = {"type": choice}
-        elif choice in ("required", "any"):
-            params["tool_choice"] = {"type": "any"}
-        else:
-            params["tool_choice"] = {"type": "tool", "name": choice}
+        params["tool_choice"] = _tool_choice(request.tool_choice)
     # anthropic 2.x dropped the sampling keywords from ``create``; the API still takes them.
     body = sampling(request, max_tokens=None, stop=None, seed=False)
     body.update(request.extra)
@@ -89,6 +77,24 @@ def _params(request: Request) -> dict[str, Any]:
     if request.cache is not None or any(m.cache_breakpoint for m in request.messages):
         _add_cache_control(params, request)
     return params
+
+
+def _add_thinking(params: dict[str, Any], request: Request) -> None:
+    budget = reasoning_budget(request)
+    if budget == 0:
+        params["thinking"] = {"type": "disabled"}
+    elif budget is not None:
+        params["thinking"] = _thinking(request, budget)
+        if request.max_tokens is None:
+            params["max_tokens"] = budget + DEFAULT_MAX_TOKENS  # thinking counts toward max_tokens
+
+
+def _tool_choice(choice: str) -> dict[str, Any]:
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice in ("required", "any"):
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
 
 
 def _thinking(request: Request, budget: int) -> dict[str, Any]:

@@ -45,9 +45,17 @@ def _closed(schema: object) -> Any:
     return schema
 
 
-def _params(request: Request) -> dict[str, Any]:
+def _system(request: Request) -> str:
+    """The system prompt: ``system``, the system messages, the JSON instruction of ``json`` output."""
     system_parts = [request.system] if request.system else []
     system_parts.extend(m.content for m in request.messages if m.role == "system" and m.content)
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json":
+        system_parts.append(_JSON_INSTRUCTION)
+    return "\n\n".join(system_parts)
+
+
+def _params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
@@ -56,11 +64,10 @@ def _params(request: Request) -> dict[str, Any]:
     _add_thinking(params, request)
     if _thinking_on(request.extra.get("thinking", params.get("thinking"))):
         _check_tool_turn_thinking(request)
+    system = _system(request)
+    if system:
+        params["system"] = system
     fmt = request.response_format
-    if fmt is not None and fmt.type == "json":
-        system_parts.append(_JSON_INSTRUCTION)
-    if system_parts:
-        params["system"] = "\n\n".join(system_parts)
     if request.stop:
         params["stop_sequences"] = list(request.stop)
     if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
@@ -200,23 +207,28 @@ def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
     return blocks
 
 
+def _add_tool_result(out: list[dict[str, Any]], m: Message) -> None:
+    """A tool result joins the user turn of the results before it, as Anthropic wants them."""
+    block = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
+    last = out[-1] if out else None
+    if (
+        last is not None
+        and last["role"] == "user"
+        and isinstance(last["content"], list)
+        and (last["content"] and last["content"][-1].get("type") == "tool_result")
+    ):
+        last["content"].append(block)
+    else:
+        out.append({"role": "user", "content": [block]})
+
+
 def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "system":
             continue  # folded into ``system``
         if m.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}
-            last = out[-1] if out else None
-            if (
-                last is not None
-                and last["role"] == "user"
-                and isinstance(last["content"], list)
-                and (last["content"] and last["content"][-1].get("type") == "tool_result")
-            ):
-                last["content"].append(block)
-            else:
-                out.append({"role": "user", "content": [block]})
+            _add_tool_result(out, m)
         elif m.role == "assistant" and (
             m.tool_calls or own_blocks(m.reasoning_blocks, "anthropic")
             or (m.reasoning_signature and not m.reasoning_blocks)
@@ -247,12 +259,15 @@ def _add_cache_control(params: dict[str, Any], request: Request) -> None:
             continue
         # Where forge message i ended up (tool results merge, system messages fold away).
         at = len(_messages(request.messages[: i + 1])) - 1
-        if at < 0:
-            continue
-        content = rendered[at]["content"]
-        if isinstance(content, str) and content:
-            rendered[at] = {**rendered[at], "content": [{"type": "text", "text": content,
-                                                          "cache_control": control}]}
-        elif isinstance(content, list) and content:
-            rendered[at] = {**rendered[at], "content": [*content[:-1], {**content[-1],
-                                                                        "cache_control": control}]}
+        if at >= 0:
+            rendered[at] = _marked(rendered[at], control)
+
+
+def _marked(message: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
+    """The rendered message with ``cache_control`` on its last block (a text becomes one block)."""
+    content = message["content"]
+    if isinstance(content, str) and content:
+        return {**message, "content": [{"type": "text", "text": content, "cache_control": control}]}
+    if isinstance(content, list) and content:
+        return {**message, "content": [*content[:-1], {**content[-1], "cache_control": control}]}
+    return message

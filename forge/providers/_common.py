@@ -107,6 +107,41 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     return max(0.0, parsed.timestamp() - current)
 
 
+# The first rule an HTTP status or an (in-band) error code matches names the class; then the rules
+# of _error_class. Codes: Anthropic's error types, OpenAI's codes, Google's RPC status names.
+_ERROR_RULES: tuple[tuple[frozenset[int], frozenset[str], type[ProviderError]], ...] = (
+    (
+        frozenset({429}),
+        frozenset({"rate_limit_error", "rate_limit_exceeded", "resource_exhausted"}),
+        RateLimitError,
+    ),
+    (frozenset({529, 503}), frozenset({"overloaded_error", "unavailable"}), OverloadedError),
+    (
+        frozenset({401, 403}),
+        frozenset({"authentication_error", "permission_error", "invalid_api_key", "unauthenticated",
+                   "permission_denied"}),
+        AuthenticationError,
+    ),
+    (frozenset({404}), frozenset({"not_found_error", "model_not_found", "not_found"}), NotFoundError),
+    (frozenset({408}), frozenset(), ProviderTimeout),
+)
+
+
+def _error_class(status: int | None, lowered: str, message: str, code: str | None) -> type[ProviderError]:
+    for statuses, codes, cls in _ERROR_RULES:
+        if status in statuses or lowered in codes:
+            return cls
+    if (status is not None and status >= 500) or lowered in ("api_error", "server_error", "internal"):
+        return ServerError
+    if status in (400, 413, 422) or lowered in ("invalid_request_error", "invalid_argument"):
+        if status == 413 or is_context_length_message(message, code):
+            return ContextLengthError
+        return BadRequestError
+    if status == 409:
+        return ServerError  # conflicts are transient on every provider that sends them
+    return ProviderError
+
+
 def error_for_status(
     status: int | None,
     message: str,
@@ -135,36 +170,7 @@ def error_for_status(
     }
     if kwargs["base_url"] and status is not None and status >= 500 and str(kwargs["base_url"]) not in message:
         message = f"{message} (from {kwargs['base_url']})"  # which server failed: a proxy, a gateway...
-    lowered = (code or "").lower()
-    cls: type[ProviderError]
-    if status == 429 or lowered in ("rate_limit_error", "rate_limit_exceeded", "resource_exhausted"):
-        cls = RateLimitError
-    elif status == 529 or lowered in ("overloaded_error", "unavailable") or status == 503:
-        cls = OverloadedError
-    elif status in (401, 403) or lowered in (
-        "authentication_error",
-        "permission_error",
-        "invalid_api_key",
-        "unauthenticated",
-        "permission_denied",
-    ):
-        cls = AuthenticationError
-    elif status == 404 or lowered in ("not_found_error", "model_not_found", "not_found"):
-        cls = NotFoundError
-    elif status == 408:
-        cls = ProviderTimeout
-    elif (status is not None and status >= 500) or lowered in ("api_error", "server_error", "internal"):
-        cls = ServerError
-    elif status in (400, 413, 422) or lowered in ("invalid_request_error", "invalid_argument"):
-        cls = (
-            ContextLengthError
-            if status == 413 or is_context_length_message(message, code)
-            else BadRequestError
-        )
-    elif status == 409:
-        cls = ServerError  # conflicts are transient on every provider that sends them
-    else:
-        cls = ProviderError
+    cls = _error_class(status, (code or "").lower(), message, code)
     return cls(message, **kwargs)  # type: ignore[arg-type]
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from forge.types import ReasoningEffort, Request
 
 __all__ = [
+    "client_status_error",
     "mapped_finish",
     "reply_from_events",
     "REASONING_BUDGETS",
@@ -526,6 +527,17 @@ def mapped_finish(table: Mapping[str, FinishReason], reason: object) -> FinishRe
     if reason is None:
         return None
     return table.get(str(reason), "stop")
+
+
+def client_status_error(
+    exc: Any, status: int | None, message: str, code: str | None, *, provider: str, model: str | None,
+    base_url: str | None,
+) -> ProviderError:
+    """An official client's ``APIStatusError`` (openai and anthropic name the same attributes)."""
+    return error_for_status(
+        status, message, code=code, request_id=exc.request_id, headers=headers_dict(exc.response.headers),
+        provider=provider, model=model, base_url=base_url,
+    )
 
 
 def reply_from_events(

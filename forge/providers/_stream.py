@@ -35,6 +35,7 @@ __all__ = [
     "aclose_events",
     "classified",
     "classifying",
+    "client_stream",
     "decoded_events",
     "http_response_of",
     "sent_stream",
@@ -246,6 +247,18 @@ def classifying(classify: Callable[[Exception], ForgeError]) -> Iterator[None]:
         raise
     except Exception as exc:
         raise classify(exc) from exc
+
+
+def client_stream(
+    open_vendor: Callable[[], AbstractAsyncContextManager[_VendorStreamed]],
+    reader: EventReader,
+    classify: Callable[[BaseException], ForgeError],
+) -> ResponseStream:
+    """The stream of a request an official client sends (``with_streaming_response``, OpenAI and
+    Anthropic): the client sends it and raises for a non-2xx status; forge reads the body."""
+    return ResponseStream(
+        lambda owner: decoded_events(owner, lambda: http_response_of(open_vendor()), reader, classify)
+    )
 
 
 def sent_stream(

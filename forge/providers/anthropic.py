@@ -45,7 +45,7 @@ signature, and requires the thinking of an assistant turn that ended in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import anthropic
 import httpx2
@@ -54,20 +54,15 @@ from forge.config import ProviderConfig
 from forge.errors import ForgeError
 from forge.providers._common import (
     client_connection_error,
-    error_for_status,
-    headers_dict,
+    client_status_error,
     json_reply,
     make_httpx2_client,
     public_url,
     unclassified_error,
 )
 from forge.providers._stream import (
-    EventBatches,
-    ResponseOwner,
-    ResponseStream,
     classified,
-    decoded_events,
-    http_response_of,
+    client_stream,
 )
 from forge.providers.anthropic_reply import (
     _MESSAGE_SHAPE,
@@ -140,16 +135,13 @@ class AnthropicProvider:
         The request goes out on the first ``__anext__``; ``aclose()`` closes the HTTP
         response, from any task. Errors are raised already classified.
         """
-        return ResponseStream(lambda owner: self._stream(request, owner))
-
-    def _stream(self, request: Request, owner: ResponseOwner) -> EventBatches:
-        def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
+        def open_vendor() -> Any:
             params = _params(request)
             params["stream"] = True
-            return http_response_of(self._client.messages.with_streaming_response.create(**params))
+            return self._client.messages.with_streaming_response.create(**params)
 
-        state = _MessageStream(request.model, self.base_url)
-        return decoded_events(owner, open_response, state, self._classifier(request.model))
+        return client_stream(open_vendor, _MessageStream(request.model, self.base_url),
+                             self._classifier(request.model))
 
     def _classifier(self, model: str) -> Callable[[BaseException], ForgeError]:
         return lambda exc: self.classify(exc, model=model)
@@ -168,15 +160,9 @@ class AnthropicProvider:
             return exc
         if isinstance(exc, anthropic.APIStatusError):
             status = exc.status_code if exc.status_code >= 400 else None
-            return error_for_status(
-                status,
-                f"anthropic said: {exc.api_message or exc.message}",
-                code=exc.type,
-                request_id=exc.request_id,
-                headers=headers_dict(exc.response.headers),
-                provider=self.name,
-                model=model,
-                base_url=self.base_url,
+            return client_status_error(
+                exc, status, f"anthropic said: {exc.api_message or exc.message}", exc.type,
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, anthropic.APIConnectionError):
             return client_connection_error(

@@ -26,7 +26,7 @@ Request mapping (see docs/providers.md for the full table):
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import httpx2
 import openai
@@ -39,20 +39,16 @@ from forge.errors import (
 from forge.providers import openai_responses
 from forge.providers._common import (
     client_connection_error,
+    client_status_error,
     error_for_status,
-    headers_dict,
     json_reply,
     make_httpx2_client,
     public_url,
     unclassified_error,
 )
 from forge.providers._stream import (
-    EventBatches,
-    ResponseOwner,
-    ResponseStream,
     classified,
-    decoded_events,
-    http_response_of,
+    client_stream,
 )
 from forge.providers.openai_reply import (
     _CHAT_SHAPE,
@@ -146,20 +142,16 @@ class OpenAIProvider:
         HTTP response, from any task. Errors are raised already classified.
         """
         if self.api == "responses":
-            return ResponseStream(lambda owner: openai_responses.stream(
-                self._client, request, owner, self._classifier(request.model)
-            ))
-        return ResponseStream(lambda owner: self._stream_chat(request, owner))
+            return openai_responses.stream(self._client, request, self._classifier(request.model))
 
-    def _stream_chat(self, request: Request, owner: ResponseOwner) -> EventBatches:
-        def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
+        def open_vendor() -> Any:
             params = _params(request, self._max_tokens_param, self._max_stop)
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
-            return http_response_of(self._client.chat.completions.with_streaming_response.create(**params))
+            return self._client.chat.completions.with_streaming_response.create(**params)
 
-        state = _ChatStream(request.model, self.base_url)
-        return decoded_events(owner, open_response, state, self._classifier(request.model))
+        return client_stream(open_vendor, _ChatStream(request.model, self.base_url),
+                             self._classifier(request.model))
 
     def _classifier(self, model: str) -> Callable[[BaseException], ForgeError]:
         return lambda exc: self.classify(exc, model=model)
@@ -169,15 +161,9 @@ class OpenAIProvider:
         if isinstance(exc, ForgeError):
             return exc
         if isinstance(exc, openai.APIStatusError):
-            return error_for_status(
-                exc.status_code,
-                f"openai said: {_api_message(exc)}",
-                code=exc.code or exc.type,
-                request_id=exc.request_id,
-                headers=headers_dict(exc.response.headers),
-                provider=self.name,
-                model=model,
-                base_url=self.base_url,
+            return client_status_error(
+                exc, exc.status_code, f"openai said: {_api_message(exc)}", exc.code or exc.type,
+                provider=self.name, model=model, base_url=self.base_url,
             )
         if isinstance(exc, openai.APIConnectionError):
             return client_connection_error(

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from forge._wire import SSEDecoder, SSEEvent, loads
@@ -53,7 +52,7 @@ from forge.providers._common import (
     json_reply,
     public_url,
 )
-from forge.providers._stream import EventBatches, ResponseOwner, decoded_events, http_response_of
+from forge.providers._stream import ResponseStream, client_stream
 from forge.types import (
     FinishReason,
     ReasoningBlock,
@@ -91,20 +90,16 @@ async def complete(client: openai.AsyncOpenAI, request: Request) -> Response:
 
 
 def stream(
-    client: openai.AsyncOpenAI,
-    request: Request,
-    owner: ResponseOwner,
-    classify: Callable[[BaseException], ForgeError],
-) -> EventBatches:
+    client: openai.AsyncOpenAI, request: Request, classify: Callable[[BaseException], ForgeError]
+) -> ResponseStream:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
 
-    def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
+    def open_vendor() -> Any:
         params = responses_params(request)
         params["stream"] = True
-        return http_response_of(client.responses.with_streaming_response.create(**params))
+        return client.responses.with_streaming_response.create(**params)
 
-    state = _ResponseStream(request.model, public_url(client.base_url))
-    return decoded_events(owner, open_response, state, classify)
+    return client_stream(open_vendor, _ResponseStream(request.model, public_url(client.base_url)), classify)
 
 
 # --------------------------------------------------------------------------- response

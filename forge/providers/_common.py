@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from forge.types import ReasoningEffort, Request
 
 __all__ = [
+    "close_vendor_client",
+    "client_transport_error",
+    "vendor_client_options",
     "client_status_error",
     "mapped_finish",
     "reply_from_events",
@@ -455,6 +458,25 @@ def make_httpx2_client(
     )
 
 
+async def close_vendor_client(client: Any, http: httpx2.AsyncClient) -> None:
+    """Close an official client, then forge's pooled httpx2 client under it."""
+    await client.close()
+    await http.aclose()
+
+
+def vendor_client_options(config: ProviderConfig, http: httpx2.AsyncClient) -> dict[str, Any]:
+    """What forge gives an official client (OpenAI, Anthropic): the base URL, forge's timeouts, forge's
+    pooled httpx2 client, and no retries of its own (forge's retry policy decides)."""
+    import httpx2
+
+    return {
+        "base_url": config.resolve_base_url(),
+        "timeout": httpx2.Timeout(config.timeout, connect=config.connect_timeout),
+        "max_retries": 0,
+        "http_client": http,
+    }
+
+
 def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
     """Keyword arguments for a legacy httpx client (Ollama builds its own from these)."""
     import httpx
@@ -527,6 +549,19 @@ def mapped_finish(table: Mapping[str, FinishReason], reason: object) -> FinishRe
     if reason is None:
         return None
     return table.get(str(reason), "stop")
+
+
+def client_transport_error(
+    exc: BaseException, *, connection: type[BaseException], timeout: type[BaseException], provider: str,
+    model: str | None, base_url: str,
+) -> ForgeError:
+    """An official client's ``connection`` error (``timeout``: the timed-out kind), else an
+    exception nothing has classified: what is left once the client's status errors are mapped."""
+    if isinstance(exc, connection):
+        return client_connection_error(
+            exc, timed_out=isinstance(exc, timeout), provider=provider, model=model, base_url=base_url
+        )
+    return unclassified_error(exc, provider=provider, model=model, base_url=base_url)
 
 
 def client_status_error(

@@ -53,12 +53,13 @@ import httpx2
 from forge.config import ProviderConfig
 from forge.errors import ForgeError
 from forge.providers._common import (
-    client_connection_error,
     client_status_error,
+    client_transport_error,
+    close_vendor_client,
     json_reply,
     make_httpx2_client,
     public_url,
-    unclassified_error,
+    vendor_client_options,
 )
 from forge.providers._stream import (
     classified,
@@ -104,17 +105,11 @@ class AnthropicProvider:
         self._timeout = httpx2.Timeout(config.timeout, connect=config.connect_timeout)
         api_key = config.require_api_key()  # always explicit: never fall back to profiles on disk
         self._http = http_client if http_client is not None else make_httpx2_client(config)
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=config.resolve_base_url(),
-            timeout=self._timeout,
-            max_retries=0,
-            http_client=self._http,
-        )
+        self._client = anthropic.AsyncAnthropic(api_key=api_key, **vendor_client_options(config, self._http))
         self.base_url = public_url(self._client.base_url)
 
     async def complete(self, request: Request) -> Response:
-        """Send ``request`` and return the whole reply.
+        """Send ``request`` to the Messages API and return the whole reply.
 
         Raises:
             ProviderError: the call failed (already classified, see :meth:`classify`).
@@ -164,16 +159,13 @@ class AnthropicProvider:
                 exc, status, f"anthropic said: {exc.api_message or exc.message}", exc.type,
                 provider=self.name, model=model, base_url=self.base_url,
             )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return client_connection_error(
-                exc, timed_out=isinstance(exc, anthropic.APITimeoutError),
-                provider=self.name, model=model, base_url=self.base_url,
-            )
-        return unclassified_error(exc, provider=self.name, model=model, base_url=self.base_url)
+        return client_transport_error(
+            exc, connection=anthropic.APIConnectionError, timeout=anthropic.APITimeoutError,
+            provider=self.name, model=model, base_url=self.base_url,
+        )
 
     async def aclose(self) -> None:
-        """Close the vendor client and its connection pool."""
-        await self._client.close()
-        await self._http.aclose()
+        """Close the Anthropic client and its connection pool."""
+        await close_vendor_client(self._client, self._http)
 
 

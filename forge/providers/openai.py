@@ -38,13 +38,14 @@ from forge.errors import (
 )
 from forge.providers import openai_responses
 from forge.providers._common import (
-    client_connection_error,
     client_status_error,
+    client_transport_error,
+    close_vendor_client,
     error_for_status,
     json_reply,
     make_httpx2_client,
     public_url,
-    unclassified_error,
+    vendor_client_options,
 )
 from forge.providers._stream import (
     classified,
@@ -106,10 +107,7 @@ class OpenAIProvider:
             api_key=api_key,
             organization=organization if isinstance(organization, str) else None,
             project=project if isinstance(project, str) else None,
-            base_url=config.resolve_base_url(),
-            timeout=httpx2.Timeout(config.timeout, connect=config.connect_timeout),
-            max_retries=0,
-            http_client=self._http,
+            **vendor_client_options(config, self._http),
         )
         self.base_url = public_url(self._client.base_url)
 
@@ -165,24 +163,19 @@ class OpenAIProvider:
                 exc, exc.status_code, f"openai said: {_api_message(exc)}", exc.code or exc.type,
                 provider=self.name, model=model, base_url=self.base_url,
             )
-        if isinstance(exc, openai.APIConnectionError):
-            return client_connection_error(
-                exc, timed_out=isinstance(exc, openai.APITimeoutError),
-                provider=self.name, model=model, base_url=self.base_url,
-            )
-        if isinstance(exc, openai.APIError):  # in-band stream error from the typed path: no status
+        if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):
+            # in-band stream error from the typed path: no status
             return error_for_status(
-                None,
-                f"openai said: {_api_message(exc)}",
-                code=exc.code or exc.type,
-                provider=self.name,
-                model=model,
+                None, f"openai said: {_api_message(exc)}", code=exc.code or exc.type,
+                provider=self.name, model=model,
             )
-        return unclassified_error(exc, provider=self.name, model=model, base_url=self.base_url)
+        return client_transport_error(
+            exc, connection=openai.APIConnectionError, timeout=openai.APITimeoutError,
+            provider=self.name, model=model, base_url=self.base_url,
+        )
 
     async def aclose(self) -> None:
-        """Close the vendor client and its connection pool."""
-        await self._client.close()
-        await self._http.aclose()
+        """Close the OpenAI client and its connection pool."""
+        await close_vendor_client(self._client, self._http)
 
 

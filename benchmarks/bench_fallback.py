@@ -8,7 +8,16 @@ the fallback (Anthropic on the same emulator) stays healthy. Time is scaled: a
 outage; the ratios are what matter. During the outage every tick also calls the
 fallback directly, so the added latency compares like with like.
 
-    python -m benchmarks.bench_fallback [--seconds 8] [--rate 50] [--cooldown 0.5] [--json]
+The chain runs with ``[breaker] slow_call`` and the chain's ``hedge_after`` set to
+``--slow-call`` (0.03 s scaled, about 2 s at the 60x scale of the cooldown): a
+primary call not answered by then counts against the breaker at once and the
+fallback starts beside it. ``hang_plain`` is the hanging primary without them
+(judged only when its timeout fires), for comparison.
+
+Each scenario runs ``--runs`` times (3 by default; the table shows median, min and max).
+
+    python -m benchmarks.bench_fallback [--seconds 8] [--rate 50] [--cooldown 0.5] [--slow-call 0.03]
+                                        [--runs 3] [--plain] [--json]
 """
 
 from __future__ import annotations
@@ -27,14 +36,36 @@ PRIMARY = "openai:gpt-4o-mini"
 BACKUP = "anthropic:claude-haiku-4-5"
 
 
+def _merge(runs: list[list[Figure]]) -> list[Figure]:
+    """One figure per name over several runs of a scenario (median, min, max)."""
+    first = runs[0]
+    return [
+        Figure.of(f.bench, f.name, [run[i].median for run in runs], f.unit, f.note) for i, f in enumerate(first)
+    ]
+
+
+async def repeated(
+    mode: str, runs: int, seconds: float, rate: float, cooldown: float, slow_call: float | None = 0.03
+) -> list[Figure]:
+    """``runs`` runs of :func:`scenario`, merged."""
+    return _merge([await scenario(mode, seconds, rate, cooldown, slow_call) for _ in range(runs)])
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-async def scenario(mode: str, seconds: float, rate: float, cooldown: float) -> list[Figure]:
-    """One run; ``mode`` is ``503`` (the primary fails fast) or ``hang`` (it never answers)."""
+async def scenario(
+    mode: str, seconds: float, rate: float, cooldown: float, slow_call: float | None = 0.03
+) -> list[Figure]:
+    """One run; ``mode`` is ``503`` (the primary fails fast) or ``hang`` (it never answers).
+
+    ``slow_call``: the breaker's ``slow_call`` and the chain's ``hedge_after`` (None: off).
+    """
     bench = "fallback" if mode == "503" else "fallback_hang"
+    if slow_call is None:
+        bench += "_plain"
     async with Emulator(chunk_count=2) as emu:
         outage = [False]
         fault = Fault.server_error(503) if mode == "503" else Fault.hang()
@@ -49,17 +80,20 @@ async def scenario(mode: str, seconds: float, rate: float, cooldown: float) -> l
         }
         # One failed call (2 attempts) opens the breaker; no escalation, so "one cooldown" is fixed.
         cfg["breaker"] = {"failures": 2, "cooldown": cooldown, "max_cooldown": cooldown}
+        if slow_call is not None:
+            cfg["breaker"]["slow_call"] = slow_call  # type: ignore[index]
+        chain = forge.FallbackChain((forge.Fallback(BACKUP),), hedge_after=slow_call)
         chain_calls: list[tuple[float, float, str, bool]] = []  # start, latency, provider, ok
         direct: list[float] = []
         async with forge.Registry(config=cfg) as reg:
-            await reg.invoke(PRIMARY, "warm up", fallbacks=[BACKUP])  # vendor imports, connections
+            await reg.invoke(PRIMARY, "warm up", fallbacks=chain)  # vendor imports, connections
             await reg.invoke(BACKUP, "warm up")
             t0 = time.monotonic()
             start_out, end_out = t0 + seconds / 4, t0 + 3 * seconds / 4
 
             async def chained(started: float) -> None:
                 try:
-                    r = await reg.invoke(PRIMARY, "hello", fallbacks=[BACKUP], max_tokens=16)
+                    r = await reg.invoke(PRIMARY, "hello", fallbacks=chain, max_tokens=16)
                     chain_calls.append((started, time.monotonic() - started, r.provider, True))
                 except forge.ForgeError:
                     chain_calls.append((started, time.monotonic() - started, "", False))
@@ -113,13 +147,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the run (the outage is the middle half)")
     parser.add_argument("--rate", type=float, default=50.0, help="requests started per second")
     parser.add_argument("--cooldown", type=float, default=0.5, help="breaker cooldown in seconds (scaled time)")
+    parser.add_argument("--slow-call", type=float, default=0.03,
+                        help="breaker slow_call and chain hedge_after in seconds (scaled time)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario (median, min, max)")
+    parser.add_argument("--plain", action="store_true",
+                        help="also run the hanging primary without slow_call / hedge_after")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     async def both() -> list[Figure]:
-        return await scenario("503", args.seconds, args.rate, args.cooldown) + await scenario(
-            "hang", args.seconds, args.rate, args.cooldown
-        )
+        common = (args.runs, args.seconds, args.rate, args.cooldown)
+        figures = await repeated("503", *common, args.slow_call)
+        figures += await repeated("hang", *common, args.slow_call)
+        if args.plain:
+            figures += await repeated("hang", *common, None)
+        return figures
 
     emit(asyncio.run(both()), args.json)
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from forge.errors import BadRequestError, ForgeError
+from forge.errors import BadRequestError, BatchError, ForgeError
 
 if TYPE_CHECKING:
     from forge.batch import BatchProcessor, BatchProgress, BatchResult
@@ -307,7 +307,16 @@ async def run_batch(args: argparse.Namespace, out: TextIO) -> int:
         reg.job_store = open_job_store(args.job_store)
         try:
             if args.resume is not None:
-                job = await reg.batch_job(args.resume)
+                try:
+                    job = await reg.batch_job(args.resume)
+                except BatchError as exc:
+                    if exc.code != "unknown_job":
+                        raise
+                    raise CommandError(
+                        f"forge batch: no job {args.resume!r} in the job store {reg.job_store!r}; check the "
+                        "id (forge batch printed it when it submitted), or give --job-store (or "
+                        "FORGE_JOB_STORE) as it was then."
+                    ) from None
                 out.write(f"forge batch: resuming job {job.id} ({job.provider}:{job.model}, "
                           f"{job.count} requests, {job.state})\n")
                 results = await reg.batch_resume(job.id, on_progress=view, max_wait=args.max_wait)

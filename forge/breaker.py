@@ -14,6 +14,12 @@ connection errors, replies that are not the provider's API) and:
   as a probe. Its success closes the breaker; its failure opens it again for a
   cooldown ``backoff_factor`` times longer (up to ``max_cooldown``).
 
+A primary that hangs fails nobody quickly, so with ``slow_call`` set a call
+still out after that many seconds counts as a failure at once (:meth:`CircuitBreaker.slow`),
+and while such a call is out the breaker admits nothing else in this process
+(it is *in doubt*): one hanging call, not every call in the detection window,
+pays for finding the outage.
+
 The transitions are one pure function over a small record, applied under a
 lock in memory (:class:`MemoryBreakerStore`) or in a Redis transaction on
 Redis's clock (:class:`RedisBreakerStore`), so processes sharing a Redis share
@@ -71,6 +77,8 @@ class BreakerChange:
         old_state, new_state: ``closed``, ``open`` or ``half_open``.
         cooldown_s: how long it stays open (0 unless ``new_state`` is ``open``).
         error: class name of the failure that opened it, if any.
+        shared: the change was made by another process (shared Redis state) and
+            seen here when this process next read the breaker.
     """
 
     key: str
@@ -78,6 +86,7 @@ class BreakerChange:
     new_state: BreakerState
     cooldown_s: float = 0.0
     error: str | None = None
+    shared: bool = False
 
 
 @dataclass(slots=True)
@@ -116,11 +125,15 @@ def _count(rec: _Record, cfg: BreakerConfig, now: float, requests: int, failures
     return sum(v[0] for v in rec.slices.values()), sum(v[1] for v in rec.slices.values())
 
 
-def _open(rec: _Record, cfg: BreakerConfig, now: float, retry_after: float | None) -> None:
+def _open(
+    rec: _Record, cfg: BreakerConfig, now: float, retry_after: float | None, since: float = 0.0
+) -> None:
+    # ``since``: the verdict came this long after the request that found the fault was
+    # sent (a slow call); the cooldown runs from that request, as it would for a fast failure.
     cooldown = min(cfg.max_cooldown, cfg.cooldown * cfg.backoff_factor**rec.level)
     if retry_after is not None:
-        cooldown = max(cooldown, retry_after)  # never probe before the server said it would be back
-    rec.state, rec.opened_at, rec.cooldown, rec.probe_until = "open", now, cooldown, 0.0
+        cooldown = max(cooldown, retry_after + since)  # never probe before the server said it would be back
+    rec.state, rec.opened_at, rec.cooldown, rec.probe_until = "open", now - since, cooldown, 0.0
 
 
 def _admit(rec: _Record, cfg: BreakerConfig, now: float) -> Admission:
@@ -146,7 +159,8 @@ def _succeeded(rec: _Record, cfg: BreakerConfig, now: float, probe: bool) -> Non
 
 
 def _failed(
-    rec: _Record, cfg: BreakerConfig, now: float, weight: int, retry_after: float | None, probe: bool
+    rec: _Record, cfg: BreakerConfig, now: float, weight: int, retry_after: float | None, probe: bool,
+    since: float = 0.0,
 ) -> None:
     requests, failures = _count(rec, cfg, now, weight, weight)
     if rec.state == "closed":
@@ -154,10 +168,10 @@ def _failed(
         rate_tripped = requests >= cfg.min_calls and failures >= cfg.failure_rate * requests
         if rec.consecutive >= cfg.failures or rate_tripped:
             rec.level = 0
-            _open(rec, cfg, now, retry_after)
+            _open(rec, cfg, now, retry_after, since)
     elif probe:
         rec.level += 1
-        _open(rec, cfg, now, retry_after)
+        _open(rec, cfg, now, retry_after, since)
     # A straggler admitted before the breaker opened changes nothing: only probes decide.
 
 
@@ -242,12 +256,14 @@ class RedisBreakerStore:
 
 
 class CircuitBreaker:
-    """The breaker of one provider, base URL and model. Get it from :class:`CircuitBreakers`.
+    """The breaker of one provider, base URL (and account) and model; see :class:`CircuitBreakers`.
 
     ``await admit()`` before a request says ``allow``, ``probe`` (the one request
     let through after a cooldown) or ``reject``; after it, report the outcome with
     :meth:`success`, :meth:`failure` (``attempts`` failed requests) or :meth:`release`
-    (no verdict: a bad request, a cancelled call).
+    (no verdict: a bad request, a cancelled call). A call still out after
+    ``config.slow_call`` is reported with :meth:`slow` (its verdict, given early)
+    and :meth:`slow_ended` once it is over.
     """
 
     def __init__(
@@ -267,6 +283,8 @@ class CircuitBreaker:
         self.cooldown_s = 0.0
         self.retry_in = 0.0
         """Seconds until a probe may pass, as of the last rejected admission."""
+        self.slow_calls = 0
+        """Calls of this process out longer than ``slow_call``: while any is, the breaker is in doubt."""
 
     async def _apply(self, fn: Callable[[_Record, float], T], error: str | None = None) -> T:
         seen: list[BreakerState] = []
@@ -281,17 +299,51 @@ class CircuitBreaker:
 
         result = await self._store.update(self.key, step)
         old, new = seen
-        self.state = new
-        if old != new and self._on_change is not None:
-            self._on_change(BreakerChange(self.key, old, new, self.cooldown_s, error))
+        last_seen, self.state = self.state, new
+        if self._on_change is not None:
+            if old != last_seen:
+                # Another process (shared Redis state) moved the breaker since this one last looked.
+                self._on_change(BreakerChange(self.key, last_seen, old, self.cooldown_s, shared=True))
+            if old != new:
+                self._on_change(BreakerChange(self.key, old, new, self.cooldown_s, error))
         return result
 
-    async def admit(self) -> Admission:
-        """Whether a request may go to this link now (``probe``: it is the one trial request)."""
+    async def admit(self, *, last_resort: bool = False) -> Admission:
+        """Whether a request may go to this link now (``probe``: it is the one trial request).
+
+        ``reject`` also while a call of this process is out past ``slow_call``: the
+        link is in doubt, and one hanging call is enough, unless ``last_resort`` (the
+        caller has no other link to go to: a link in doubt beats no answer).
+        """
+        if self.slow_calls and not last_resort:
+            self.retry_in = self.config.slow_call or 0.0
+            return "reject"
         if self.state == "closed" and isinstance(self._store, MemoryBreakerStore):
             # Fast path: a closed in-process breaker admits without touching its record.
             return "allow"
         return await self._apply(lambda rec, now: _admit(rec, self.config, now))
+
+    async def slow(self, *, elapsed: float, attempts: int = 1, probe: bool = False) -> None:
+        """A call has been out ``elapsed`` seconds, past ``slow_call``: count it as failed now.
+
+        ``attempts``: the requests the call may make (its retry policy's), the weight it
+        would carry had it failed after all of them. Until :meth:`slow_ended`, the breaker
+        admits no other call of this process. A cooldown it opens runs from when the call
+        was sent.
+        """
+        self.slow_calls += 1
+        weight = max(1, attempts)
+        await self._apply(
+            lambda rec, now: _failed(rec, self.config, now, weight, None, probe, since=elapsed), "SlowCall"
+        )
+
+    def slow_ended(self) -> None:
+        """A call reported with :meth:`slow` is over (its outcome no longer matters to the breaker)."""
+        self.slow_calls = max(0, self.slow_calls - 1)
+
+    async def refresh(self) -> BreakerState:
+        """Read the stored state (shared: what other processes made it) without changing it."""
+        return await self._apply(lambda rec, now: rec.state)
 
     async def success(self, *, probe: bool = False) -> None:
         """The link answered."""
@@ -337,8 +389,19 @@ class CircuitBreakers:
         return breaker
 
     def states(self) -> dict[str, BreakerState]:
-        """Each breaker's last seen state, by key."""
+        """Each breaker's last seen state, by key (see :meth:`refresh` for shared state)."""
         return {key: b.state for key, b in sorted(self._breakers.items())}
+
+    async def refresh(self) -> dict[str, BreakerState]:
+        """Read every breaker of this registry from its store, and return the states by key.
+
+        With the Redis backend this is how changes made by other processes become
+        visible here: each one seen is sent to ``on_change`` (a ``breaker`` metrics
+        event with ``shared=True``), so ``metrics.snapshot()["breakers"]`` shows them.
+        """
+        for breaker in list(self._breakers.values()):
+            await breaker.refresh()
+        return self.states()
 
     async def aclose(self) -> None:
         await self.store.aclose()

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
+from forge import __version__
 from forge._batch_cli import CommandError, add_batch_parser, number, run_batch
 from forge.errors import ConfigError, ForgeError
 
@@ -207,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="forge",
         description="forge: one async interface over the OpenAI, Anthropic, Gemini and Ollama clients.",
     )
+    parser.add_argument("--version", action="version", version=f"forge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def call_args(p: argparse.ArgumentParser) -> None:

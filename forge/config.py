@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from forge.errors import ConfigError
 from forge.fallback import FALL_THROUGH_CATEGORIES, Fallback, FallbackChain
@@ -157,6 +158,11 @@ class BreakerConfig:
     failed probe, up to ``max_cooldown``; never less than a server's Retry-After);
     a probe not reported within ``probe_timeout`` lets another through.
     ``backend = "redis"`` shares breaker state through ``redis_url``.
+
+    ``slow_call``: a call not answered within this many seconds (a stream: not
+    opened up to its first event) counts as a failure at once, without waiting for
+    its timeout, and while it is out the link takes no new calls (they go to the
+    next link); None: a call is judged only when it ends.
     """
 
     failures: int = 5
@@ -168,7 +174,8 @@ class BreakerConfig:
     backoff_factor: float = 2.0
     probe_timeout: float = 60.0
     backend: str = "memory"
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password (see forge._secrets)
+    slow_call: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +204,18 @@ class ProviderConfig:
     cache_scope: str = "credentials"
     """``credentials``: cached replies are shared only by calls with the same base URL and
     credentials; ``shared``: by every key on the same base URL (see docs/configuration.md)."""
+
+    def __repr__(self) -> str:
+        # The dataclass repr, with a base URL's password (a proxy's userinfo) masked.
+        from dataclasses import fields
+
+        from forge._secrets import redact_url
+
+        shown = ", ".join(
+            f"{f.name}={redact_url(self.base_url) if f.name == 'base_url' else getattr(self, f.name)!r}"
+            for f in fields(self) if f.repr
+        )
+        return f"ProviderConfig({shown})"
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to use: ``api_key``, else ``api_key_env``, else the provider's usual env vars."""
@@ -250,7 +269,7 @@ class ProviderConfig:
         Response-cache keys and Redis rate-limit budgets carry it, so two keys (two
         tenants) never share a reply or a budget unless the config says so.
         """
-        from forge._secrets import fingerprint, register_secret
+        from forge._secrets import fingerprint, redact_url, register_secret
 
         env = os.environ if environ is None else environ
         key = self.resolve_api_key(env)
@@ -259,9 +278,15 @@ class ProviderConfig:
         if self.name == "openai":  # the OpenAI client falls back to these, so the account does too
             org = org or env.get("OPENAI_ORG_ID")
             project = project or env.get("OPENAI_PROJECT_ID")
-        fp = fingerprint(self.name, key, org if isinstance(org, str) else None,
-                         project if isinstance(project, str) else None)
-        return f"{self.resolve_base_url(env) or 'default'}#{fp}"
+        parts = [self.name, key, org if isinstance(org, str) else None,
+                 project if isinstance(project, str) else None]
+        base_url = self.resolve_base_url(env)
+        shown = redact_url(base_url)
+        if shown != base_url:  # a proxy's password is a credential too: in the digest, never shown
+            password = urlsplit(base_url or "").password
+            register_secret(password)
+            parts.append(password)
+        return f"{shown or 'default'}#{fingerprint(*parts)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,7 +666,7 @@ class _Validator:
             data = {"models": value}
         else:
             data = self.table(value, key)
-            self.known_keys(data, key, ("models", "fall_through", "max_limiter_wait"))
+            self.known_keys(data, key, ("models", "fall_through", "max_limiter_wait", "hedge_after"))
         models = data.get("models")
         if not isinstance(models, list) or not models:
             raise self.fail(
@@ -679,7 +704,8 @@ class _Validator:
         bound = None
         if data.get("max_limiter_wait") is not None:
             bound = self.number(data, key, "max_limiter_wait", 0.0)
-        return FallbackChain(tuple(links), fall_through=rules, max_limiter_wait=bound)
+        hedge = self.optional_number(data, key, "hedge_after")
+        return FallbackChain(tuple(links), fall_through=rules, max_limiter_wait=bound, hedge_after=hedge)
 
     def fallbacks(self, value: object, aliases: Mapping[str, str]) -> dict[str, FallbackChain]:
         out: dict[str, FallbackChain] = {}
@@ -692,6 +718,8 @@ class _Validator:
         return out
 
     def breaker(self, value: object, redis_default: str | None) -> BreakerConfig:
+        from forge._secrets import redact_url, register_url_password
+
         key = "breaker"
         data = self.table(value, key)
         self.known_keys(data, key, tuple(BreakerConfig.__slots__))
@@ -702,8 +730,10 @@ class _Validator:
         redis_url = self.string(data, key, "redis_url")
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise self.fail(
-                f"{key}.redis_url", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}."
+                f"{key}.redis_url",
+                f"expected a redis://, rediss:// or unix:// URL, got {redact_url(redis_url)!r}.",
             )
+        register_url_password(redis_url)  # never printed, whatever error quotes it
         if backend == "redis" and redis_url is None:
             redis_url = redis_default
             if redis_url is None:
@@ -726,6 +756,7 @@ class _Validator:
             probe_timeout=self.number(data, key, "probe_timeout", b.probe_timeout, exclusive=True),
             backend=backend,
             redis_url=redis_url,
+            slow_call=self.optional_number(data, key, "slow_call"),
         )
         if cfg.max_cooldown < cfg.cooldown:
             raise self.fail(

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from forge._params import request_params
 from forge.errors import (
@@ -40,8 +41,10 @@ from forge.errors import (
     ProviderTimeout,
     RateLimitError,
     ServerError,
+    StreamInterrupted,
     ToolCallError,
 )
+from forge.providers._stream import aclose_events
 from forge.streaming import Stream
 from forge.types import FallbackAttempt
 
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
     from forge.metrics import Metrics
     from forge.streaming import ChunkCallback, ProgressCallback
     from forge.types import Request, Response, StreamEvent
+
+    _Opened = tuple[Stream, tuple[AsyncIterator[StreamEvent], Sequence[StreamEvent], int]]
 
 __all__ = [
     "DEFAULT_FALL_THROUGH",
@@ -94,6 +99,11 @@ DEFAULT_FALL_THROUGH: frozenset[str] = _Kinds(
 _OUTAGE_KINDS = frozenset(
     {"overloaded", "rate_limited", "server_error", "timeout", "connection", "invalid_reply"}
 )
+# Failures that belong to one key or organization, not to the endpoint: they count against
+# the link's account breaker, so one tenant's exhausted quota (or, where the chain lets it
+# fall through, revoked key) never sends another tenant's calls away from a healthy endpoint.
+_ACCOUNT_KINDS = frozenset({"rate_limited", "authentication"})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +128,16 @@ class FallbackChain:
             :data:`FALL_THROUGH_CATEGORIES`; default :data:`DEFAULT_FALL_THROUGH`).
         max_limiter_wait: skip a link (except the last one) whose rate limiter
             would hold the call back longer than this many seconds; None: wait.
+        hedge_after: a link (except the last one) that has not answered within this
+            many seconds (a stream: not reached its first event) gets the rest of the
+            chain started beside it; the first answer wins and the other call is
+            cancelled. None: wait for the link's own verdict.
     """
 
     links: tuple[Fallback, ...]
     fall_through: frozenset[str] = DEFAULT_FALL_THROUGH
     max_limiter_wait: float | None = None
+    hedge_after: float | None = None
 
     @classmethod
     def of(cls, value: FallbackChain | Sequence[str | Fallback]) -> FallbackChain:
@@ -132,6 +147,9 @@ class FallbackChain:
             TypeError / ValueError: not a list of model references, or an unknown error kind.
         """
         if isinstance(value, FallbackChain):
+            hedge = value.hedge_after
+            if hedge is not None and not (isinstance(hedge, (int, float)) and hedge > 0):
+                raise ValueError(f"hedge_after must be a positive number of seconds or None, got {hedge!r}.")
             unknown = sorted(value.fall_through - set(FALL_THROUGH_CATEGORIES))
             if unknown:
                 raise ValueError(
@@ -217,6 +235,40 @@ class _Link:
     llm: LLM
     spec: Fallback
     breaker: CircuitBreaker | None
+    """The endpoint's breaker (provider, base URL, model): outages, whoever's key asked."""
+    account: CircuitBreaker | None = None
+    """The account's breaker (the same plus the credential fingerprint): rate limits, refused keys."""
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """A call admitted to a link: whether it is the probe of its endpoint or account breaker."""
+
+    endpoint_probe: bool = False
+    account_probe: bool = False
+
+    @property
+    def probe(self) -> bool:
+        return self.endpoint_probe or self.account_probe
+
+
+def _unjudged(ticket: _Ticket, slow: bool) -> _Ticket:
+    """The probes of ``ticket`` still waiting for a verdict (a slow call's endpoint probe had its own)."""
+    return _Ticket(account_probe=ticket.account_probe) if slow else ticket
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished side task's outcome as seen (asyncio logs unretrieved errors)."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def _cancel(future: asyncio.Future[T], discard: Callable[[T], Awaitable[None]]) -> None:
+    """Cancel a losing call and wait for it; close what it opened if it won the race anyway."""
+    future.cancel()
+    await asyncio.wait({future})
+    if not future.cancelled() and future.exception() is None:
+        await discard(future.result())
 
 
 class _Run:
@@ -229,30 +281,77 @@ class _Run:
         self.context_exceeded = False
         self.retry_in: float | None = None
 
-    async def admit(self, i: int, estimate: float) -> tuple[bool, bool]:
-        """``(go, probe)``: whether link ``i`` is called, and whether as its breaker's probe."""
+    async def admit(self, i: int, estimate: float) -> _Ticket | None:
+        """A ticket when link ``i`` is called (saying whether as a breaker's probe), else None."""
         link = self.chain.links[i]
         if i > 0 and self.context_exceeded and not link.spec.larger_context:
             self._skip(i, "context_length", "")
-            return False, False
-        admission = "allow" if link.breaker is None else await link.breaker.admit()
-        if admission == "reject":
-            assert link.breaker is not None
-            wait = link.breaker.retry_in
-            self.retry_in = wait if self.retry_in is None else min(self.retry_in, wait)
-            self._skip(i, "breaker_open", "CircuitOpen")
-            return False, False
+            return None
+        ticket = _Ticket()
+        for breaker, is_account in ((link.breaker, False), (link.account, True)):
+            if breaker is None:
+                continue
+            admission = await breaker.admit(last_resort=self.is_last(i))
+            if admission == "reject":
+                await self.release(link, ticket)
+                wait = breaker.retry_in
+                self.retry_in = wait if self.retry_in is None else min(self.retry_in, wait)
+                self._skip(i, "breaker_open", "CircuitOpen")
+                return None
+            if is_account:
+                ticket.account_probe = admission == "probe"
+            else:
+                ticket.endpoint_probe = admission == "probe"
         bound = self.chain.chain.max_limiter_wait
         limiter = link.llm.limiter
         if (
             bound is not None and limiter is not None and limiter.enabled and not self.is_last(i)
             and await limiter.wait_time(estimate) > bound
         ):
-            if link.breaker is not None:
-                await link.breaker.release(probe=admission == "probe")
+            await self.release(link, ticket)
             self._skip(i, "limiter_wait", "")
-            return False, False
-        return True, admission == "probe"
+            return None
+        return ticket
+
+    @staticmethod
+    async def release(link: _Link, ticket: _Ticket) -> None:
+        """The call ended without a verdict on the link's health."""
+        if link.breaker is not None and ticket.endpoint_probe:
+            await link.breaker.release(probe=True)
+        if link.account is not None and ticket.account_probe:
+            await link.account.release(probe=True)
+
+    @staticmethod
+    async def succeeded(link: _Link, ticket: _Ticket, *, judged: bool = False) -> None:
+        """The link answered (``judged``: the endpoint breaker already counted it as a slow call)."""
+        if link.breaker is not None and not judged:
+            await link.breaker.success(probe=ticket.endpoint_probe)
+        if link.account is not None:
+            await link.account.success(probe=ticket.account_probe)
+
+    async def count(self, link: _Link, ticket: _Ticket, error: ForgeError, *, judged: bool = False) -> None:
+        """Report a failure to the breaker it concerns: the account's or the endpoint's."""
+        kind = error_kind(error)
+        rules = self.chain.chain.fall_through
+        counted = kind in _OUTAGE_KINDS or (kind == "authentication" and kind in rules)
+        if not counted:
+            await self.release(link, ticket)
+            return
+        per_account = kind in _ACCOUNT_KINDS
+        breaker, probe = (
+            (link.account, ticket.account_probe) if per_account else (link.breaker, ticket.endpoint_probe)
+        )
+        if breaker is None or (judged and not per_account):
+            await self.release(link, ticket)
+            return
+        retry_after = error.retry_after if isinstance(error, ProviderError) else None
+        await breaker.failure(
+            attempts=_attempts_made(error), retry_after=retry_after, probe=probe, error=type(error).__name__,
+        )
+        await self.release(link, _Ticket(
+            endpoint_probe=ticket.endpoint_probe and per_account,
+            account_probe=ticket.account_probe and not per_account,
+        ))
 
     def is_last(self, i: int) -> bool:
         return i == len(self.chain.links) - 1
@@ -268,30 +367,33 @@ class _Run:
                 self.chain.links[i].llm.ref, self.chain.links[i + 1].llm.ref, error, elapsed, reason=reason
             )
 
-    async def failed(self, i: int, exc: BaseException, elapsed: float, probe: bool) -> ForgeError:
+    def hedged(self, i: int, elapsed: float) -> None:
+        """Link ``i`` is slow: the rest of the chain starts beside it."""
+        self._moved(i, "SlowCall", elapsed, "hedge")
+
+    def abandoned(self, i: int, elapsed: float, at: int) -> None:
+        """Link ``i`` lost the race to a later link and was cancelled."""
+        self.tried.insert(at, FallbackAttempt(self.chain.links[i].llm.ref, "SlowCall", elapsed, 1))
+
+    async def failed(
+        self, i: int, exc: BaseException, elapsed: float, ticket: _Ticket, *,
+        judged: bool = False, at: int | None = None, moved: bool = True,
+    ) -> ForgeError:
         """Record link ``i``'s failure; return it as a ForgeError (ready to raise if it stops the chain)."""
         link = self.chain.links[i]
         error = exc if isinstance(exc, ForgeError) else link.llm.classify(exc)
         kind = error_kind(error)
-        decisive = error
-        if link.breaker is not None:
-            if kind in _OUTAGE_KINDS:
-                retry_after = decisive.retry_after if isinstance(decisive, ProviderError) else None
-                await link.breaker.failure(
-                    attempts=_attempts_made(error), retry_after=retry_after, probe=probe,
-                    error=type(decisive).__name__,
-                )
-            else:
-                await link.breaker.release(probe=probe)
-        self.tried.append(
-            FallbackAttempt(link.llm.ref, type(decisive).__name__, elapsed, _attempts_made(error))
-        )
-        self.last_error = error
+        await self.count(link, ticket, error, judged=judged)
+        attempt = FallbackAttempt(link.llm.ref, type(error).__name__, elapsed, _attempts_made(error))
+        self.tried.insert(len(self.tried) if at is None else at, attempt)
+        if at is None or self.last_error is None:
+            self.last_error = error
         if kind is None or kind not in self.chain.chain.fall_through:
             return self.finish(error)
         if kind == "context_length":
             self.context_exceeded = True
-        self._moved(i, type(decisive).__name__, elapsed, "error")
+        if moved:
+            self._moved(i, type(error).__name__, elapsed, "error")
         return error
 
     def falls_through(self, error: ForgeError) -> bool:
@@ -317,6 +419,162 @@ class _Run:
         ))
 
 
+class _TimedLink(Generic[T]):
+    """One call to a link under its ``slow_call`` verdict timer and/or the chain's ``hedge_after`` timer.
+
+    The slow-call timer judges the link failed while its call goes on (its breaker holds
+    new calls back until this one ends); the hedge timer starts the rest of the chain
+    beside it, and whichever answers first wins: the other is cancelled, what it opened
+    anyway is discarded, and the breakers get a verdict only on what was judged.
+    """
+
+    def __init__(
+        self,
+        chain: FallbackLLM,
+        run: _Run,
+        i: int,
+        ticket: _Ticket,
+        call: Callable[[int, bool], Awaitable[T]],
+        discard: Callable[[T], Awaitable[None]],
+        estimates: Sequence[float],
+        attempts: Callable[[int], int],
+    ) -> None:
+        self.chain, self.run, self.i, self.ticket = chain, run, i, ticket
+        self.call, self.discard, self.estimates, self.attempts = call, discard, estimates, attempts
+        self.link = link = chain.links[i]
+        self.clock = chain._clock
+        self.started = self.clock()
+        # The last link is judged by its outcome: with nowhere else to go, an early verdict gains nothing.
+        self.slow_after = None if link.breaker is None or run.is_last(i) else link.breaker.config.slow_call
+        self.hedge_after = None if run.is_last(i) else chain.chain.hedge_after
+        self.timers: dict[asyncio.Future[object], str] = {}
+        self.rest: asyncio.Future[tuple[int, T]] | None = None
+        """The rest of the chain, once the hedge timer started it."""
+        self.rest_error: BaseException | None = None
+        """How the rest of the chain failed, when it finished first without an answer."""
+        self.slow = False
+        """The slow-call timer fired: the endpoint breaker already has its verdict."""
+        self.at = 0
+        """Where this link's attempt goes in ``run.tried``, whatever finishes first."""
+
+    async def through(self) -> tuple[int, T] | None:
+        """The link's answer (or, when hedged, a later link's), or None to go on to the next link."""
+        self._start()
+        try:
+            answer = await self._wait()
+        except BaseException:
+            await asyncio.shield(self._abort())
+            raise
+        finally:
+            for timer in self.timers:
+                timer.cancel()
+            if self.slow and self.link.breaker is not None:
+                self.link.breaker.slow_ended()
+        if answer is not None:
+            return answer
+        return await self._verdict()
+
+    def _start(self) -> None:
+        """Start the link's call and its timers."""
+        self.task: asyncio.Future[T] = asyncio.ensure_future(self.call(self.i, self.ticket.probe))
+        self.task.add_done_callback(_retrieve)
+        for after, what in ((self.slow_after, "slow"), (self.hedge_after, "hedge")):
+            if after is not None:
+                self.timers[asyncio.ensure_future(self.chain._sleep(after))] = what
+        self.at = len(self.run.tried)
+
+    async def _wait(self) -> tuple[int, T] | None:
+        """Wait until the link's call ends (None), or a later link answers first (its answer)."""
+        while not self.task.done():
+            waiting: set[asyncio.Future[Any]] = {self.task, *self.timers}
+            if self.rest is not None:
+                waiting.add(self.rest)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if self.task in done:
+                break
+            if self.rest is not None and self.rest in done:
+                answer = await self._rest_ended(self.rest)
+                if answer is not None:
+                    return answer
+            for timer in done & self.timers.keys():
+                await self._timer_fired(self.timers.pop(timer))
+        return None
+
+    async def _rest_ended(self, rest: asyncio.Future[tuple[int, T]]) -> tuple[int, T] | None:
+        """The rest of the chain finished first: its answer wins, else its failure is kept for later."""
+        if not rest.cancelled() and rest.exception() is None:
+            answer = rest.result()  # a later link answered first: this one is dropped
+            await _cancel(self.task, self.discard)
+            await self.run.release(self.link, _unjudged(self.ticket, self.slow))
+            self.run.abandoned(self.i, self.clock() - self.started, self.at)
+            return answer
+        self.rest_error, self.rest = (rest.exception() if not rest.cancelled() else None), None
+        return None
+
+    async def _timer_fired(self, what: str) -> None:
+        """``slow``: judge the link failed now; ``hedge``: start the rest of the chain beside it."""
+        breaker = self.link.breaker
+        if what == "slow" and breaker is not None and self.slow_after is not None:
+            self.slow = True
+            await breaker.slow(
+                elapsed=self.slow_after, attempts=1 if self.ticket.probe else self.attempts(self.i),
+                probe=self.ticket.endpoint_probe,
+            )
+        elif what == "hedge" and self.rest is None and self.rest_error is None:
+            self.run.hedged(self.i, self.clock() - self.started)
+            self.rest = asyncio.ensure_future(self.chain._drive(
+                self.run, self.call, self.discard, self.estimates, self.attempts, self.i + 1
+            ))
+            self.rest.add_done_callback(_retrieve)
+
+    async def _verdict(self) -> tuple[int, T] | None:
+        """The link's call ended: its answer, or its failure judged (and the chain's way on)."""
+        elapsed = self.clock() - self.started
+        task = self.task
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is None:
+            if self.rest is not None:
+                await _cancel(self.rest, self._discard_rest)  # this link answered first after all
+            await self.run.succeeded(self.link, self.ticket, judged=self.slow)
+            return self.i, task.result()
+        if not isinstance(exc, ForgeError):
+            await asyncio.shield(self._abort())
+            raise exc
+        return await self._failed(exc, elapsed)
+
+    async def _failed(self, exc: ForgeError, elapsed: float) -> tuple[int, T] | None:
+        """The link failed: stop here, wait for the hedge, or go on (None)."""
+        rest, rest_error = self.rest, self.rest_error
+        hedging = rest is not None or rest_error is not None
+        error = await self.run.failed(
+            self.i, exc, elapsed, self.ticket, judged=self.slow, at=self.at if hedging else None,
+            moved=not hedging,
+        )
+        if not self.run.falls_through(error):
+            if rest is not None:
+                await _cancel(rest, self._discard_rest)
+            if error is exc:
+                raise exc
+            raise error from exc
+        if rest is not None:
+            return await rest  # the chain goes on where the hedge already is
+        if isinstance(rest_error, ForgeError):
+            raise self.run.finish(rest_error)  # the rest of the chain failed first; now this link too
+        if rest_error is not None:
+            raise rest_error
+        return None
+
+    async def _discard_rest(self, answer: tuple[int, T]) -> None:
+        await self.discard(answer[1])
+
+    async def _abort(self) -> None:
+        """The caller went away (or a bug surfaced): stop both calls, leave the breakers neutral."""
+        await _cancel(self.task, self.discard)
+        if self.rest is not None:
+            await _cancel(self.rest, self._discard_rest)
+        await _Run.release(self.link, _unjudged(self.ticket, self.slow))
+
+
 class FallbackLLM:
     """A primary :class:`~forge.LLM` and its fallbacks; get one from :meth:`forge.Registry.fallback_llm`.
 
@@ -327,18 +585,96 @@ class FallbackLLM:
 
     def __init__(
         self,
-        links: Sequence[tuple[LLM, Fallback, CircuitBreaker | None]],
+        links: Sequence[
+            tuple[LLM, Fallback, CircuitBreaker | None]
+            | tuple[LLM, Fallback, CircuitBreaker | None, CircuitBreaker | None]
+        ],
         chain: FallbackChain,
         *,
         clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         metrics: Metrics | None = None,
     ) -> None:
+        """``links``: (llm, spec, endpoint breaker[, account breaker]) per link, primary first."""
         if len(links) < 2:
             raise ValueError("a fallback chain needs a primary and at least one fallback.")
-        self.links = [_Link(llm, spec, breaker) for llm, spec, breaker in links]
+        self.links = [_Link(*link) for link in links]
         self.chain = chain
         self.metrics = metrics
         self._clock = clock
+        self._sleep = sleep
+
+    async def _drive(
+        self,
+        run: _Run,
+        call: Callable[[int, bool], Awaitable[T]],
+        discard: Callable[[T], Awaitable[None]],
+        estimates: Sequence[float],
+        attempts: Callable[[int], int],
+        start: int = 0,
+    ) -> tuple[int, T]:
+        """Call links from ``start`` on until one answers: ``(its index, its answer)``.
+
+        ``attempts(i)``: the requests a call to link ``i`` may make (its retry policy).
+        """
+        for i in range(start, len(self.links)):
+            ticket = await run.admit(i, estimates[i])
+            if ticket is None:
+                continue
+            answered = await self._through(run, i, ticket, call, discard, estimates, attempts)
+            if answered is not None:
+                return answered
+        raise run.exhausted()
+
+    async def _through(
+        self,
+        run: _Run,
+        i: int,
+        ticket: _Ticket,
+        call: Callable[[int, bool], Awaitable[T]],
+        discard: Callable[[T], Awaitable[None]],
+        estimates: Sequence[float],
+        attempts: Callable[[int], int],
+    ) -> tuple[int, T] | None:
+        """Call link ``i``: its answer (or, when hedged, a later link's), or None to go on.
+
+        Past the breaker's ``slow_call`` the call counts as failed at once (the link is in
+        doubt: no new calls until this one ends); past the chain's ``hedge_after`` the rest
+        of the chain starts beside it and the first answer wins.
+        """
+        timed = _TimedLink(self, run, i, ticket, call, discard, estimates, attempts)
+        if timed.slow_after is None and timed.hedge_after is None:
+            return await self._plain(run, i, ticket, call)
+        return await timed.through()
+
+    async def _plain(
+        self, run: _Run, i: int, ticket: _Ticket, call: Callable[[int, bool], Awaitable[T]]
+    ) -> tuple[int, T] | None:
+        """Call link ``i`` and wait for its verdict (no slow-call or hedge timer applies)."""
+        link = self.links[i]
+        started = self._clock()
+        try:
+            answer = await call(i, ticket.probe)
+        except ForgeError as exc:
+            error = await run.failed(i, exc, self._clock() - started, ticket)
+            if not run.falls_through(error):
+                if error is exc:
+                    raise
+                raise error from exc
+            return None
+        except BaseException:
+            await asyncio.shield(_Run.release(link, ticket))
+            raise
+        await run.succeeded(link, ticket)
+        return i, answer
+
+    def _attempts(self, operation: str, max_attempts: int | None) -> Callable[[int], int]:
+        """The requests one call to a link may make: ``max_attempts``, else its retry policy's."""
+
+        def attempts(i: int) -> int:
+            return max_attempts or self.links[i].llm.wrapper.policy_for(operation).max_attempts
+
+        return attempts
 
     @property
     def refs(self) -> list[str]:
@@ -379,34 +715,22 @@ class FallbackLLM:
         :meth:`forge.LLM.invoke`); a probe is always one attempt.
         """
         run = _Run(self)
-        for i, link in enumerate(self.links):
-            go, probe = await run.admit(i, link.llm.estimate_tokens(requests[i]))
-            if not go:
-                continue
-            start = self._clock()
-            try:
-                response = await link.llm.complete(
-                    requests[i], operation=_probe_operation(link.llm, probe), timeout=timeout,
-                    max_attempts=1 if probe else max_attempts,
-                )
-            except ForgeError as exc:
-                error = await run.failed(i, exc, self._clock() - start, probe)
-                if not run.falls_through(error):
-                    if error is exc:
-                        raise
-                    raise error from exc
-                continue
-            except BaseException:
-                if link.breaker is not None:
-                    await asyncio.shield(link.breaker.release(probe=probe))
-                raise
-            if link.breaker is not None:
-                await link.breaker.success(probe=probe)
-            if run.tried:
-                return dataclasses.replace(response, fallback_attempts=tuple(run.tried))
-            return response
-        error = run.exhausted()
-        raise error
+
+        async def call(i: int, probe: bool) -> Response:
+            llm = self.links[i].llm
+            return await llm.complete(
+                requests[i], operation=_probe_operation(llm, probe), timeout=timeout,
+                max_attempts=1 if probe else max_attempts,
+            )
+
+        async def discard(response: Response) -> None:
+            return None
+
+        estimates = [link.llm.estimate_tokens(requests[i]) for i, link in enumerate(self.links)]
+        _, response = await self._drive(run, call, discard, estimates, self._attempts("invoke", max_attempts))
+        if run.tried:
+            return dataclasses.replace(response, fallback_attempts=tuple(run.tried))
+        return response
 
     def stream(
         self,
@@ -465,43 +789,66 @@ class _FallbackStream(Stream):
     async def _open_chain(self) -> tuple[AsyncIterator[StreamEvent], Sequence[StreamEvent], int]:
         chain = self._chain
         run = _Run(chain)
-        clock = chain._clock
-        for i, link in enumerate(chain.links):
-            request = self._requests[i]
-            go, probe = await run.admit(i, link.llm.estimate_tokens(request))
-            if not go:
-                continue
-            inner = link.llm.stream_request(
-                request, max_attempts=1 if probe else self._max_attempts, timeout=self._link_timeout
+
+        async def call(i: int, probe: bool) -> _Opened:
+            # A probe is one request, whatever the stream retry policy says.
+            inner = chain.links[i].llm.stream_request(
+                self._requests[i], max_attempts=1 if probe else self._max_attempts, timeout=self._link_timeout
             )
             inner._keep_text = self._keep_text  # its settlement caches only streams that kept their text
-            start = clock()
             try:
-                opened = await inner._opener()
+                return inner, await inner._opener()
             except ForgeError as exc:
                 if inner._on_error is not None:
                     inner._on_error(exc)  # the link's metrics, as for a direct call
-                error = await run.failed(i, exc, clock() - start, probe)
-                if not run.falls_through(error):
-                    if error is exc:
-                        raise
-                    raise error from exc
-                continue
+                raise
             except BaseException:
                 if inner._on_close is not None:
                     inner._on_close()  # the link's span ends with the cancelled opening
-                if link.breaker is not None:
-                    await asyncio.shield(link.breaker.release(probe=probe))
                 raise
-            if link.breaker is not None:
-                await link.breaker.success(probe=probe)
-            self.provider, self.model, self._classify = inner.provider, inner.model, inner._classify
-            self._on_complete, self._on_error, self.cached = inner._on_complete, inner._on_error, inner.cached
-            self._on_close = inner._on_close
-            self._price = inner._price  # the answering link's prices
-            self._tried = tuple(run.tried)
-            return opened
-        raise run.exhausted()
+
+        async def discard(opened: _Opened) -> None:
+            inner, (events, _, _) = opened
+            await aclose_events(events)  # a hedge's loser that opened anyway
+            if inner._on_close is not None:
+                inner._on_close()
+
+        estimates = [link.llm.estimate_tokens(self._requests[i]) for i, link in enumerate(chain.links)]
+        attempts = chain._attempts("stream", self._max_attempts)
+        i, (inner, opened) = await chain._drive(run, call, discard, estimates, attempts)
+        self.provider, self.model, self._classify = inner.provider, inner.model, inner._classify
+        self._on_complete, self.cached = inner._on_complete, inner.cached
+        self._on_error = self._broke_handler(run, chain.links[i], inner._on_error)
+        self._on_close = inner._on_close
+        self._price = inner._price  # the answering link's prices
+        self._tried = tuple(run.tried)
+        return opened
+
+    @staticmethod
+    def _broke_handler(
+        run: _Run, link: _Link, link_error: Callable[[BaseException], object] | None
+    ) -> Callable[[BaseException], object]:
+        """The link's own error hook, plus: a break after the stream opened counts against its breaker.
+
+        The stream opened, so the open was a success for the breaker; a provider that then
+        cuts streams off (5xx mid-stream, dropped connections) is unhealthy all the same.
+        A timeout the caller set is not the provider's failure, nor is a closed stream.
+        """
+
+        def on_error(exc: BaseException) -> object:
+            reported = link_error(exc) if link_error is not None else None
+            broke = exc.error if isinstance(exc, StreamInterrupted) else None
+            if not (isinstance(broke, ForgeError) and error_kind(broke) in _OUTAGE_KINDS):
+                return reported
+
+            async def report_and_count() -> None:
+                if inspect.isawaitable(reported):
+                    await reported
+                await run.count(link, _Ticket(), broke)
+
+            return report_and_count()
+
+        return on_error
 
     def _complete(self) -> None:
         super()._complete()

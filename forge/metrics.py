@@ -46,12 +46,15 @@ class MetricEvent:
 
     ``fallback`` (a chain moved past a link; provider/model are that link's):
     ``from`` and ``to`` (``provider:model``), ``error`` (the error's class name, or
-    the skip reason), ``reason`` (``error``, ``breaker_open``, ``limiter_wait`` or
-    ``context_length``), ``elapsed_s`` (time spent on the link).
-    ``breaker`` (a circuit breaker changed state): ``key`` (``provider|base_url|model``),
+    the skip reason), ``reason`` (``error``, ``breaker_open``, ``limiter_wait``,
+    ``context_length``, or ``hedge``: the link was slow and the next one started beside
+    it), ``elapsed_s`` (time spent on the link).
+    ``breaker`` (a circuit breaker changed state): ``key`` (``provider|base_url|model``,
+    or ``provider|base_url#fingerprint|model`` for an account breaker),
     ``old_state`` and ``new_state`` (``closed`` / ``open`` / ``half_open``),
     ``cooldown_s`` (how long it stays open; 0 unless opening), ``error`` (class name
-    of the failure that opened it, or None).
+    of the failure that opened it, ``SlowCall``, or None), ``shared`` (True when
+    another process made the change and this one saw it later).
     """
 
     kind: str
@@ -274,19 +277,24 @@ class Metrics:
         )
 
     def record_breaker(
-        self, key: str, old_state: str, new_state: str, cooldown_s: float, error: str | None = None
+        self, key: str, old_state: str, new_state: str, cooldown_s: float, error: str | None = None,
+        *, shared: bool = False,
     ) -> None:
-        """A circuit breaker (``provider|base_url|model``) went from ``old_state`` to ``new_state``."""
+        """A circuit breaker (``provider|base_url|model``) went from ``old_state`` to ``new_state``.
+
+        ``shared``: another process made the change (Redis-shared breakers); this one saw it
+        when it next read the breaker.
+        """
         provider, _, rest = key.partition("|")
         model = rest.rpartition("|")[2]
         entry = self._breakers.setdefault(key, {"opened": 0})
-        entry.update(state=new_state, cooldown_s=cooldown_s, since=self._clock())
+        entry.update(state=new_state, cooldown_s=cooldown_s, since=self._clock(), shared=shared)
         if new_state == "open":
             entry["opened"] = int(str(entry["opened"])) + 1
         self._emit(
             "breaker", provider, model,
             {"key": key, "old_state": old_state, "new_state": new_state, "cooldown_s": cooldown_s,
-             "error": error},
+             "error": error, "shared": shared},
         )
 
     # ------------------------------------------------------------------ reading
@@ -351,14 +359,20 @@ class Metrics:
         return format_snapshot(self.snapshot())
 
 
+_MODEL_FIELDS = ("latency_s", "ttft_s", "cost_usd", "requests", "successes", "failures", "retries",
+                 "rate_limited", "input_tokens", "output_tokens", "cached_input_tokens", "cache_savings_usd")
+
+
 def format_snapshot(snap: dict[str, object]) -> str:
     """A :meth:`Metrics.snapshot` (or its JSON) as a text table."""
     rows = [("model", "reqs", "ok", "fail", "retries", "429s", "p50 s", "p95 s", "ttft p50", "in tok",
              "out tok", "cached", "cost $", "saved $")]
-    models = snap.get("models")
+    models = snap.get("models") if isinstance(snap, dict) else None  # any JSON may come from a file
     if not isinstance(models, dict):
         raise ValueError("not a forge metrics snapshot: it has no 'models' table.")
     for name, m in models.items():
+        if not isinstance(m, dict) or not all(k in m for k in _MODEL_FIELDS):
+            raise ValueError(f"not a forge metrics snapshot: models[{name!r}] is not a model's table.")
         lat, ttft = m["latency_s"], m["ttft_s"]
         cost = "-" if m["cost_usd"] is None else f"{m['cost_usd']:.6f}"
         rows.append((

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -43,6 +43,7 @@ __all__ = [
     "budget_key",
     "counter_from_config",
     "parse_reset",
+    "request_leaving",
 ]
 
 _log = logging.getLogger("forge.ratelimit")
@@ -56,6 +57,26 @@ Sleep = Callable[[float], Awaitable[object]]
 response_observer: ContextVar[Callable[[Mapping[str, str]], Awaitable[None]] | None] = ContextVar(
     "forge_response_observer", default=None
 )
+
+
+async def request_leaving() -> None:
+    """Called by the HTTP layer as a request's headers are written (see forge.providers._common):
+    what the limiter took for that call counts from now, not from when it was granted.
+
+    Between the grant and the write a request can wait on the event loop (other tasks'
+    work, a lazily built client, a new connection): 50-150 ms for the first requests of a
+    burst on a busy machine, against ~1 ms from the write to the server. A server counts
+    arrivals, so the window must count this moment.
+    """
+    reservation = _unsent.get()
+    if reservation is not None and reservation.marks:
+        marks, reservation.marks = reservation.marks, []
+        for window, entry in marks:
+            try:
+                await window.mark_sent(entry)  # type: ignore[arg-type]
+            except Exception as exc:  # never fail the request: the grant-time count stays (safe side)
+                _log.warning("forge rate limit: could not count a call from when it left (%s); "
+                             "it counts from its grant", type(exc).__name__)
 
 
 class Bucket(Protocol):
@@ -205,7 +226,14 @@ class TokenBucket:
 # counting arrivals in a strict one-second window must never see more than the
 # slice. The margin is the jitter tolerated, and costs its share of the rate
 # (`python -m benchmarks ratelimit` measures both; see docs/retry.md).
-DEFAULT_MARGIN = 0.03
+DEFAULT_MARGIN = 0.02
+
+# The margin grows to the lateness the limiter observes in its own process (a waker
+# that wakes later than it asked, a granted waiter that resumes late: an event loop
+# busy elsewhere), for one window after it was seen, up to this much. Requests
+# granted evenly but run late by different amounts reach the server bunched; 20 ms
+# covers a quiet machine (about 10 ms measured), the observed lateness a busy one.
+MAX_MARGIN = 0.5
 
 
 # Takes in the first moments after an idle window are held this much longer: the
@@ -246,14 +274,18 @@ class SlidingWindow:
             )
         self.capacity = float(limit)
         self.rate = float(limit) / window
+        self.window = window
+        self.margin = margin
         self.span = window + margin
+        self._late = 0.0  # the most lateness observed in the last window, and when
+        self._late_at = -math.inf
         self._clock = clock
         self._sleep = sleep
         self._log: list[list[float]] = []  # [counted from, amount, taken at], sorted by the first
         self._sum = 0.0
         self._next = -math.inf  # pacing: the earliest time of the next take
         self._cold_until = -math.inf
-        self._waiters: deque[tuple[float, asyncio.Future[float]]] = deque()
+        self._waiters: deque[tuple[float, asyncio.Future[list[float]]]] = deque()
         self._waker: asyncio.Task[None] | None = None
 
     @property
@@ -288,21 +320,42 @@ class SlidingWindow:
                 return max(wait, stamp + self.span - now)
         return max(wait, self._log[-1][0] + self.span - now)
 
-    def _take(self, amount: float, now: float) -> None:
+    def _take(self, amount: float, now: float) -> list[float]:
         if not self._log:
             self._cold_until = now + COLD_START
-        self._place(amount, now + COLD_START if now < self._cold_until else now, now)
+        entry = self._place(amount, now + COLD_START if now < self._cold_until else now, now)
         # Paced from when this take was due, not from when a late wake-up let it go, so
         # sleep overshoot is caught up (the log still bounds every window).
         self._next = max(self._next, now - 0.01) + amount / self.rate
+        return entry
 
-    def _place(self, amount: float, stamp: float, taken: float | None = None) -> None:
+    def _place(self, amount: float, stamp: float, taken: float | None = None) -> list[float]:
         entry = [stamp, amount, stamp if taken is None else taken]
-        if self._log and self._log[-1][0] > stamp:
+        self._insert(entry)
+        self._sum += amount
+        return entry
+
+    def _insert(self, entry: list[float]) -> None:
+        if self._log and self._log[-1][0] > entry[0]:
             bisect.insort(self._log, entry)
         else:
             self._log.append(entry)
-        self._sum += amount
+
+    async def mark_sent(self, entry: list[float]) -> None:
+        """The request of a take (``entry``, from :meth:`acquire_entry`) left just now: count
+        it from now. This replaces the cold-start hold with the real moment, later or earlier."""
+        now = self._clock()
+        for i in range(len(self._log) - 1, -1, -1):  # a fresh take sits near the end
+            if self._log[i] is entry:
+                break
+        else:
+            return  # expired or given back already
+        del self._log[i]
+        earlier = now < entry[0]
+        entry[0] = entry[2] = now
+        self._insert(entry)
+        if earlier:
+            self._rearm()
 
     def try_acquire(self, amount: float = 1.0) -> bool:
         """Take ``amount`` if it may leave now and nobody is queued; never waits."""
@@ -311,6 +364,12 @@ class SlidingWindow:
             return False
         self._take(amount, now)
         return True
+
+    def _try_take(self, amount: float) -> list[float] | None:
+        now = self._clock()
+        if self._waiters or self._delay(amount, now) > 0:
+            return None
+        return self._take(amount, now)
 
     async def wait_time(self, amount: float = 1.0) -> float:
         """Seconds until ``amount`` could be taken (an estimate when others are queued)."""
@@ -324,22 +383,37 @@ class SlidingWindow:
 
     async def acquire(self, amount: float = 1.0) -> float:
         """Take ``amount``, waiting (FIFO) until it may leave; return the seconds waited."""
+        return (await self.acquire_entry(amount))[0]
+
+    async def acquire_entry(self, amount: float = 1.0) -> tuple[float, list[float] | None]:
+        """:meth:`acquire`, also returning the take's log entry for :meth:`mark_sent`."""
         if amount <= 0:
-            return 0.0
-        if self.try_acquire(amount):
-            return 0.0
+            return 0.0, None
+        entry = self._try_take(amount)
+        if entry is not None:
+            return 0.0, entry
         start = self._clock()
-        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
         self._waiters.append((amount, fut))
         self._rearm()
         try:
-            taken_at = await fut
+            entry = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
-                self._give_back(amount, fut.result())  # served just as we were cancelled
+                self._give_back(amount, fut.result()[2])  # served just as we were cancelled
             self._rearm()  # the next waiter may go now
             raise
-        return taken_at - start
+        taken_at = entry[2]
+        resumed = self._clock()
+        self._observe_lateness(resumed - taken_at, resumed)
+        return taken_at - start, entry
+
+    def _observe_lateness(self, late: float, now: float) -> None:
+        # The margin covers what this process is seen to delay: the most lateness of the
+        # last window (and of the window before it, until one passes without it).
+        if late > self._late or now - self._late_at > self.window:
+            self._late, self._late_at = min(max(0.0, late), MAX_MARGIN), now
+        self.span = self.window + max(self.margin, self._late)
 
     def _rearm(self) -> None:
         if self._waker is not None and not self._waker.done():
@@ -356,11 +430,13 @@ class SlidingWindow:
             now = self._clock()
             delay = self._delay(amount, now)
             if delay <= 0:
-                self._take(amount, now)
+                entry = self._take(amount, now)
                 self._waiters.popleft()
-                fut.set_result(now)
+                fut.set_result(entry)
                 continue
             await self._sleep(delay)
+            woke = self._clock()
+            self._observe_lateness(woke - now - delay, woke)
 
     def _give_back(self, amount: float, taken_at: float) -> None:
         # Only what left at or before ``taken_at`` may shrink: the server still counts
@@ -416,6 +492,12 @@ class Reservation:
     waited: float
     settled: bool = False
     at: float = 0.0  # the counter's clock when the budget was taken
+    # The in-process windows' takes of this call, counted again from when it is sent.
+    marks: list[tuple[SlidingWindow | RedisWindow, object]] = field(default_factory=list)
+
+
+# The reservation of the call this task is about to send (see request_leaving).
+_unsent: ContextVar[Reservation | None] = ContextVar("forge_unsent", default=None)
 
 
 # Reset headers: OpenAI sends durations ("1s", "6m0s", "20ms"), Anthropic RFC 3339
@@ -462,7 +544,9 @@ class RequestCounter:
     budgets. After it: ``await counter.settle(res, actual_tokens)`` gives back what
     the provider did not count and wakes waiters at once; a failed attempt gives its
     reservation back with :meth:`release`. ``observe(headers)`` tightens the limits
-    to the provider's own remaining counts and reset times.
+    to the provider's own remaining counts and reset times. The windows count a
+    call from when its request is written (:func:`request_leaving`, called by forge's
+    pooled HTTP clients), not from its grant.
 
     By default (``burst_seconds=None``) each limit is a :class:`SlidingWindow`: every
     sliding second stays within ``per_minute / 60``, the slice providers enforce,
@@ -528,17 +612,32 @@ class RequestCounter:
         Cancelled while waiting for tokens, it gives the request slot it already took back.
         """
         waited = 0.0
+        marks: list[tuple[SlidingWindow | RedisWindow, object]] = []
         if self.requests is not None:
-            waited += await self.requests.acquire(1)
+            waited += await self._take(self.requests, 1, marks)
         took_request = self._clock()
         if self.tokens is not None and tokens > 0:
             try:
-                waited += await self.tokens.acquire(tokens)
+                waited += await self._take(self.tokens, tokens, marks)
             except BaseException:
                 if self.requests is not None:
                     await self.requests.refund(1, self._clock() - took_request)
                 raise
-        return Reservation(tokens if self.tokens is not None else 0.0, waited, at=self._clock())
+        reservation = Reservation(tokens if self.tokens is not None else 0.0, waited, at=self._clock(),
+                                  marks=marks)
+        _unsent.set(reservation)  # the caller's context: the HTTP layer marks it sent (request_leaving)
+        return reservation
+
+    @staticmethod
+    async def _take(
+        bucket: Bucket, amount: float, marks: list[tuple[SlidingWindow | RedisWindow, object]]
+    ) -> float:
+        if not isinstance(bucket, (SlidingWindow, RedisWindow)):
+            return await bucket.acquire(amount)
+        waited, entry = await bucket.acquire_entry(amount)
+        if entry is not None:
+            marks.append((bucket, entry))
+        return waited
 
     async def settle(self, reservation: Reservation, actual_tokens: float) -> None:
         """Correct the tokens budget by the difference between estimate and actual count."""
@@ -556,6 +655,7 @@ class RequestCounter:
         if reservation.settled:
             return
         reservation.settled = True
+        reservation.marks = []  # never sent: nothing to count again
         age = self._clock() - reservation.at
         if self.tokens is not None and reservation.tokens:
             await self.tokens.refund(reservation.tokens, age)
@@ -776,11 +876,19 @@ local rate = tonumber(ARGV[3])
 local amount = tonumber(ARGV[4])
 local mode = ARGV[5]
 local arg = tonumber(ARGV[6])
-local st = redis.call('HMGET', KEYS[1], 'sum', 'next', 'seq')
+local cold = tonumber(ARGV[7])
+local st = redis.call('HMGET', KEYS[1], 'sum', 'next', 'seq', 'cold')
 local sum = tonumber(st[1]) or 0
 local nxt = tonumber(st[2]) or 0
 local seq = tonumber(st[3]) or 0
+local cold_until = tonumber(st[4]) or 0
+-- members are "<taken, microseconds><seq mod 10^6, 6 digits>:amount" (taken: when the take
+-- left; its score may be later, see cold), still "digits:amount" as an older forge wrote and
+-- reads them; an older forge's "seq:amount" counts as taken long ago
 local function size(member) return tonumber(string.match(member, ':(.*)$')) end
+local function taken(member)
+  return (tonumber(string.sub(string.match(member, '^(%d+):'), 1, -7)) or 0) / 1000000
+end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - span)
 for _, m in ipairs(gone) do sum = sum - size(m) end
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - span) end
@@ -788,9 +896,12 @@ local count = redis.call('ZCARD', KEYS[2])
 if count == 0 then sum = 0 end
 local function add(at, n)
   seq = seq + 1
-  redis.call('ZADD', KEYS[2], at, seq .. ':' .. n)
+  local member = string.format('%.0f%06d', math.floor(math.min(at, now) * 1000000), seq % 1000000)
+    .. ':' .. n
+  redis.call('ZADD', KEYS[2], at, member)
   sum = sum + n
   count = count + 1
+  return member
 end
 local function delay(n)
   local wait = math.max(0, nxt - now)
@@ -808,13 +919,23 @@ local function delay(n)
 end
 local result = 0
 local keep = span
+local taken_member = nil
 if mode == 'take' then
   result = delay(amount)
   if result <= 0 then
-    add(now, amount)
+    -- the first takes after an idle window are held longer, as in SlidingWindow (COLD_START)
+    if count == 0 then cold_until = now + cold end
+    if now < cold_until then
+      taken_member = add(now + cold, amount)
+    else
+      taken_member = add(now, amount)
+    end
     nxt = math.max(nxt, now - span + 1) + amount / rate
     result = 0
   end
+elseif mode == 'sent' then
+  -- the take's request left now (SlidingWindow.mark_sent); gone already if it expired
+  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[8])
 elseif mode == 'peek' then
   result = delay(amount)
 elseif mode == 'refund' then
@@ -823,16 +944,19 @@ elseif mode == 'refund' then
   else
     local cutoff = now
     if arg >= 0 then cutoff = now - arg end
-    local entries = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff, 'WITHSCORES')
+    -- only what left at or before the cutoff may shrink (as SlidingWindow._give_back)
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
     for i = 1, #entries, 2 do
       if amount <= 0 then break end
       local m = entries[i]
-      local n = size(m)
-      local cut = math.min(amount, n)
-      redis.call('ZREM', KEYS[2], m)
-      redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(%d+):') .. ':' .. (n - cut))
-      sum = sum - cut
-      amount = amount - cut
+      if taken(m) <= cutoff then
+        local n = size(m)
+        local cut = math.min(amount, n)
+        redis.call('ZREM', KEYS[2], m)
+        redis.call('ZADD', KEYS[2], entries[i + 1], string.match(m, '^(%d+):') .. ':' .. (n - cut))
+        sum = sum - cut
+        amount = amount - cut
+      end
     end
     nxt = math.min(nxt, now)
   end
@@ -847,17 +971,56 @@ elseif mode == 'tighten' then
   end
   local excess = limit - held - math.max(0, amount)
   if excess > 0 then
-    seq = seq + 1
-    redis.call('ZADD', KEYS[2], now + keep - span, seq .. ':' .. excess)
-    sum = sum + excess
+    add(now + keep - span, excess)
   end
 end
-redis.call('HSET', KEYS[1], 'sum', tostring(sum), 'next', tostring(nxt), 'seq', tostring(seq))
+redis.call('HSET', KEYS[1], 'sum', tostring(sum), 'next', tostring(nxt), 'seq', tostring(seq),
+           'cold', tostring(cold_until))
 local ttl = math.ceil(math.max(keep, span) * 1000) + 60000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
+if taken_member then return '0 ' .. taken_member end
 return tostring(result)
 """
+
+
+class _Agreement:
+    """One process's announcement of its configuration for a shared budget (``_REDIS_AGREE``)."""
+
+    def __init__(self, client: object, key: str, capacity: float, rate: float, clock: Clock,
+                 ttl: float) -> None:
+        self._client = client
+        self._key = key
+        self._mine = (capacity, rate)
+        self._clock = clock
+        self._ttl = ttl
+        self._agreed: tuple[float, float] | None = None
+        self._agreed_at = 0.0
+        self._script: Callable[..., Awaitable[object]] | None = None
+
+    async def effective(self) -> tuple[float, float]:
+        # Announced again every third of the ttl (one extra round trip then, none between).
+        now = self._clock()
+        if self._agreed is not None and now - self._agreed_at < self._ttl / 3:
+            return self._agreed
+        if self._script is None:
+            self._script = self._client.register_script(_REDIS_AGREE)  # type: ignore[attr-defined]
+        assert self._script is not None
+        capacity, rate = self._mine
+        raw = await self._script(keys=[self._key + ":config"], args=[f"{capacity!r}/{rate!r}", self._ttl])
+        assert isinstance(raw, (list, tuple))
+        cap, agreed_rate = (float(v.decode() if isinstance(v, bytes) else v) for v in raw)
+        # Lua's tostring keeps 14 digits: a value within that rounding of our own is our own.
+        agreed = (cap if cap < capacity * (1 - 1e-9) else capacity,
+                  agreed_rate if agreed_rate < rate * (1 - 1e-9) else rate)
+        if agreed != self._mine and agreed != self._agreed:
+            _log.warning(
+                "forge rate limit: another process configures budget %s tighter (limit %g, %g/s) than "
+                "this one (limit %g, %g/s); the tighter one applies to every process sharing it",
+                self._key, agreed[0], agreed[1], capacity, rate,
+            )
+        self._agreed, self._agreed_at = agreed, now
+        return agreed
 
 
 class RedisWindow:
@@ -866,7 +1029,10 @@ class RedisWindow:
     Several processes and hosts using the same ``key`` share one window. Within a
     process, waiters queue FIFO behind an ``asyncio.Lock``; a refund or tighten from
     this process wakes the waiter at once (one from another process is seen at the
-    waiter's next check).
+    waiter's next check). The same rules as the in-process window: the first takes
+    after an idle window are held ``COLD_START`` longer, and when processes configure
+    the same ``key`` differently the tighter limit and rate apply to all of them (each
+    announces its own under ``<key>:config``; a looser one logs a WARNING).
     """
 
     def __init__(
@@ -878,6 +1044,8 @@ class RedisWindow:
         window: float = 1.0,
         margin: float = DEFAULT_MARGIN,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        announce_ttl: float = 60.0,
     ) -> None:
         if limit <= 0 or window <= 0 or margin < 0:
             raise ValueError(
@@ -893,26 +1061,50 @@ class RedisWindow:
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._script: Callable[..., Awaitable[object]] | None = None
+        self.window = window
+        self._clock = clock
+        self._agreement = _Agreement(client, key, self.capacity, self.rate, clock, announce_ttl)
+
+    async def effective(self) -> tuple[float, float]:
+        """The ``(limit, rate)`` the shared window runs at: the tightest any live process announced
+        (the same rule as :meth:`RedisBucket.effective`)."""
+        return await self._agreement.effective()
 
     async def _run(self, amount: float, mode: str, arg: float = -1.0) -> float:
+        return float((await self._call(amount, mode, arg)).split()[0])
+
+    async def _call(self, amount: float, mode: str, arg: float = -1.0, member: str = "") -> str:
         if self._script is None:
             self._script = self._client.register_script(_REDIS_WINDOW)  # type: ignore[attr-defined]
         assert self._script is not None
-        args = [self.capacity, self.span, self.rate, amount, mode, arg]
+        limit, rate = await self.effective()
+        args = [limit, self.span, rate, amount, mode, arg, COLD_START, member]
         result = await self._script(keys=[self.key, f"{self.key}:log"], args=args)
-        return float(result.decode() if isinstance(result, bytes) else str(result))
+        return result.decode() if isinstance(result, bytes) else str(result)
 
     async def acquire(self, amount: float = 1.0) -> float:
+        return (await self.acquire_entry(amount))[0]
+
+    async def acquire_entry(self, amount: float = 1.0) -> tuple[float, tuple[str, float] | None]:
+        """:meth:`acquire`, also returning the take (its member, when it was granted) for
+        :meth:`mark_sent`."""
         if amount <= 0:
-            return 0.0
+            return 0.0, None
         waited = 0.0
         async with self._lock:
             while True:
                 self._changed.clear()
-                wait = await self._run(amount, "take")
-                if wait <= 0:
-                    return waited
-                waited += await self._nap(wait)
+                reply = (await self._call(amount, "take")).split()
+                if len(reply) == 2:
+                    return waited, (reply[1], self._clock())
+                waited += await self._nap(float(reply[0]))
+
+    async def mark_sent(self, entry: tuple[str, float]) -> None:
+        """As :meth:`SlidingWindow.mark_sent`; a request that leaves within the margin of its
+        grant costs no round trip (the margin covers it)."""
+        member, granted = entry
+        if self._clock() - granted > self.span - self.window:
+            await self._call(0, "sent", member=member)
 
     async def _nap(self, seconds: float) -> float:
         # Sleep ``seconds`` or until this process changes the window, whichever is first.
@@ -979,7 +1171,7 @@ def counter_from_config(
                                clock=clock)
 
         def window(kind: str, limit: float, margin: float) -> Bucket:
-            return RedisWindow(shared, f"{prefix}:{kind}", limit, margin=margin, sleep=sleep)
+            return RedisWindow(shared, f"{prefix}:{kind}", limit, margin=margin, sleep=sleep, clock=clock)
 
     counter = RequestCounter(
         config.requests_per_minute,

@@ -295,7 +295,8 @@ class Registry:
 
                 assert isinstance(change, BreakerChange)
                 self.metrics.record_breaker(
-                    change.key, change.old_state, change.new_state, change.cooldown_s, change.error
+                    change.key, change.old_state, change.new_state, change.cooldown_s, change.error,
+                    shared=change.shared,
                 )
 
             self._breakers = CircuitBreakers.from_config(
@@ -304,9 +305,25 @@ class Registry:
         return self._breakers
 
     def breaker_key(self, llm: LLM) -> str:
-        """What one breaker guards: ``provider|base_url|model`` (the base URL as configured)."""
-        base_url = self.provider_config(llm.provider_name).resolve_base_url() or "default"
+        """What one endpoint breaker guards: ``provider|base_url|model`` (the base URL as configured,
+        its password masked: the key is printed in events and snapshots and names a Redis key).
+
+        Outages (5xx, overloaded, timeouts, connection errors) are the endpoint's, whoever's key
+        asked: every tenant's calls share this breaker.
+        """
+        from forge._secrets import redact_url
+
+        base_url = redact_url(self.provider_config(llm.provider_name).resolve_base_url()) or "default"
         return f"{llm.provider_name}|{base_url}|{llm.model}"
+
+    def account_breaker_key(self, llm: LLM) -> str:
+        """What one account breaker guards: ``provider|base_url#fingerprint|model``.
+
+        Rate limits (and, where a chain lets them fall through, refused keys) belong to one
+        key or organization: another tenant's key on the same endpoint has its own breaker.
+        The fingerprint is one-way (see ``ProviderConfig.account``); no secret is in the key.
+        """
+        return f"{llm.provider_name}|{self.provider_config(llm.provider_name).account()}|{llm.model}"
 
     def fallback_llm(
         self, model: str, fallbacks: FallbackChain | Sequence[str | Fallback] | None = None
@@ -337,8 +354,11 @@ class Registry:
             llm = self.get_llm(ref)
             from forge.fallback import Fallback
 
-            links.append((llm, spec or Fallback(ref), self.breakers.get(self.breaker_key(llm))))
-        handle = FallbackLLM(links, chain, clock=self._clock, metrics=self.metrics)
+            links.append((
+                llm, spec or Fallback(ref), self.breakers.get(self.breaker_key(llm)),
+                self.breakers.get(self.account_breaker_key(llm)),
+            ))
+        handle = FallbackLLM(links, chain, clock=self._clock, sleep=self._sleep, metrics=self.metrics)
         self._chains[(model, chain)] = handle
         return handle
 

@@ -503,7 +503,7 @@ class Stream:
             await self._finished()
         except BaseException as exc:
             if not self._in_callback:  # the caller's own callback failing is not the stream failing
-                self._report_error(exc)
+                await _maybe_await(self._report_error(exc))  # a fallback chain reports breaks to a breaker
             raise
         finally:
             self._done = True
@@ -537,9 +537,10 @@ class Stream:
             ) from error
         raise error from exc
 
-    def _report_error(self, exc: BaseException) -> None:
+    def _report_error(self, exc: BaseException) -> object:
         if self._on_error is not None and not isinstance(exc, GeneratorExit):
-            self._on_error(exc)
+            return self._on_error(exc)
+        return None
 
     async def _finished(self) -> None:
         """After the last event: the Response, the final progress report, the completion callback."""

@@ -299,7 +299,8 @@ class Usage:
 class FallbackAttempt:
     """A link of a fallback chain that did not answer: which model, why, and what it cost.
 
-    ``error`` is the error's class name (``OverloadedError``...) or, for a link
+    ``error`` is the error's class name (``OverloadedError``...), ``SlowCall`` for a
+    link that had not answered when a later one did (``hedge_after``), or, for a link
     that was not called, ``skipped`` says why: ``breaker_open``, ``limiter_wait``
     or ``context_length`` (not marked ``larger_context``). ``attempts`` counts the
     requests sent to it (retries included; 0 when skipped).

@@ -17,6 +17,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Packages the docs show a user installing for one example, which forge's own dev set does not
+# install (an OTLP exporter pulls gRPC): their imports are taken as untyped, everything else is strict.
+# tiktoken as in pyproject.toml's [tool.mypy] overrides (this run has its own config file).
+NOT_INSTALLED = ("opentelemetry.exporter.*", "tiktoken", "tiktoken.*")
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 ERROR = re.compile(r"^(?:.*[/\\])?ex_(\d+)\.py:(\d+): (.*)$")
 
@@ -43,9 +47,16 @@ def main() -> int:
             module = Path(tmp) / f"ex_{i}.py"
             module.write_text(code, encoding="utf-8")
             files.append(str(module))
+        config = Path(tmp) / "mypy.ini"
+        config.write_text(
+            "[mypy]\n" + "".join(
+                f"[mypy-{module}]\nignore_missing_imports = True\n" for module in NOT_INSTALLED
+            ),
+            encoding="utf-8",
+        )
         out, err, status = api.run(
-            ["--strict", "--no-incremental", "--cache-dir", str(Path(tmp) / ".mypy_cache"),
-             "--no-error-summary", *files]
+            ["--config-file", str(config), "--strict", "--no-incremental",
+             "--cache-dir", str(Path(tmp) / ".mypy_cache"), "--no-error-summary", *files]
         )
     failed: set[int] = set()
     for raw in out.splitlines():

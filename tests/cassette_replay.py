@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ import httpx
 import httpx2
 import pytest
 import yaml
+
+from tests._services import REAL_RECORDINGS, require_real_recordings
 
 __all__ = [
     "CASSETTES",
@@ -48,10 +49,7 @@ __all__ = [
     "recorded_interactions",
 ]
 
-CASSETTES = Path(
-    os.environ.get("FORGE_REAL_CASSETTES")
-    or Path(__file__).resolve().parents[2] / "shared" / "cassettes-real"
-)
+CASSETTES = REAL_RECORDINGS
 
 _DROP_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
@@ -97,6 +95,7 @@ class Interaction:
 def cassette_path(name: str) -> Path:
     """Absolute path of a recording (``"openai/chat-stream-usage.yaml"``); skip the test if missing."""
     path = CASSETTES / name
+    require_real_recordings()
     if not path.is_file():
         pytest.skip(f"real recording {name} not available under {CASSETTES}")
     return path

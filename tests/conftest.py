@@ -13,6 +13,14 @@ from forge.errors import ForgeError, ProviderError
 from forge.llm import LLM
 from forge.retry import RetryPolicy
 from forge.types import Provider, Request, Response, StreamEvent, Usage
+from tests._services import ci_problems, in_ci
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI, a missing Redis or missing real recordings fail the run instead of skipping tests."""
+    if in_ci() and (problems := ci_problems()):
+        raise pytest.UsageError("CI is set, so nothing may be skipped for lack of a service:\n  "
+                                + "\n  ".join(problems))
 
 
 class FakeClock:

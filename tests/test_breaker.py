@@ -161,3 +161,74 @@ def test_redis_breakers_reuse_the_limiters_redis_url() -> None:
         "breaker": {"backend": "redis"},
     })
     assert cfg.breaker.redis_url == "redis://127.0.0.1:6399/7"
+
+
+async def test_a_slow_call_counts_at_once_with_the_weight_of_its_attempts() -> None:
+    clock, changes = FakeClock(), list[BreakerChange]()
+    b = _breaker(clock, changes)
+    assert await b.admit() == "allow"
+    await b.slow(elapsed=2.0, attempts=3)  # still out after slow_call: failed as a 3-attempt call fails
+    assert b.state == "open"
+    assert changes == [BreakerChange(b.key, "closed", "open", 10.0, "SlowCall")]
+    assert b.retry_in == pytest.approx(8.0)  # the cooldown runs from when the slow call was sent
+
+
+async def test_a_breaker_in_doubt_admits_nothing_else_until_the_slow_call_ends() -> None:
+    b = _breaker(FakeClock(), slow_call=2.0)
+    await b.slow(elapsed=2.0)
+    assert b.state == "closed"  # 1 of 3 failures: not open ...
+    assert await b.admit() == "reject"  # ... but in doubt: one hanging call is enough
+    assert b.retry_in == 2.0
+    assert await b.admit(last_resort=True) == "allow"  # nowhere else to go: a link in doubt beats none
+    b.slow_ended()
+    assert await b.admit() == "allow"
+
+
+async def test_a_slow_probe_reopens_and_its_cooldown_runs_from_when_it_was_sent() -> None:
+    clock = FakeClock()
+    b = _breaker(clock, backoff_factor=1.0)
+    await b.failure(attempts=3)
+    clock.advance(10)
+    assert await b.admit() == "probe"
+    clock.advance(3)
+    await b.slow(elapsed=3.0, probe=True)
+    b.slow_ended()
+    assert b.state == "open"
+    clock.advance(6.9)
+    assert await b.admit() == "reject"
+    clock.advance(0.1)
+    assert await b.admit() == "probe"  # one probe per cooldown, slow verdict or not
+
+
+async def test_changes_another_process_made_are_seen_as_shared_events() -> None:
+    clock = FakeClock()
+    store = MemoryBreakerStore(clock)  # one store, two registries: what Redis gives two processes
+    config = BreakerConfig(failures=1, cooldown=10.0)
+    seen: list[BreakerChange] = []
+    here = CircuitBreakers(config, store, on_change=seen.append)
+    there = CircuitBreakers(config, store)
+    key = "openai|default|gpt-4o-mini"
+    here.get(key)
+    await there.get(key).failure()
+    assert here.states() == {key: "closed"}  # not read since
+    assert await here.refresh() == {key: "open"}
+    assert seen == [BreakerChange(key, "closed", "open", 10.0, shared=True)]
+
+
+def test_slow_call_and_hedge_after_are_validated() -> None:
+    cfg = load_config({
+        "aliases": {"fast": "openai:gpt-4o-mini"},
+        "fallbacks": {"fast": {"models": ["anthropic:claude-haiku-4-5"], "hedge_after": 2}},
+        "breaker": {"slow_call": 2.5},
+    })
+    assert cfg.breaker.slow_call == 2.5
+    assert cfg.fallbacks["fast"].hedge_after == 2.0
+    with pytest.raises(ConfigError, match=r"breaker\.slow_call: must be > 0"):
+        load_config({"breaker": {"slow_call": 0}})
+    with pytest.raises(ConfigError, match=r"fallbacks\.fast\.hedge_after: expected a number"):
+        load_config({"aliases": {"fast": "openai:gpt-4o-mini"},
+                     "fallbacks": {"fast": {"models": ["anthropic:claude-haiku-4-5"], "hedge_after": "2s"}}})
+    from forge.fallback import FallbackChain
+
+    with pytest.raises(ValueError, match="hedge_after must be a positive number"):
+        FallbackChain.of(FallbackChain((), hedge_after=-1))

@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+import forge
 from forge.breaker import CircuitBreakers, RedisBreakerStore
 from forge.config import BreakerConfig
 from forge.testing import Emulator, Fault
 
+PRIMARY = "openai:gpt-4o-mini"
+BACKUP = "anthropic:claude-haiku-4-5"
 URL = os.environ.get("FORGE_TEST_REDIS_URL")
 if not URL:
     if os.environ.get("CI"):
@@ -99,3 +102,62 @@ async def test_a_breaker_opened_in_one_process_keeps_another_away_from_the_prima
     assert first == [["anthropic", [None]]]  # the primary failed and opened the shared breaker
     assert second == [["anthropic", ["breaker_open"]]] * 3
     assert primary_requests == 1
+
+
+def _tenant(emu: Emulator, api_key: str) -> dict[str, object]:
+    cfg: dict[str, object] = dict(emu.config())
+    providers = cfg["providers"]
+    assert isinstance(providers, dict)
+    providers["openai"] = {**providers["openai"], "api_key": api_key, "retry": {"max_attempts": 1, "max_wait": 1}}
+    cfg["breaker"] = {"failures": 1, "cooldown": 60, "backend": "redis", "redis_url": URL}
+    return cfg
+
+
+async def _forget(client: object, base_url: str) -> None:
+    """No state left by an earlier run on the same port."""
+    async for name in client.scan_iter(match=f"forge:breaker:openai|{base_url}*"):  # type: ignore[attr-defined]
+        await client.delete(name)  # type: ignore[attr-defined]
+
+
+async def test_one_tenants_rate_limit_keeps_only_that_tenant_away_but_an_outage_keeps_everyone(
+    client: object,
+) -> None:
+    async with Emulator(chunk_count=2) as emu:
+        await _forget(client, emu.base_urls["openai"])
+        emu.script(Fault.rate_limit(retry_after=120), provider="openai", times=1,
+                   when=lambda rec: rec.headers.get("authorization") == "Bearer sk-tenant-a-0000")
+        async with forge.Registry(config=_tenant(emu, "sk-tenant-a-0000")) as a, \
+                forge.Registry(config=_tenant(emu, "sk-tenant-b-0000")) as b, \
+                forge.Registry(config=_tenant(emu, "sk-tenant-c-0000")) as c:
+            limited = await a.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
+            again = await a.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
+            other = await b.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
+            emu.script(Fault.server_error(503), provider="openai", times=1)
+            down = await b.invoke(PRIMARY, "hi", fallbacks=[BACKUP])  # an outage: the endpoint's breaker
+            before = sum(1 for r in emu.requests if r.provider == "openai")
+            third = await c.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
+            after = sum(1 for r in emu.requests if r.provider == "openai")
+    assert limited.fallback_attempts[0].error == "RateLimitError"
+    assert again.fallback_attempts[0].skipped == "breaker_open"  # tenant A's account breaker
+    assert other.provider == "openai" and not other.fallback_attempts  # tenant B was not kept away
+    assert down.fallback_attempts[0].error == "OverloadedError"
+    assert third.fallback_attempts[0].skipped == "breaker_open" and after == before  # nor is tenant C
+
+
+async def test_refresh_shows_a_breaker_another_process_opened_in_the_snapshot(client: object) -> None:
+    async with Emulator(chunk_count=2) as emu:
+        await _forget(client, emu.base_urls["openai"])
+        emu.script(Fault.server_error(503), provider="openai", times=1)
+        async with forge.Registry(config=_tenant(emu, "sk-one-key-0000")) as here, \
+                forge.Registry(config=_tenant(emu, "sk-one-key-0000")) as there:
+            here.fallback_llm(PRIMARY, [BACKUP])  # this process knows the chain, has not called it
+            events: list[dict[str, object]] = []
+            here.metrics.subscribe(lambda e: events.append(e.fields) if e.kind == "breaker" else None)
+            await there.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
+            key = here.breaker_key(here.get_llm(PRIMARY))
+            assert key not in here.metrics.snapshot()["breakers"]  # type: ignore[operator]
+            states = await here.breakers.refresh()
+            snapshot = here.metrics.snapshot()["breakers"]
+    assert states[key] == "open"
+    assert isinstance(snapshot, dict) and snapshot[key]["state"] == "open" and snapshot[key]["shared"] is True
+    assert [(e["old_state"], e["new_state"], e["shared"]) for e in events] == [("closed", "open", True)]

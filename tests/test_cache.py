@@ -12,6 +12,7 @@ from forge.cache import MemoryResponseCache, RedisResponseCache, ResponseCache, 
 from forge.llm import LLM
 from forge.metrics import Metrics
 from forge.types import CacheHints, Message, Request, Response, ToolCall, Usage
+from tests._services import no_redis_reason
 from tests.conftest import FakeClock, FakeProvider, text_steps
 
 
@@ -168,7 +169,7 @@ async def test_registry_gives_cached_handles_per_options() -> None:
 # ---------------------------------------------------------------------- Redis
 
 REDIS_URL = os.environ.get("FORGE_TEST_REDIS_URL")
-needs_redis = pytest.mark.skipif(not REDIS_URL, reason="no Redis: run with `bash scripts/test`")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason=no_redis_reason())
 
 
 @needs_redis

@@ -116,5 +116,5 @@ def test_model_and_input_are_required_without_resume(
 
 
 def test_an_unknown_job_fails_cleanly(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, _ = _run(files, "--resume", "fj_missing")
-    assert rc == 1 and "unknown_job" in capsys.readouterr().err
+    rc, _, _ = _run(files, "--resume", "fj_missing")  # a mistyped id is the user's to fix: exit 2
+    assert rc == 2 and "no job 'fj_missing' in the job store" in capsys.readouterr().err

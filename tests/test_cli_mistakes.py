@@ -247,3 +247,24 @@ def test_the_printed_emulator_config_can_be_pasted(
         code, printed, err = run(capsys, "invoke", model, "hi", "--config", str(pasted))
         assert (code, err) == (0, ""), err
         assert "You said: hi" in printed
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "3", '{"models": {"openai:x": 1}}'])
+def test_metrics_of_a_json_file_that_is_no_snapshot_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str
+) -> None:
+    snap = tmp_path / "snap.json"
+    snap.write_text(content)
+    code, _, err = run(capsys, "metrics", str(snap))
+    assert code == 2
+    assert err.startswith(f"forge metrics: cannot read {snap}: not a forge metrics snapshot")
+    assert "Traceback" not in err
+
+
+def test_resuming_an_unknown_job_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = tmp_path / "jobs.sqlite3"
+    code, _, err = run(capsys, "batch", "--resume", "fj_nope", "--out", str(tmp_path / "o.jsonl"),
+                       "--job-store", str(store))
+    assert code == 2
+    assert one_line(err).startswith("forge batch: no job 'fj_nope' in the job store")
+    assert "--job-store" in err

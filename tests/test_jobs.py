@@ -25,6 +25,7 @@ from forge.jobs import (
 )
 from forge.llm import build_request
 from forge.types import Message, Request, Response, ResponseFormat, Tool, ToolCall, Usage
+from tests._services import no_redis_reason
 
 REDIS_URL = os.environ.get("FORGE_TEST_REDIS_URL")
 
@@ -40,7 +41,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         s: JobStore = SQLiteJobStore(tmp_path / "jobs.sqlite3")
     else:
         if not REDIS_URL:
-            pytest.skip("no Redis: run the suite with `bash scripts/test`, which starts one")
+            pytest.skip(no_redis_reason())
         s = RedisJobStore(REDIS_URL, prefix=f"forge-test-{uuid.uuid4().hex}")
     yield s
     await s.aclose()

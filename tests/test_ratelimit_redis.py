@@ -10,12 +10,13 @@ import pytest
 
 from forge.config import RateLimitConfig
 from forge.ratelimit import RedisBucket, RedisWindow, counter_from_config
+from tests._services import no_redis_reason
 
 URL = os.environ.get("FORGE_TEST_REDIS_URL")
 if not URL:
     if os.environ.get("CI"):
         raise RuntimeError("FORGE_TEST_REDIS_URL is not set in CI: scripts/services must start Redis.")
-    pytest.skip("no Redis: run the suite with `bash scripts/test`, which starts one", allow_module_level=True)
+    pytest.skip(no_redis_reason(), allow_module_level=True)
 
 
 @pytest.fixture
@@ -94,3 +95,26 @@ async def test_redis_window_refund_wakes_a_waiter_of_this_process(client: object
     assert not waiter.done()
     await w.refund(10)
     await asyncio.wait_for(waiter, 2.0)  # not the 30 s window
+
+
+async def test_redis_window_holds_the_first_takes_after_idle_like_the_in_process_window(client: object) -> None:
+    from forge.ratelimit import COLD_START
+
+    key = f"forge:test:{uuid.uuid4()}"
+    w = RedisWindow(client, key, limit=2, window=1.0)
+    await w.acquire(2)  # the first take after an idle window
+    # Counted from COLD_START later, like SlidingWindow: free again after span + COLD_START.
+    assert w.span + COLD_START - 0.05 < await w.wait_time(1) <= w.span + COLD_START
+
+
+
+async def test_redis_window_reads_entries_an_older_forge_wrote(client: object) -> None:
+    # A rolling deploy: entries of the older "seq:amount" form share the log with new ones.
+    key = f"forge:test:{uuid.uuid4()}"
+    seconds, micros = await client.time()  # type: ignore[attr-defined]
+    await client.zadd(f"{key}:log", {"7:5": seconds + micros / 1e6})  # type: ignore[attr-defined]
+    await client.hset(key, mapping={"sum": "5", "next": "0", "seq": "7"})  # type: ignore[attr-defined]
+    w = RedisWindow(client, key, limit=10, window=60)
+    assert await w.wait_time(6) > 50  # the old entry's 5 count
+    await w.refund(5, age=0.0)  # and it can be given back
+    assert await w.wait_time(10) == 0.0

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from forge.errors import RateLimitError
-from forge.ratelimit import COLD_START, RequestCounter, SlidingWindow, parse_reset
+from forge.ratelimit import COLD_START, DEFAULT_MARGIN, RequestCounter, SlidingWindow, parse_reset
 from forge.retry import RetryPolicy, RetryWrapper
 from tests.conftest import FakeClock
 
@@ -81,7 +81,7 @@ async def test_a_take_larger_than_the_slice_goes_alone(clock: FakeClock) -> None
     w = SlidingWindow(100, clock=clock, sleep=clock.sleep)
     assert await w.acquire(10) == 0.0
     waited = await w.acquire(250)  # waits for the second holding the 10 to pass
-    assert waited == pytest.approx(1.03 + COLD_START)  # the first take after idle is held longer
+    assert waited == pytest.approx(1 + DEFAULT_MARGIN + COLD_START)  # the first take after idle is held longer
     assert await w.acquire(1) == pytest.approx(2.5, abs=0.02)  # and then paced by its own size
 
 
@@ -174,3 +174,45 @@ def test_anthropic_reservation_counts_the_default_max_tokens_it_sends() -> None:
     request = llm.request("hello")
     assert llm.estimate_tokens(request) >= DEFAULT_MAX_TOKENS
     assert llm.estimate_tokens(llm.request("hello", max_tokens=10)) < 100
+
+
+async def test_a_request_that_leaves_late_counts_from_when_it_left(clock: FakeClock) -> None:
+    from forge.ratelimit import request_leaving
+
+    counter = RequestCounter(requests_per_minute=60, clock=clock, sleep=clock.sleep)  # one a second
+    window = counter.requests
+    assert isinstance(window, SlidingWindow)
+    await counter.acquire()
+    clock.advance(0.3)  # granted, then held on the client (a busy loop, a new connection)
+    assert await counter.wait_time() == pytest.approx(COLD_START + window.span - 0.3)  # from the grant
+    await request_leaving()  # the HTTP layer: its headers are being written now
+    assert await counter.wait_time() == pytest.approx(window.span)  # from when it left
+    await request_leaving()  # once per call: a second notice moves nothing
+    clock.advance(0.1)
+    assert await counter.wait_time() == pytest.approx(window.span - 0.1)
+
+
+async def test_a_request_that_leaves_at_once_is_not_held_for_a_cold_start(clock: FakeClock) -> None:
+    from forge.ratelimit import request_leaving
+
+    counter = RequestCounter(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    await counter.acquire()
+    await request_leaving()  # left at its grant: the guessed cold-start hold gives way to the fact
+    assert await counter.wait_time() == pytest.approx(1 + DEFAULT_MARGIN)
+
+
+async def test_the_margin_grows_to_the_lateness_the_loop_shows(clock: FakeClock) -> None:
+    late = [0.08]
+
+    async def late_sleep(seconds: float) -> None:  # an event loop busy elsewhere: wakes late
+        await clock.sleep(seconds + late[0])
+
+    window = SlidingWindow(2, clock=clock, sleep=late_sleep)
+    await window.acquire(1)
+    await window.acquire(1)  # paced: the waker sleeps and wakes 80 ms late
+    assert window.span == pytest.approx(1 + 0.08)
+    late[0] = 0.0
+    clock.advance(2.5)  # more than a window later, the loop is on time again
+    await window.acquire(1)
+    await window.acquire(1)
+    assert window.span == pytest.approx(1 + DEFAULT_MARGIN)

@@ -26,7 +26,6 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -46,12 +45,12 @@ from forge.errors import (
 )
 from forge.testing._cassette_files import load_interactions
 from forge.testing.cassettes import replay_config, use_cassette
+from tests._services import REAL_RECORDINGS, require_real_recordings
 
 # Recordings name models that have since been retired; the client's deprecation notice is noise here.
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL = SHARED / "cassettes-real"
+REAL = REAL_RECORDINGS
 
 _RESPONSES_OTHER = "OpenAI Responses API beyond creating a response (retrieve, cancel, input items): not covered"
 _OTHER_CLIENT = (
@@ -543,7 +542,7 @@ async def replay(call: Call) -> forge.Response:
 
 
 def test_every_recording_is_verified_or_a_listed_gap() -> None:
-    assert REAL.is_dir(), f"the real recordings are missing: expected {REAL} (shared/ beside the clone)"
+    require_real_recordings()
     assert RECORDINGS, f"no recordings under {REAL}"
     problems = []
     for name, rec in RECORDINGS.items():

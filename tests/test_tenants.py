@@ -196,3 +196,37 @@ def test_bad_budget_name_names_key_value_and_what_is_allowed() -> None:
     with pytest.raises(forge.ConfigError) as info:
         load_config(tenant("http://127.0.0.1:1/v1", "sk-x", rate_limit={"budget": "org acme!"}))
     assert "providers.openai.rate_limit.budget" in str(info.value) and "'org acme!'" in str(info.value)
+
+
+@needs_redis
+async def test_the_tighter_configuration_of_a_shared_window_wins(caplog: pytest.LogCaptureFixture) -> None:
+    # Two processes (two Redis connections, counters built from their own configs) name one
+    # budget: the default strict window must follow the same rule as the token bucket.
+    import redis.asyncio as redis_asyncio
+
+    from forge.config import RateLimitConfig
+    from forge.ratelimit import RedisWindow, counter_from_config
+
+    budget = f"test-{uuid.uuid4().hex[:12]}"
+    clients = [redis_asyncio.Redis.from_url(REDIS_URL) for _ in range(2)]
+    try:
+        loose_cfg = RateLimitConfig(requests_per_minute=6000, backend="redis", budget=budget)
+        tight_cfg = RateLimitConfig(requests_per_minute=120, backend="redis", budget=budget)
+        loose = counter_from_config("openai", loose_cfg, redis_client=clients[0])
+        tight = counter_from_config("openai", tight_cfg, redis_client=clients[1])
+        assert loose is not None and tight is not None
+        assert isinstance(loose.requests, RedisWindow) and isinstance(tight.requests, RedisWindow)
+        assert await tight.wait_time() == 0.0  # the tight process announces 2 a second
+        with caplog.at_level("WARNING", logger="forge.ratelimit"):
+            for _ in range(2):
+                await loose.acquire()  # 2 of the loose process's 100 a second: the agreed limit is 2
+            wait = await loose.wait_time()
+            await loose.wait_time()
+        assert wait > 0.5  # the window holds 2, not 100
+        assert await loose.requests.effective() == (2.0, 2.0)
+        warnings = [r for r in caplog.records if "tighter" in r.getMessage()]
+        assert len(warnings) == 1 and budget in warnings[0].getMessage()
+        assert await tight.requests.effective() == (2.0, 2.0)  # the tight one is not loosened
+    finally:
+        for c in clients:
+            await c.aclose()

@@ -27,7 +27,7 @@ from forge.errors import (
     RateLimitError,
     ServerError,
 )
-from forge.ratelimit import response_observer
+from forge.ratelimit import request_leaving, response_observer
 from forge.types import FinishReason, Response, StreamEvent, Usage
 
 if TYPE_CHECKING:
@@ -263,6 +263,20 @@ async def _observe_rate_limit_headers(response: httpx2.Response | httpx.Response
         await observer(headers_dict(response.headers))
 
 
+async def _trace_request_leaving(request: httpx2.Request | httpx.Request) -> None:
+    # The limiter counts a call from when its headers are written, not from when it
+    # was granted (forge.ratelimit.request_leaving): httpcore's trace extension says when.
+    outer = request.extensions.get("trace")
+
+    async def trace(name: str, info: dict[str, object]) -> None:
+        if name.endswith("send_request_headers.started"):
+            await request_leaving()
+        if outer is not None:
+            await outer(name, info)
+
+    request.extensions["trace"] = trace
+
+
 def unclassified_error(
     exc: BaseException,
     *,
@@ -442,6 +456,7 @@ def make_httpx2_client(
 
     hooks: dict[str, list[object]] = {k: list(v) for k, v in (event_hooks or {}).items()}
     hooks.setdefault("response", []).insert(0, _observe_rate_limit_headers)
+    hooks.setdefault("request", []).insert(0, _trace_request_leaving)
 
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(config.timeout, connect=config.connect_timeout),
@@ -488,7 +503,7 @@ def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
     return {
         "timeout": httpx.Timeout(config.timeout, connect=config.connect_timeout),
         "limits": limits,
-        "event_hooks": {"response": [_observe_rate_limit_headers]},
+        "event_hooks": {"response": [_observe_rate_limit_headers], "request": [_trace_request_leaving]},
     }
 
 

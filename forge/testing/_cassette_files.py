@@ -133,42 +133,58 @@ def _normalize_interaction(item: Any) -> Any:
         return item
     req = item.get("request") or {}
     resp = item.get("response") or {}
-    body: object = req.get("body")
-    if "parsed_body" in req:
-        body = json.dumps(req["parsed_body"])
-    if isinstance(body, dict) and "string" in body:
-        body = body["string"]
-    item["request"] = {
-        "method": req.get("method", "GET"),
-        "uri": req.get("uri", ""),
-        "body": body,
-        "headers": _header_lists(req.get("headers")),
-    }
-    headers = _header_lists(resp.get("headers"))
-    if "parsed_body" in resp:
-        content: object = json.dumps(resp["parsed_body"]).encode("utf-8")
-        headers = {k: v for k, v in headers.items() if k.lower() != "content-encoding"}
-    else:
-        raw = resp.get("body")
-        content = raw.get("string", b"") if isinstance(raw, dict) else raw
-        if content is None:
-            content = b""
-    encoding = next((k for k in headers if k.lower() == "content-encoding"), None)
-    if encoding is not None and not isinstance(content, (bytes, bytearray)):
-        del headers[encoding]  # a text body was stored decoded: its encoding header no longer applies
-    elif encoding is None and isinstance(content, (bytes, bytearray)) and content[:2] == b"\x1f\x8b":
-        headers["Content-Encoding"] = ["gzip"]
+    item["request"] = _normalize_request(req)
+    content, headers = _response_content(resp)
+    headers = _fit_encoding_header(headers, content)
     # Framing headers describe the original transfer, not the stored body.
     headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
-    status = resp.get("status")
-    if not isinstance(status, dict):
-        status = {"code": int(status or 200)}
-    resp["status"] = {"code": int(status.get("code", 200)), "message": str(status.get("message") or "")}
+    resp["status"] = _normalize_status(resp.get("status"))
     resp["headers"] = headers
     resp["body"] = {"string": content}
     resp.pop("parsed_body", None)
     item["response"] = resp
     return item
+
+
+def _normalize_request(req: dict[str, Any]) -> dict[str, Any]:
+    body: object = req.get("body")
+    if "parsed_body" in req:
+        body = json.dumps(req["parsed_body"])
+    if isinstance(body, dict) and "string" in body:
+        body = body["string"]
+    return {
+        "method": req.get("method", "GET"),
+        "uri": req.get("uri", ""),
+        "body": body,
+        "headers": _header_lists(req.get("headers")),
+    }
+
+
+def _response_content(resp: dict[str, Any]) -> tuple[object, dict[str, list[str]]]:
+    """The stored response body (``parsed_body`` re-encoded) and its headers."""
+    headers = _header_lists(resp.get("headers"))
+    if "parsed_body" in resp:
+        content: object = json.dumps(resp["parsed_body"]).encode("utf-8")
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-encoding"}
+        return content, headers
+    raw = resp.get("body")
+    content = raw.get("string", b"") if isinstance(raw, dict) else raw
+    return (b"" if content is None else content), headers
+
+
+def _fit_encoding_header(headers: dict[str, list[str]], content: object) -> dict[str, list[str]]:
+    encoding = next((k for k in headers if k.lower() == "content-encoding"), None)
+    if encoding is not None and not isinstance(content, (bytes, bytearray)):
+        del headers[encoding]  # a text body was stored decoded: its encoding header no longer applies
+    elif encoding is None and isinstance(content, (bytes, bytearray)) and content[:2] == b"\x1f\x8b":
+        headers["Content-Encoding"] = ["gzip"]
+    return headers
+
+
+def _normalize_status(status: Any) -> dict[str, object]:
+    if not isinstance(status, dict):
+        status = {"code": int(status or 200)}
+    return {"code": int(status.get("code", 200)), "message": str(status.get("message") or "")}
 
 
 # --------------------------------------------------------------------------- leak check
@@ -214,20 +230,24 @@ def _scan_file(file: Path) -> list[str]:
             continue
         for side in ("request", "response"):
             part = item.get(side)
-            if not isinstance(part, dict):
-                continue
-            where = f"interaction {i} {side}"
-            found.extend(f"{where} uri: {w}" for w in _scan_text(str(part.get("uri", ""))))
-            for name, values in _header_lists(part.get("headers")).items():
-                if name.lower() in _HEADER_NAMES and any(v.strip() not in ("", REDACTED) for v in values):
-                    found.append(f"{where} header {name!r} has a value")
-            body = part.get("body")
-            if isinstance(body, dict):
-                body = body.get("string")
-            if "parsed_body" in part:
-                body = json.dumps(part["parsed_body"])
-            found.extend(f"{where} body: {w}" for w in _scan_text(_body_text(body)))
+            if isinstance(part, dict):
+                found.extend(_scan_part(part, f"interaction {i} {side}"))
     return sorted(set(found), key=found.index)
+
+
+def _scan_part(part: dict[str, Any], where: str) -> list[str]:
+    """Findings in one recorded request or response: its URI, credential headers and body."""
+    found = [f"{where} uri: {w}" for w in _scan_text(str(part.get("uri", "")))]
+    for name, values in _header_lists(part.get("headers")).items():
+        if name.lower() in _HEADER_NAMES and any(v.strip() not in ("", REDACTED) for v in values):
+            found.append(f"{where} header {name!r} has a value")
+    body = part.get("body")
+    if isinstance(body, dict):
+        body = body.get("string")
+    if "parsed_body" in part:
+        body = json.dumps(part["parsed_body"])
+    found.extend(f"{where} body: {w}" for w in _scan_text(_body_text(body)))
+    return found
 
 
 def _body_text(body: object) -> str:

@@ -100,10 +100,11 @@ from typing import TextIO, TypeVar
 from ._emulator.anthropic import AnthropicDialect
 from ._emulator.base import ApiError, Dialect, ErrorSpec, IdSource, JsonBody, JsonResponse, Route, Usage
 from ._emulator.batch import BatchQueue
+from ._emulator.caching import CacheUse
 from ._emulator.engine import ReplyDefaults, fault_spec, plan_chunks, send_chat, send_json
 from ._emulator.google import GoogleDialect
 from ._emulator.http import BadRequest, ClientGone, Connection, HttpRequest, response_head
-from ._emulator.limits import ProviderLimits, SlidingWindow, TokenBucket, unlimited
+from ._emulator.limits import Admission, ProviderLimits, SlidingWindow, TokenBucket, unlimited
 from ._emulator.ollama import OllamaDialect
 from ._emulator.openai import OpenAIDialect
 from ._emulator.script import (
@@ -545,13 +546,7 @@ class Emulator:
         if plan.error is not None:
             view = limits.peek(self._clock()) if limits is not None else unlimited(0)
             raise ApiError(fault_spec(plan.error, dialect.name, view))
-        expected = self._keys.get(dialect.name)
-        if expected is not None:
-            sent = dialect.api_key(req)
-            if sent != expected:
-                missing_google = sent is None and dialect.name == "google"
-                spec = ErrorSpec("permission", 403) if missing_google else ErrorSpec("invalid_key", 401)
-                raise ApiError(spec)
+        self._check_key(req, dialect)
         if not body_ok and not route.raw_body:
             raise ApiError(ErrorSpec("invalid_json", 400))
         if route.handler is not None:
@@ -568,22 +563,40 @@ class Emulator:
         if input_tokens is None:
             input_tokens = tokens_for_chars(call.input_chars)
         cost = input_tokens + (call.max_tokens if call.max_tokens is not None else planned)
-        admission = limits.admit(cost, self._clock()) if limits is not None else unlimited(cost)
-        if not admission.allowed:
-            wait = None if admission.too_large else float(max(1, math.ceil(admission.retry_after)))
-            raise ApiError(ErrorSpec("rate_limit", 429, retry_after=wait, admission=admission))
+        admission = self._admit(limits, cost)
         cache = dialect.cache_usage(call, body, input_tokens)
-        if reply.cached_tokens or reply.cache_write_tokens:  # scripted counts win over the cache model
-            usage = Usage(input_tokens, planned, reply.cached_tokens, reply.cache_write_tokens,
-                          reasoning_tokens)
-        else:
-            usage = Usage(input_tokens, planned, min(cache.read, input_tokens),
-                          min(cache.write, max(0, input_tokens - cache.read)), reasoning_tokens,
-                          cache.write_1h)
+        usage = _usage(reply, cache, input_tokens, planned, reasoning_tokens)
         if self._prefill_rate:
             await conn.sleep(self._prefill_rate * (input_tokens - 0.9 * usage.cached_tokens) / 1000)
         return await send_chat(conn, req, rec, dialect, call, plan, reply, chunks, usage, admission,
                                req.keep_alive, self._coalesce, extras)
+
+    def _check_key(self, req: HttpRequest, dialect: Dialect) -> None:
+        """401 for a wrong key when one is set (Gemini: 403 when none is sent), as the vendor answers."""
+        expected = self._keys.get(dialect.name)
+        if expected is None:
+            return
+        sent = dialect.api_key(req)
+        if sent != expected:
+            missing_google = sent is None and dialect.name == "google"
+            spec = ErrorSpec("permission", 403) if missing_google else ErrorSpec("invalid_key", 401)
+            raise ApiError(spec)
+
+    def _admit(self, limits: ProviderLimits | None, cost: int) -> Admission:
+        """Charge ``cost`` tokens and one request to the provider's limits; 429 when they refuse."""
+        admission = limits.admit(cost, self._clock()) if limits is not None else unlimited(cost)
+        if not admission.allowed:
+            wait = None if admission.too_large else float(max(1, math.ceil(admission.retry_after)))
+            raise ApiError(ErrorSpec("rate_limit", 429, retry_after=wait, admission=admission))
+        return admission
+
+
+def _usage(reply: Reply, cache: CacheUse, input_tokens: int, planned: int, reasoning_tokens: int) -> Usage:
+    """The reply's usage: scripted cache counts win over the dialect's cache model."""
+    if reply.cached_tokens or reply.cache_write_tokens:
+        return Usage(input_tokens, planned, reply.cached_tokens, reply.cache_write_tokens, reasoning_tokens)
+    return Usage(input_tokens, planned, min(cache.read, input_tokens),
+                 min(cache.write, max(0, input_tokens - cache.read)), reasoning_tokens, cache.write_1h)
 
 
 class EmulatorThread:

@@ -1,6 +1,8 @@
 """pytest plugin for services that test their forge code (registered through an entry point).
 
-Installing ``forge-llm[testing]`` is enough; nothing to add to ``conftest.py``.
+Installing ``forge-llm[testing]`` is enough; nothing to add to ``conftest.py``. The
+emulator fixtures are async (pytest-asyncio, in the extra): set ``asyncio_mode = "auto"``
+in the pytest ini options, or mark each async test ``@pytest.mark.asyncio``.
 
 Fixtures:
 
@@ -32,6 +34,7 @@ every cassette under one directory (relative to the rootdir) instead.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -210,10 +213,15 @@ def forge_cassette(request: pytest.FixtureRequest) -> Iterator[Cassette]:
         from forge.testing.emulator import EmulatorThread
 
         emulator = EmulatorThread().start()
+    new = not path.exists()
     try:
         with use_cassette(path, record_mode=mode, rerecord_hint=hint) as cassette:
             cassette.emulator = emulator
             yield cassette
+            if mode != "none" and new and request.node.stash.get(_CALL_FAILED, False):
+                # A failed test records nothing: an empty or partial new cassette would be
+                # replayed by the next --forge-record run, which would refuse to record it.
+                cassette._discard = True
     finally:
         if emulator is not None:
             emulator.stop()
@@ -232,14 +240,51 @@ def _forge_cassette_marker(request: pytest.FixtureRequest) -> None:
 # --------------------------------------------------------------------------- emulator fixtures
 
 
+_ASYNC_FIXTURES = frozenset({"forge_emulator", "forge_registry", "forge_cassette"})
+
 try:
     import pytest_asyncio
 
     _HAVE_ASYNCIO = True
-except ImportError:  # pragma: no cover - fixtures need pytest-asyncio
+except ImportError:  # installed with forge-llm[testing]; without it, say so rather than vanish
     _HAVE_ASYNCIO = False
 
-if _HAVE_ASYNCIO:
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail an ``async def`` test using forge's fixtures that nothing would run, saying how to fix it."""
+    uses_ours = _ASYNC_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if not (uses_ours and inspect.iscoroutinefunction(getattr(item, "obj", None))):
+        return
+    if not _HAVE_ASYNCIO:
+        pytest.fail(
+            f"{item.nodeid} is an async test, and forge's fixtures need pytest-asyncio to run it: "
+            "pip install 'forge-llm[testing]' (or pytest-asyncio).",
+            pytrace=False,
+        )
+    if type(item) is pytest.Function and item.get_closest_marker("asyncio") is None:
+        # pytest-asyncio's default strict mode leaves unmarked async tests to pytest, which cannot run them.
+        pytest.fail(
+            f"{item.nodeid} is an async test that pytest-asyncio does not run: set asyncio_mode = "
+            '"auto" under [tool.pytest.ini_options] in pyproject.toml (or asyncio_mode = auto in '
+            "pytest.ini), or mark the test @pytest.mark.asyncio.",
+            pytrace=False,
+        )
+
+
+if not _HAVE_ASYNCIO:
+
+    @pytest.fixture(name="forge_emulator")
+    def _forge_emulator_needs_pytest_asyncio() -> None:
+        """Needs pytest-asyncio: fails saying so."""
+        pytest.fail("forge_emulator needs pytest-asyncio: pip install 'forge-llm[testing]'.", pytrace=False)
+
+    @pytest.fixture(name="forge_registry")
+    def _forge_registry_needs_pytest_asyncio() -> None:
+        """Needs pytest-asyncio: fails saying so."""
+        pytest.fail("forge_registry needs pytest-asyncio: pip install 'forge-llm[testing]'.", pytrace=False)
+
+else:
     from forge.registry import Registry
     from forge.testing import Emulator
 

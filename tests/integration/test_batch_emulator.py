@@ -22,6 +22,7 @@ from forge.jobs import RedisJobStore
 from forge.pricing import cost_usd
 from forge.testing import Emulator, Fault, Reply
 from forge.types import BatchProvider, Request
+from tests._services import no_redis_reason
 from tests.conftest import FakeClock
 
 MODELS = {
@@ -265,7 +266,7 @@ async def test_a_job_submitted_by_a_process_that_exited_is_resumed_by_another(
 async def test_jobs_shared_through_redis_resume_from_another_store_instance(emu: Emulator) -> None:
     url = os.environ.get("FORGE_TEST_REDIS_URL")
     if not url:
-        pytest.skip("no Redis: run the suite with `bash scripts/test`, which starts one")
+        pytest.skip(no_redis_reason())
     prefix = f"forge-test-{os.getpid()}-{id(emu)}"
     async with Registry(emu.config()) as host_a, Registry(emu.config()) as host_b:
         host_a.job_store = RedisJobStore(url, prefix=prefix)

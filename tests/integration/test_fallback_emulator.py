@@ -250,3 +250,20 @@ async def test_a_probe_is_one_request_not_a_round_of_retries() -> None:
             reply = await reg.invoke(PRIMARY, "hi", fallbacks=[BACKUP])
         assert _sent(emu, "openai") == 4
     assert reply.provider == "anthropic" and reply.fallback_attempts[0].attempts == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+async def test_a_probe_is_one_request_even_when_the_call_asks_for_more_attempts(stream: bool) -> None:
+    clock = FakeClock()
+    async with Emulator(chunk_count=2) as emu:
+        emu.script(Fault.server_error(503), provider="openai", times=None)
+        async with _registry(_config(emu, attempts=1, breaker={"failures": 1, "cooldown": 30}), clock) as reg:
+            await reg.invoke(PRIMARY, "hi", fallbacks=[BACKUP])  # opens the breaker
+            assert _sent(emu, "openai") == 1
+            clock.advance(30)
+            if stream:
+                reply = await reg.stream(PRIMARY, "hi", fallbacks=[BACKUP], max_attempts=3).collect()
+            else:
+                reply = await reg.invoke(PRIMARY, "hi", fallbacks=[BACKUP], max_attempts=3)
+        assert _sent(emu, "openai") == 2  # the probe: one request, not max_attempts of them
+    assert reply.provider == "anthropic" and reply.fallback_attempts[0].attempts == 1

@@ -18,6 +18,7 @@ import pytest
 import forge
 import forge.ratelimit
 from forge.testing import Emulator, Fault
+from tests._services import no_redis_reason
 
 MODELS = {
     "openai": "openai:gpt-4o-mini",
@@ -179,7 +180,7 @@ async def test_four_processes_share_one_redis_budget(tmp_path: Path) -> None:
     if not url:
         if os.environ.get("CI"):
             raise RuntimeError("FORGE_TEST_REDIS_URL is not set in CI: scripts/services must start Redis.")
-        pytest.skip("no Redis: run the suite with `bash scripts/test`, which starts one")
+        pytest.skip(no_redis_reason())
     import json
 
     import redis.asyncio as redis_asyncio

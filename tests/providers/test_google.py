@@ -42,6 +42,7 @@ from forge.types import (
     ToolCall,
     Usage,
 )
+from tests._services import require_real_recordings
 from tests.cassette_replay import (
     ClosingStream,
     Interaction,
@@ -284,6 +285,7 @@ def _without_signatures(events: list[StreamEvent]) -> list[StreamEvent]:
 
 
 def test_every_recorded_gemini_endpoint_is_replayed_or_a_declared_gap() -> None:
+    require_real_recordings()
     assert ALL, "the real Gemini recordings are missing (../shared/cassettes-real/gemini)"
     seen = {endpoint(x) for _, _, x in ALL}
     unknown = seen - set(COVERED) - set(GAP_ENDPOINTS)

@@ -27,6 +27,7 @@ from forge.errors import (
 )
 from forge.providers.ollama import OllamaProvider, build_ollama_chat_payload, ollama_chat_args
 from forge.types import Message, Request, Response, ResponseFormat, StreamEvent, Tool, ToolCall, Usage
+from tests._services import require_real_recordings
 from tests.cassette_replay import (
     HttpxClosingStream,
     HttpxReplayTransport,
@@ -214,6 +215,7 @@ def _request_for(interaction: Interaction) -> Request:
 
 
 def test_every_recorded_ollama_endpoint_is_replayed_or_a_declared_gap() -> None:
+    require_real_recordings()
     assert ALL, "the real Ollama recordings are missing (../shared/cassettes-real/ollama)"
     seen = {endpoint(x) for _, _, x in ALL}
     unknown = seen - set(COVERED) - set(GAP_ENDPOINTS)

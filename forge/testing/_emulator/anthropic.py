@@ -105,33 +105,43 @@ def _ttl(control: object) -> float | None:
     return ANTHROPIC_CACHE_TTLS["1h" if control.get("ttl") == "1h" else "5m"]
 
 
-def _prompt_segments(body: JsonBody) -> list[Segment]:
-    """Tools, then system, then messages, block by block; a block with ``cache_control`` is a breakpoint."""
-    segments: list[Segment] = []
-    tools = body.get("tools")
+def _tool_segments(tools: object) -> list[Segment]:
+    segments = []
     for tool in tools if isinstance(tools, list) else []:
         if isinstance(tool, dict):
             spec = {k: v for k, v in tool.items() if k != "cache_control"}
             marker = "tool:" + json.dumps(spec, sort_keys=True)
             segments.append(Segment(marker, "", _ttl(tool.get("cache_control"))))
-    system = body.get("system")
+    return segments
+
+
+def _system_segments(system: object) -> list[Segment]:
     blocks = [{"type": "text", "text": system}] if isinstance(system, str) else system
-    for block in blocks if isinstance(blocks, list) else []:
+    return [Segment("system", content_text(block), _ttl(block.get("cache_control")))
+            for block in (blocks if isinstance(blocks, list) else []) if isinstance(block, dict)]
+
+
+def _message_segments(message: dict[str, object]) -> list[Segment]:
+    role = str(message.get("role"))
+    content = message.get("content")
+    if not isinstance(content, list):  # a string is one text block
+        content = [{"type": "text", "text": content_text(content)}]
+    segments = []
+    for block in content:
         if isinstance(block, dict):
-            segments.append(Segment("system", content_text(block), _ttl(block.get("cache_control"))))
+            shape = {k: v for k, v in block.items() if k not in ("text", "cache_control", "content")}
+            segments.append(Segment(f"{role}:{json.dumps(shape, sort_keys=True)}", content_text(block),
+                                    _ttl(block.get("cache_control"))))
+    return segments
+
+
+def _prompt_segments(body: JsonBody) -> list[Segment]:
+    """Tools, then system, then messages, block by block; a block with ``cache_control`` is a breakpoint."""
+    segments = [*_tool_segments(body.get("tools")), *_system_segments(body.get("system"))]
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else []:
-        if not isinstance(message, dict):
-            continue
-        role = str(message.get("role"))
-        content = message.get("content")
-        if not isinstance(content, list):  # a string is one text block
-            content = [{"type": "text", "text": content_text(content)}]
-        for block in content:
-            if isinstance(block, dict):
-                shape = {k: v for k, v in block.items() if k not in ("text", "cache_control", "content")}
-                segments.append(Segment(f"{role}:{json.dumps(shape, sort_keys=True)}", content_text(block),
-                                        _ttl(block.get("cache_control"))))
+        if isinstance(message, dict):
+            segments.extend(_message_segments(message))
     if body.get("cache_control") is not None and segments:  # automatic: the last cacheable block
         last = segments[-1]
         segments[-1] = Segment(last.marker, last.text, _ttl(body["cache_control"]))
@@ -258,6 +268,22 @@ _THINKING_FIRST = (
 )
 
 
+def _check_reasoning_blocks(signatures: Signatures, m: int, content: list[object]) -> None:
+    """Each reasoning block of assistant turn ``m`` is one this emulator issued, unchanged, in its place."""
+    blocks = [(c, b) for c, b in enumerate(content)
+              if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")]
+    for i, (c, block) in enumerate(blocks):
+        if block["type"] == "thinking":
+            sealed = signatures.open(block.get("signature"))
+            text = block.get("thinking")
+            ok = sealed == {"k": "thinking", "i": i, "n": len(blocks),
+                            "h": text_digest(text if isinstance(text, str) else "")}
+            if not ok:
+                raise invalid(f"messages.{m}.content.{c}: Invalid `signature` in `thinking` block")
+        elif signatures.open(block.get("data")) != {"k": "redacted", "i": i, "n": len(blocks)}:
+            raise invalid(f"messages.{m}.content.{c}: Invalid `data` in `redacted_thinking` block")
+
+
 def check_thinking(signatures: Signatures, messages: list[object], thinking_on: bool) -> None:
     """Refuse what Anthropic refuses (400 invalid_request_error) about the thinking sent back.
 
@@ -267,23 +293,10 @@ def check_thinking(signatures: Signatures, messages: list[object], thinking_on: 
     of an unfinished tool loop must start with one (the wording Anthropic uses).
     """
     for m, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") != "assistant":
-            continue
-        content = message.get("content")
-        if not isinstance(content, list):
-            continue
-        blocks = [(c, b) for c, b in enumerate(content)
-                  if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")]
-        for i, (c, block) in enumerate(blocks):
-            if block["type"] == "thinking":
-                sealed = signatures.open(block.get("signature"))
-                text = block.get("thinking")
-                ok = sealed == {"k": "thinking", "i": i, "n": len(blocks),
-                                "h": text_digest(text if isinstance(text, str) else "")}
-                if not ok:
-                    raise invalid(f"messages.{m}.content.{c}: Invalid `signature` in `thinking` block")
-            elif signatures.open(block.get("data")) != {"k": "redacted", "i": i, "n": len(blocks)}:
-                raise invalid(f"messages.{m}.content.{c}: Invalid `data` in `redacted_thinking` block")
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            content = message.get("content")
+            if isinstance(content, list):
+                _check_reasoning_blocks(signatures, m, content)
     if not thinking_on or len(messages) < 2 or _tool_results(messages) is None:
         return
     turn = messages[-2]

@@ -202,48 +202,102 @@ async def _stream(
 ) -> bool:
     renderer: StreamRenderer = dialect.stream(call, usage, extras)
     rec.status = 200
-    pending_head = [response_head(
+    writer = _ChunkWriter(conn, response_head(
         200,
         [("content-type", renderer.content_type), ("cache-control", "no-cache"), *headers],
         content_length=None,
         keep_alive=keep_alive,
-    )]
-    # Events wait in ``buf``: each framed as its own HTTP chunk, or (coalesce)
-    # framed together as one HTTP chunk per flush.
-    buf: list[bytes] = []
-    append = buf.append
-
-    def flush(last: bool = False) -> None:
-        data = b"".join(buf)
-        if coalesce and data:
-            data = frame(data)
-        if pending_head:
-            data = pending_head.pop() + data
-        conn.write(data + LAST_CHUNK if last else data)
-        buf.clear()
-
-    def add(event: bytes) -> None:
-        append(event if coalesce else frame(event))
-
+    ), coalesce)
     for event in renderer.head():
-        add(event)
-    delay = plan.chunk_delay
+        writer.add(event)
     interrupt = plan.interrupt
-    stop_at = interrupt.chunks if interrupt is not None else -1
-    max_tokens = call.max_tokens
+    emitted, out, cut = await _send_chunks(writer, rec, renderer, chunks, plan, call.max_tokens,
+                                           finish_ok, finish_cut)
+    if interrupt is not None:
+        if interrupt.kind == "drop_after":
+            writer.flush()
+            await conn.drain()
+            conn.abort()
+            rec.outcome = "dropped"
+            return False
+        writer.add(renderer.error_event(fault_spec(interrupt, dialect.name, unlimited(0))))
+    else:
+        if not cut:
+            out += _call_tokens(extras)
+        final = replace(usage, output_tokens=out if reply.output_tokens is None else reply.output_tokens)
+        for event in renderer.tail(finish_cut if cut else finish_ok, final, emitted):
+            writer.add(event)
+    writer.flush(last=True)
+    await conn.drain()
+    rec.outcome = "complete"
+    return keep_alive
+
+
+class _ChunkWriter:
+    """Events waiting to be written: each framed as its own HTTP chunk, or
+    (``coalesce``) framed together as one HTTP chunk per flush; the response
+    head goes out with the first flush."""
+
+    __slots__ = ("buf", "coalesce", "conn", "pending_head")
+
+    def __init__(self, conn: Connection, head: bytes, coalesce: bool) -> None:
+        self.conn = conn
+        self.coalesce = coalesce
+        self.buf: list[bytes] = []
+        self.pending_head = [head]
+
+    def add(self, event: bytes) -> None:
+        self.buf.append(event if self.coalesce else frame(event))
+
+    def flush(self, last: bool = False) -> None:
+        data = b"".join(self.buf)
+        if self.coalesce and data:
+            data = frame(data)
+        if self.pending_head:
+            data = self.pending_head.pop() + data
+        self.conn.write(data + LAST_CHUNK if last else data)
+        self.buf.clear()
+
+
+def _first_chunk(it: Iterator[str], max_tokens: int | None) -> tuple[str | None, bool]:
+    """The first chunk text, or None and cut=True when ``max_tokens`` leaves room for none."""
+    cur = next(it, None)
+    if cur is not None and max_tokens is not None and max_tokens <= 0:
+        return None, True
+    return cur, False
+
+
+async def _send_chunks(
+    writer: _ChunkWriter,
+    rec: RecordedRequest,
+    renderer: StreamRenderer,
+    chunks: Iterable[str],
+    plan: Plan,
+    max_tokens: int | None,
+    finish_ok: str,
+    finish_cut: str,
+) -> tuple[int, int, bool]:
+    """The chunk loop (the hot path): render, frame and write each chunk text.
+
+    Stops at an ``interrupt``'s chunk count and cuts the reply at
+    ``max_tokens``; returns the chunks sent, the output tokens and whether
+    the reply was cut. ``rec.chunks_sent`` holds the count however it ends.
+    """
+    conn = writer.conn
+    coalesce = writer.coalesce
+    append = writer.buf.append
+    delay = plan.chunk_delay
+    stop_at = plan.interrupt.chunks if plan.interrupt is not None else -1
     encode = JsonStrCache()
     render = renderer.chunk
     emitted = 0
     out = 0
     size = 0
-    cut = False
     it: Iterator[str] = iter(chunks)
-    cur = next(it, None)
-    if cur is not None and max_tokens is not None and max_tokens <= 0:
-        cur, cut = None, True
+    cur, cut = _first_chunk(it, max_tokens)
     try:
         if delay:
-            flush()
+            writer.flush()
             await conn.drain()
         while cur is not None:
             if emitted == stop_at:
@@ -263,31 +317,14 @@ async def _stream(
             emitted += 1
             size += len(event)
             if delay:
-                flush()
+                writer.flush()
                 await conn.drain()
                 await conn.sleep(delay)
             elif size >= _FLUSH_BYTES:
-                flush()
+                writer.flush()
                 size = 0
                 await conn.drain()
             cur = nxt
-        if interrupt is not None:
-            if interrupt.kind == "drop_after":
-                flush()
-                await conn.drain()
-                conn.abort()
-                rec.outcome = "dropped"
-                return False
-            add(renderer.error_event(fault_spec(interrupt, dialect.name, unlimited(0))))
-        else:
-            if not cut:
-                out += _call_tokens(extras)
-            final = replace(usage, output_tokens=out if reply.output_tokens is None else reply.output_tokens)
-            for event in renderer.tail(finish_cut if cut else finish_ok, final, emitted):
-                add(event)
-        flush(last=True)
-        await conn.drain()
-        rec.outcome = "complete"
-        return keep_alive
+        return emitted, out, cut
     finally:
         rec.chunks_sent = emitted

@@ -332,26 +332,33 @@ def check_signatures(signatures: Signatures, model: str, contents: list[Any]) ->
             continue
         if content.get("role", "user") == "user" and any(isinstance(p, dict) and "text" in p for p in parts):
             current = n + 1
-        if content.get("role") != "model":
-            continue
-        for part in parts:
-            if not isinstance(part, dict):
-                continue
-            signature = _field(part, "thoughtSignature", "thought_signature")
-            if signature is None or signature == _SKIP_VALIDATOR:
-                continue
-            sealed = signatures.open(signature)
-            if sealed is None:
-                raise invalid("Corrupted thought signature.")
-            fc = _field(part, "functionCall", "function_call")
-            if isinstance(fc, dict):
-                expected = {"k": "call", "h": _call_digest(fc.get("name"), fc.get("args") or {})}
-            else:
-                expected = {"k": "text"}
-            if sealed != expected:
-                raise invalid("Invalid thought signature.")
-    if not _GEMINI_3.match(model):
+        if content.get("role") == "model":
+            for part in parts:
+                if isinstance(part, dict):
+                    _check_part_signature(signatures, part)
+    if _GEMINI_3.match(model):
+        _check_calls_signed(contents, current)
+
+
+def _check_part_signature(signatures: Signatures, part: JsonBody) -> None:
+    """A model part's signature, if any, is one this emulator issued for this part."""
+    signature = _field(part, "thoughtSignature", "thought_signature")
+    if signature is None or signature == _SKIP_VALIDATOR:
         return
+    sealed = signatures.open(signature)
+    if sealed is None:
+        raise invalid("Corrupted thought signature.")
+    fc = _field(part, "functionCall", "function_call")
+    if isinstance(fc, dict):
+        expected = {"k": "call", "h": _call_digest(fc.get("name"), fc.get("args") or {})}
+    else:
+        expected = {"k": "text"}
+    if sealed != expected:
+        raise invalid("Invalid thought signature.")
+
+
+def _check_calls_signed(contents: list[Any], current: int) -> None:
+    """Gemini 3: each model turn from ``contents[current]`` on starts its function calls signed."""
     for n, content in enumerate(contents[current:], start=current):
         parts = content.get("parts") if isinstance(content, dict) else None
         if not isinstance(content, dict) or content.get("role") != "model" or not isinstance(parts, list):
@@ -364,6 +371,10 @@ def check_signatures(signatures: Signatures, model: str, contents: list[Any]) ->
 
 
 def _tools_and_choice(body: JsonBody) -> tuple[tuple[ToolSpec, ...], str | None]:
+    return _declared_tools(body), _tool_choice(body)
+
+
+def _declared_tools(body: JsonBody) -> tuple[ToolSpec, ...]:
     tools: list[ToolSpec] = []
     for tool in body.get("tools") or ():
         if not isinstance(tool, dict):
@@ -374,17 +385,22 @@ def _tools_and_choice(body: JsonBody) -> tuple[tuple[ToolSpec, ...], str | None]
                 continue
             schema = _field(fn, "parametersJsonSchema", "parameters_json_schema") or fn.get("parameters")
             tools.append(ToolSpec(fn["name"], schema if isinstance(schema, dict) else {}))
+    return tuple(tools)
+
+
+def _tool_choice(body: JsonBody) -> str | None:
+    """``toolConfig.functionCallingConfig`` as a tool choice (ANY with one allowed name: that name)."""
     config = _field(body, "toolConfig", "tool_config")
     calling = None
     if isinstance(config, dict):
         calling = _field(config, "functionCallingConfig", "function_calling_config")
     if not isinstance(calling, dict):
-        return tuple(tools), None
+        return None
     mode = str(calling.get("mode") or "AUTO").upper()
     allowed = _field(calling, "allowedFunctionNames", "allowed_function_names")
     if mode == "ANY" and isinstance(allowed, list) and len(allowed) == 1 and isinstance(allowed[0], str):
-        return tuple(tools), allowed[0]
-    return tuple(tools), {"ANY": "required", "NONE": "none"}.get(mode, "auto")
+        return allowed[0]
+    return {"ANY": "required", "NONE": "none"}.get(mode, "auto")
 
 
 def _function_responses(contents: list[Any]) -> str | None:
@@ -397,6 +413,17 @@ def _function_responses(contents: list[Any]) -> str | None:
     return "\n".join(json.dumps(r) for r in found) if found else None
 
 
+def _max_output_tokens(config: object) -> int | None:
+    """``generationConfig.maxOutputTokens`` (400 like Gemini unless a non-negative integer)."""
+    value = _field(config, "maxOutputTokens", "max_output_tokens") if isinstance(config, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid(f"* GenerateContentRequest.generation_config.max_output_tokens: "
+                      f"must be a non-negative integer, got {value!r}\n")
+    return value
+
+
 def _thinking(config: object) -> tuple[bool, bool]:
     """(reasoning on, thoughts shown) from ``generationConfig.thinkingConfig``."""
     thinking = _field(config, "thinkingConfig", "thinking_config") if isinstance(config, dict) else None
@@ -406,6 +433,57 @@ def _thinking(config: object) -> tuple[bool, bool]:
     shown = _field(thinking, "includeThoughts", "include_thoughts") is True
     on = budget != 0 and (shown or budget is not None or _field(thinking, "thinkingLevel", "thinking_level"))
     return bool(on), bool(on) and shown
+
+
+def _retry_wait(spec: ErrorSpec) -> float | None:
+    """The scripted wait in seconds (``retry_after``, else ``retry_after_ms``), if any."""
+    if spec.retry_after is not None:
+        return spec.retry_after
+    return spec.retry_after_ms / 1000 if spec.retry_after_ms is not None else None
+
+
+def _quota(admission: Admission | None) -> tuple[int | str, str]:
+    """(the quota value, the quota metric) a 429 names: tokens or requests, from the limiter's refusal."""
+    if admission is None:
+        return "unknown", "requests"
+    tokens = admission.exceeded == "tokens"
+    limit = (admission.tokens if tokens else admission.requests).limit
+    return limit, "input_token_count" if tokens else "requests"
+
+
+def _rate_limit_details(
+    model: str | None, limit: int | str, metric: str, wait: float | None
+) -> list[JsonBody]:
+    """A 429's details: QuotaFailure, Help and RetryInfo (whole seconds), as Gemini sends them."""
+    quota_id = ("GenerateContentInputTokensPerModelPerMinute" if metric != "requests"
+                else "GenerateRequestsPerMinutePerProjectPerModel")
+    return [
+        {
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [{
+                "quotaMetric": f"generativelanguage.googleapis.com/generate_content_{metric}",
+                "quotaId": quota_id,
+                "quotaDimensions": {"location": "global", "model": model or "unknown"},
+                "quotaValue": str(limit),
+            }],
+        },
+        {
+            "@type": "type.googleapis.com/google.rpc.Help",
+            "links": [{"description": "Learn more about Gemini API quotas",
+                       "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
+        },
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+         "retryDelay": _duration(math.ceil(wait if wait is not None else 1.0))},
+    ]
+
+
+def _invalid_key_details(message: str) -> list[JsonBody]:
+    return [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+         "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+         "message": message},
+    ]
 
 
 class GoogleDialect(Dialect):
@@ -463,14 +541,7 @@ class GoogleDialect(Dialect):
         if body is None or not isinstance(contents, list) or not contents:
             raise invalid("* GenerateContentRequest.contents: contents is not specified\n")
         config = _field(body, "generationConfig", "generation_config")
-        max_tokens = None
-        if isinstance(config, dict):
-            value = _field(config, "maxOutputTokens", "max_output_tokens")
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise invalid(f"* GenerateContentRequest.generation_config.max_output_tokens: "
-                                  f"must be a non-negative integer, got {value!r}\n")
-                max_tokens = value
+        max_tokens = _max_output_tokens(config)
         chars, last_user = self._input(body)
         cached_name = _field(body, "cachedContent", "cached_content")
         if cached_name is not None:
@@ -608,40 +679,14 @@ class GoogleDialect(Dialect):
         if spec.kind not in ("invalid_key", "context_length", "too_large", "invalid_json"):
             status = spec.status
         details: list[JsonBody] = []
-        wait = spec.retry_after if spec.retry_after is not None else (
-            spec.retry_after_ms / 1000 if spec.retry_after_ms is not None else None)
+        wait = _retry_wait(spec)
         limit: int | str = "unknown"
         metric = "requests"
         if spec.kind == "rate_limit":
-            if spec.admission is not None:
-                tokens = spec.admission.exceeded == "tokens"
-                limit = (spec.admission.tokens if tokens else spec.admission.requests).limit
-                metric = "input_token_count" if tokens else "requests"
-            quota_id = ("GenerateContentInputTokensPerModelPerMinute" if metric != "requests"
-                        else "GenerateRequestsPerMinutePerProjectPerModel")
-            details.append({
-                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                "violations": [{
-                    "quotaMetric": f"generativelanguage.googleapis.com/generate_content_{metric}",
-                    "quotaId": quota_id,
-                    "quotaDimensions": {"location": "global", "model": model or "unknown"},
-                    "quotaValue": str(limit),
-                }],
-            })
-            details.append({
-                "@type": "type.googleapis.com/google.rpc.Help",
-                "links": [{"description": "Learn more about Gemini API quotas",
-                           "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
-            })
-            details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                            "retryDelay": _duration(math.ceil(wait if wait is not None else 1.0))})
+            limit, metric = _quota(spec.admission)
+            details = _rate_limit_details(model, limit, metric, wait)
         elif spec.kind == "invalid_key":
-            details += [
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
-                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-                 "message": message},
-            ]
+            details = _invalid_key_details(message)
         elif wait is not None:
             details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
                             "retryDelay": _duration(wait)})

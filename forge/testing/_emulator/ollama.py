@@ -148,6 +148,32 @@ def _tool_calls(extras: ReplyExtras) -> list[JsonBody]:
     return out
 
 
+def _num_predict(options: object) -> int | None:
+    """``options.num_predict`` as a token cap (-1: unlimited, -2: fill the context; both no cap here)."""
+    value = options.get("num_predict") if isinstance(options, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _num_ctx(options: object) -> int:
+    num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
+    if not isinstance(num_ctx, int) or isinstance(num_ctx, bool) or num_ctx <= 0:
+        return _DEFAULT_NUM_CTX
+    return num_ctx
+
+
+def _tool_result(messages: object) -> str | None:
+    """The last message's text when it is a ``tool`` result, else None."""
+    last = messages[-1] if isinstance(messages, list) and messages else {}
+    if not isinstance(last, dict) or last.get("role") != "tool":
+        return None
+    return content_text(last.get("content"))
+
+
+def _thinks(think: object) -> bool:
+    """``think``: true, or a level such as "high" (an empty/"false"/"none" string is off)."""
+    return think is True or (isinstance(think, str) and think not in ("", "false", "none"))
+
+
 class OllamaDialect(Dialect):
     name = "ollama"
     finish_reasons: ClassVar[dict[str, str]] = {
@@ -182,26 +208,14 @@ class OllamaDialect(Dialect):
             if role == "user":
                 last_user = text
         options = body.get("options")
-        max_tokens = None
-        if isinstance(options, dict):
-            value = options.get("num_predict")  # -1: unlimited, -2: fill the context
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                max_tokens = value
-        num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
-        if not isinstance(num_ctx, int) or isinstance(num_ctx, bool) or num_ctx <= 0:
-            num_ctx = _DEFAULT_NUM_CTX
-        if chars > num_ctx * 4:  # Ollama truncates the prompt to the context window, silently
-            chars = num_ctx * 4
-        messages = body.get("messages")
-        last = messages[-1] if isinstance(messages, list) and messages else {}
-        last = last if isinstance(last, dict) else {}
-        after_tool = last.get("role") == "tool"
-        think = body.get("think")
-        thinks = think is True or (isinstance(think, str) and think not in ("", "false", "none"))
-        return ChatCall(model=model, stream=body.get("stream", True) is not False, max_tokens=max_tokens,
-                        input_chars=chars, last_user_text=last_user, tools=function_tools(body.get("tools")),
-                        after_tool=after_tool,
-                        tool_result_text=content_text(last.get("content")) if after_tool else "",
+        # Ollama truncates the prompt to the context window, silently
+        chars = min(chars, _num_ctx(options) * 4)
+        result = _tool_result(body.get("messages"))
+        thinks = _thinks(body.get("think"))
+        return ChatCall(model=model, stream=body.get("stream", True) is not False,
+                        max_tokens=_num_predict(options), input_chars=chars, last_user_text=last_user,
+                        tools=function_tools(body.get("tools")),
+                        after_tool=result is not None, tool_result_text=result or "",
                         reasoning=thinks, show_reasoning=thinks)
 
     def completion(

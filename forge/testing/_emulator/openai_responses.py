@@ -58,31 +58,8 @@ def parse(body: JsonBody | None, signatures: Signatures | None = None) -> ChatCa
     items = body.get("input")
     if items is None:
         raise invalid("Missing required parameter: 'input'.")
-    chars = len(content_text(body.get("instructions")))
-    last_user = ""
-    after_tool = False
-    result = ""
-    if isinstance(items, str):
-        chars += len(items)
-        last_user = items
-    elif isinstance(items, list):
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            kind = item.get("type", "message")
-            after_tool = kind == "function_call_output"
-            if after_tool:
-                result = content_text(item.get("output"))
-                chars += len(result)
-            elif kind == "function_call":
-                chars += len(str(item.get("arguments") or ""))
-            elif kind == "message":
-                text = content_text(item.get("content"))
-                chars += len(text)
-                if item.get("role") == "user":
-                    last_user = text
-    else:
-        raise invalid("Invalid type for 'input': expected a string or an array of input items.")
+    chars, last_user, after_tool, result = _read_input(items)
+    chars += len(content_text(body.get("instructions")))
     if signatures is not None and signatures.enabled and isinstance(items, list):
         check_reasoning(signatures, items, body)
     reasoning = body.get("reasoning")
@@ -103,6 +80,34 @@ def parse(body: JsonBody | None, signatures: Signatures | None = None) -> ChatCa
         api="responses",
         notes={"encrypted": "reasoning.encrypted_content" in (body.get("include") or ())},
     )
+
+
+def _read_input(items: object) -> tuple[int, str, bool, str]:
+    """``input``'s characters, last user text, and whether it ends with a tool result (and that result)."""
+    if isinstance(items, str):
+        return len(items), items, False, ""
+    if not isinstance(items, list):
+        raise invalid("Invalid type for 'input': expected a string or an array of input items.")
+    chars = 0
+    last_user = ""
+    after_tool = False
+    result = ""
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        after_tool = kind == "function_call_output"
+        if after_tool:
+            result = content_text(item.get("output"))
+            chars += len(result)
+        elif kind == "function_call":
+            chars += len(str(item.get("arguments") or ""))
+        elif kind == "message":
+            text = content_text(item.get("content"))
+            chars += len(text)
+            if item.get("role") == "user":
+                last_user = text
+    return chars, last_user, after_tool, result
 
 
 def _summary_text(item: JsonBody) -> str:

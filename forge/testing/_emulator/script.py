@@ -393,18 +393,23 @@ def resolve(rules: list[Rule], rec: RecordedRequest, *, generation: bool) -> Pla
         if rule.remaining is not None:
             rule.remaining -= 1
         for action in rule.actions:
-            if isinstance(action, Reply):
-                plan.reply = action
-            elif action.category == "response":
-                plan.error = action
-            elif action.category == "first_byte":
-                plan.first_byte = action
-            elif action.category == "chunk_delay":
-                plan.chunk_delay = action.seconds or 0.0
-            else:
-                plan.interrupt = action
+            _take(plan, action)
         if "response" in rule.categories:
             break
     if any(rule.remaining == 0 for rule in rules):
         rules[:] = [rule for rule in rules if rule.remaining != 0]
     return plan
+
+
+def _take(plan: Plan, action: Action) -> None:
+    """Put ``action`` in the plan's slot for its category."""
+    if isinstance(action, Reply):
+        plan.reply = action
+    elif action.category == "response":
+        plan.error = action
+    elif action.category == "first_byte":
+        plan.first_byte = action
+    elif action.category == "chunk_delay":
+        plan.chunk_delay = action.seconds or 0.0
+    else:
+        plan.interrupt = action

@@ -60,16 +60,22 @@ def example_value(schema: object) -> Any:
         options = schema.get(key)
         if isinstance(options, list) and options:
             return example_value(options[0])
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if isinstance(kind, str):
-        kind = kind.lower()  # Gemini's OpenAPI schemas say STRING, OBJECT...
+    kind = _schema_type(schema)
     if kind == "object" or (kind is None and "properties" in schema):
         return example_arguments(schema)
     if kind == "array" and isinstance(schema.get("items"), Mapping):
         return [example_value(schema["items"])]
     return _SCALARS.get(kind if isinstance(kind, str) else "string", "example")
+
+
+def _schema_type(schema: Mapping[str, Any]) -> object:
+    """The schema's ``type``, lower case; of a list of types, the first that is not ``null``."""
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if isinstance(kind, str):
+        kind = kind.lower()  # Gemini's OpenAPI schemas say STRING, OBJECT...
+    return kind
 
 
 def example_arguments(schema: object) -> dict[str, Any]:
@@ -110,40 +116,59 @@ def plan_extras(
     ``reply`` is the scripted Reply (None: the default rules apply).
     ``next_id()`` returns a fresh integer for ids.
     """
-    calls: tuple[EmulatedCall, ...] = ()
     blocks: tuple[str, ...] = ()
     if reply is not None:
-        calls = tuple(reply.tool_calls or ())  # type: ignore[arg-type]  # normalized in Reply
-        scripted = reply.reasoning
-        if scripted is not None and not isinstance(scripted, str):
-            blocks = tuple(scripted)
-        reasoning = scripted if isinstance(scripted, str) or scripted is None else "".join(blocks)
+        calls, blocks, reasoning = _scripted_extras(reply)
     else:
-        tool = called_tool(call)
-        if tool is not None:
-            calls = (EmulatedCall("", tool.name, json.dumps(example_arguments(tool.parameters))),)
-        reasoning = f"Thinking about: {call.last_user_text}" if call.reasoning else None
-        if calls:
-            reply = Reply(text="")
-        elif call.after_tool:
-            reply = Reply(text=tool_reply_text(provider, call.model, call.tool_result_text))
-        else:
-            reply = Reply()
-    if calls and call_prefix:
-        calls = tuple(
-            c if c.id else EmulatedCall(f"{call_prefix}{next_id():08d}", c.name, c.arguments) for c in calls
-        )
+        calls, reasoning, reply = _default_extras(provider, call)
+    calls = _with_ids(calls, call_prefix, next_id)
     pieces = split_text(reasoning, _REASONING_PIECES) if reasoning else []
     tokens = reply.reasoning_tokens or sum(chunk_tokens(p) for p in pieces)
     shown = tuple(pieces) if (reply.reasoning is not None or call.show_reasoning) else ()
     has_text = not (reply.text == "" or (reply.chunks is not None and not reply.chunks))
     if calls and reply.finish_reason is None:
         reply = replace(reply, finish_reason="tool_calls")
-    # Anthropic documents a prompt string that makes the model answer with redacted thinking.
-    redacted = provider == "anthropic" and call.reasoning and REDACTED_TRIGGER in call.last_user_text
     extras = ReplyExtras(shown, reply.signature, calls, has_text or not calls, blocks if shown else (),
-                         redacted)
+                         _redacted(provider, call))
     return extras, reply, tokens
+
+
+def _scripted_extras(reply: Reply) -> tuple[tuple[EmulatedCall, ...], tuple[str, ...], str | None]:
+    """A scripted Reply's calls, reasoning blocks (when scripted as a list) and reasoning text."""
+    calls: tuple[EmulatedCall, ...] = tuple(reply.tool_calls or ())  # type: ignore[arg-type]  # normalized in Reply
+    scripted = reply.reasoning
+    if scripted is None or isinstance(scripted, str):
+        return calls, (), scripted
+    blocks = tuple(scripted)
+    return calls, blocks, "".join(blocks)
+
+
+def _default_extras(provider: str, call: ChatCall) -> tuple[tuple[EmulatedCall, ...], str | None, Reply]:
+    """The default rule: a call of :func:`called_tool`, else text (quoting a tool result after one)."""
+    tool = called_tool(call)
+    reasoning = f"Thinking about: {call.last_user_text}" if call.reasoning else None
+    if tool is not None:
+        calls = (EmulatedCall("", tool.name, json.dumps(example_arguments(tool.parameters))),)
+        return calls, reasoning, Reply(text="")
+    if call.after_tool:
+        return (), reasoning, Reply(text=tool_reply_text(provider, call.model, call.tool_result_text))
+    return (), reasoning, Reply()
+
+
+def _with_ids(
+    calls: tuple[EmulatedCall, ...], call_prefix: str, next_id: Callable[[], int]
+) -> tuple[EmulatedCall, ...]:
+    """Calls without an id get ``<call_prefix><8-digit number>`` (none when the vendor sends no ids)."""
+    if not (calls and call_prefix):
+        return calls
+    return tuple(
+        c if c.id else EmulatedCall(f"{call_prefix}{next_id():08d}", c.name, c.arguments) for c in calls
+    )
+
+
+def _redacted(provider: str, call: ChatCall) -> bool:
+    # Anthropic documents a prompt string that makes the model answer with redacted thinking.
+    return provider == "anthropic" and call.reasoning and REDACTED_TRIGGER in call.last_user_text
 
 
 def function_tools(value: object) -> tuple[ToolSpec, ...]:

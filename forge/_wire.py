@@ -186,41 +186,47 @@ class GeminiSSEDecoder:
     line until it parses.
     """
 
-    __slots__ = ("_lines", "_raw", "_sse")
+    __slots__ = ("_lines", "_load", "_raw", "_sse")
 
-    def __init__(self) -> None:
+    def __init__(self, *, texts: bool = False) -> None:
+        """``texts``: give each object's JSON text, for the caller to ``loads`` when it uses it
+        (a read's worth of decoded objects alive at once keeps the garbage collector busy)."""
         self._lines = _LineSplitter()
         self._sse = SSEDecoder()
         self._raw: list[str] = []
+        self._load: Callable[[str], Any] = str if texts else loads
 
-    def feed(self, chunk: bytes | str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def feed(self, chunk: bytes | str) -> list[Any]:
+        out: list[Any] = []
         sse = self._sse
         data = sse._data
         raw = self._raw
+        load = self._load
         for line in self._lines.split(chunk):
             if line[:5] == "data:" and not raw:
                 data.append(line[6:] if line[5:6] == " " else line[5:])
             elif not line and data and not raw:
-                out.append(loads(sse._dispatch().data))
+                out.append(load(sse._dispatch().data))
             elif raw or line[:1] == "{":
                 raw.append(line)
+                text = "".join(raw)
                 try:
-                    out.append(json.loads("".join(raw)))
+                    value = json.loads(text)
                 except ValueError:
                     continue
+                out.append(text if load is str else value)
                 raw.clear()
             else:
                 ev = sse.decode_line(line)
                 if ev is not None:
-                    out.append(loads(ev.data))
+                    out.append(load(ev.data))
         return out
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self) -> list[Any]:
         out = self.feed(b"")
         for line in self._lines.flush():
             out.extend(self.feed(line + "\n"))
-        out.extend(loads(ev.data) for ev in self._sse.flush())
+        out.extend(self._load(ev.data) for ev in self._sse.flush())
         if self._raw:
             out.append(json.loads("".join(self._raw)))  # incomplete: raises, as the SDK does
         return out
@@ -275,16 +281,20 @@ class JSONArrayDecoder:
 class NDJSONDecoder:
     """Incremental newline-delimited JSON decoder."""
 
-    __slots__ = ("_lines",)
+    __slots__ = ("_lines", "_load")
 
-    def __init__(self) -> None:
+    def __init__(self, *, texts: bool = False) -> None:
+        """``texts``: give each line's text, for the caller to ``loads`` when it uses it."""
         self._lines = _LineSplitter()
+        self._load: Callable[[str], Any] = str if texts else loads
 
     def feed(self, chunk: bytes | str) -> list[object]:
-        return [loads(line) for line in self._lines.split(chunk) if line.strip()]
+        load = self._load
+        return [load(line) for line in self._lines.split(chunk) if line.strip()]
 
     def flush(self) -> list[object]:
-        return [loads(line) for line in self._lines.flush() if line.strip()]
+        load = self._load
+        return [load(line) for line in self._lines.flush() if line.strip()]
 
 
 async def aiter_sse(chunks: AsyncIterable[bytes | str]) -> AsyncIterator[SSEEvent]:

@@ -25,11 +25,11 @@ import os
 import tempfile
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from forge.errors import ForgeError, StreamInterrupted, StreamTimeout, ToolCallError
 from forge.providers._stream import aclose_events
@@ -170,19 +170,24 @@ class Stream:
         self._ttft: float | None = None
         self._attempts = 1
         self._response: Response | None = None
+        self._in_callback = False
         self.cached = False
         """True when the events are replayed from the response cache (the Response says so too)."""
 
     # ------------------------------------------------------------------ public surface
 
     def __aiter__(self) -> AsyncIterator[str]:
-        gen = self._text_gen()
+        gen: AsyncGenerator[str, None]
+        if self.buffer_size is None and self.flush_interval is None:
+            gen = self._run(texts=True)  # one generator between the provider's reads and the caller
+        else:
+            gen = self._text_gen()
         self._claim(gen)
         return gen
 
     def events(self) -> AsyncIterator[StreamEvent]:
         """Every normalized event (text, reasoning, tool calls, usage, finish), unbuffered."""
-        gen = self._event_gen()
+        gen: AsyncGenerator[StreamEvent, None] = self._run()
         self._claim(gen)
         return gen
 
@@ -266,37 +271,13 @@ class Stream:
         self._active = weakref.ref(gen)
 
     async def _text_gen(self) -> AsyncGenerator[str, None]:
-        run = self._run()
+        """Buffered text: ``_buffered`` joins the texts of the raw events and delivers them."""
+        run: AsyncGenerator[StreamEvent, None] = self._run(deliver=False)
         try:
-            if self.buffer_size is None and self.flush_interval is None:
-                quiet = self._on_chunk is None and self._on_progress is None
-                async for ev in run:
-                    if ev.kind == "text" and ev.text:
-                        if quiet:
-                            self._delivered += 1
-                        else:
-                            await self._deliver(ev.text)
-                        yield ev.text
-            else:
-                # Closed before ``run``: its finally stops the read it may have pending on ``run``.
-                async with contextlib.aclosing(self._buffered(run)) as buffered:
-                    async for text in buffered:
-                        yield text
-        finally:
-            await run.aclose()
-
-    async def _event_gen(self) -> AsyncGenerator[StreamEvent, None]:
-        run = self._run()
-        # The per-chunk path: without callbacks, delivering a text is only counting it.
-        quiet = self._on_chunk is None and self._on_progress is None
-        try:
-            async for ev in run:
-                if ev.kind == "text" and ev.text:
-                    if quiet:
-                        self._delivered += 1
-                    else:
-                        await self._deliver(ev.text)
-                yield ev
+            # Closed before ``run``: its finally stops the read it may have pending on ``run``.
+            async with contextlib.aclosing(self._buffered(run)) as buffered:
+                async for text in buffered:
+                    yield text
         finally:
             await run.aclose()
 
@@ -464,9 +445,20 @@ class Stream:
         finally:
             self._opening = None
 
-    async def _run(self) -> AsyncGenerator[StreamEvent, None]:
+    async def _run(  # complexity: the per-chunk loop, kept whole: a call per branch costs per chunk
+        self, texts: bool = False, deliver: bool = True
+    ) -> AsyncGenerator[Any, None]:
+        """Open, read, absorb, deliver and yield: the stream's one generator on the unbuffered path.
+
+        Yields the events (``texts``: only the texts of the text events). ``deliver``
+        counts each text and calls the callbacks; off for ``_buffered``, which
+        delivers the texts it joins. A provider stream that decodes per network read
+        (``next_batch``) is read one batch at a time: one await per read, not per event.
+        """
         self._t0 = self._last = self._clock()
         source: AsyncIterator[StreamEvent] | None = None
+        quiet = self._on_chunk is None and self._on_progress is None
+        absorb = self._absorb
         try:
             opened = await self._open()
             if opened is None:
@@ -475,17 +467,30 @@ class Stream:
             self._source = source
             if self._closing:
                 return
+            batch: Iterable[StreamEvent] = head
             if head:
                 self._check_late()
-                for ev in head:
-                    self._absorb(ev)
-                    yield ev
             nxt = source.__anext__
             # Without timeouts the loop skips deadline bookkeeping: this is the per-chunk hot path.
             timed = self._timed
+            next_batch = None if timed else getattr(source, "next_batch", None)
             while True:
+                for ev in batch:
+                    absorb(ev)
+                    if ev.kind == "text" and ev.text:
+                        if deliver:
+                            if quiet:
+                                self._delivered += 1
+                            else:
+                                await self._deliver_callbacks(ev.text)
+                        yield ev.text if texts else ev
+                    elif not texts:
+                        yield ev
                 try:
-                    ev = await (self._wait(nxt()) if timed else nxt())
+                    if next_batch is not None:
+                        batch = await next_batch()
+                    else:
+                        batch = (await (self._wait(nxt()) if timed else nxt()),)
                 except StopAsyncIteration:
                     break
                 except StreamTimeout:
@@ -496,11 +501,10 @@ class Stream:
                     self._raise_broken(exc)
                 if timed:
                     self._check_late()
-                self._absorb(ev)
-                yield ev
             await self._finished()
         except BaseException as exc:
-            await _maybe_await(self._report_error(exc))  # a fallback chain reports breaks to a breaker
+            if not self._in_callback:  # the caller's own callback failing is not the stream failing
+                await _maybe_await(self._report_error(exc))  # a fallback chain reports breaks to a breaker
             raise
         finally:
             self._done = True
@@ -509,6 +513,13 @@ class Stream:
                 await aclose_events(source)
             if self._on_close is not None:
                 self._on_close()
+
+    async def _deliver_callbacks(self, text: str) -> None:
+        self._in_callback = True
+        try:
+            await self._deliver(text)
+        finally:
+            self._in_callback = False
 
     def _raise_broken(self, exc: Exception) -> NoReturn:
         """Raise for a read that failed: the provider error, or StreamInterrupted once output arrived."""

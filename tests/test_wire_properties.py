@@ -148,9 +148,10 @@ def test_gemini_sse_gives_the_objects_however_cut(
             lines += [": keep-alive", "retry: 100", "id: 3"]
         lines += [f"data: {json.dumps(obj, ensure_ascii=False)}", ""]
     body = (end.join(lines) + end).encode()
-    d = GeminiSSEDecoder()
-    got = [o for piece in cut(body, cuts) for o in d.feed(piece)] + d.flush()
-    assert got == objects
+    for texts in (False, True):  # texts=True: each object's JSON text, decoded by the caller
+        d = GeminiSSEDecoder(texts=texts)
+        got = [o for piece in cut(body, cuts) for o in d.feed(piece)] + d.flush()
+        assert [loads(o) for o in got] == objects if texts else got == objects
 
 
 @settings(max_examples=200, deadline=None)
@@ -172,9 +173,10 @@ def test_gemini_json_array_gives_the_objects_however_cut(
 @given(objects=st.lists(OBJECT, max_size=5), end=ENDINGS, cuts=st.lists(st.integers(0, 10_000), max_size=12))
 def test_ndjson_gives_the_objects_however_cut(objects: list[dict[str, Any]], end: str, cuts: list[int]) -> None:
     body = "".join(json.dumps(o, ensure_ascii=False) + end for o in objects).encode()
-    d = NDJSONDecoder()
-    got = [o for piece in cut(body, cuts) for o in d.feed(piece)] + d.flush()
-    assert got == objects
+    for texts in (False, True):  # texts=True: each line's text, decoded by the caller
+        d = NDJSONDecoder(texts=texts)
+        got = [o for piece in cut(body, cuts) for o in d.feed(piece)] + d.flush()
+        assert [loads(o) for o in got] == objects if texts else got == objects  # type: ignore[arg-type]
 
 
 @settings(max_examples=300, deadline=None)

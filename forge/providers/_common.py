@@ -11,7 +11,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -29,6 +29,7 @@ from forge.errors import (
     ServerError,
 )
 from forge.ratelimit import request_leaving, response_observer
+from forge.types import FinishReason, Response, StreamEvent, Usage
 
 if TYPE_CHECKING:
     import httpx
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from forge.types import ReasoningEffort, Request
 
 __all__ = [
+    "close_vendor_client",
+    "client_transport_error",
+    "vendor_client_options",
+    "client_status_error",
+    "mapped_finish",
+    "reply_from_events",
     "REASONING_BUDGETS",
     "body_preview",
     "check_stream_reply",
@@ -105,6 +112,41 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     return max(0.0, parsed.timestamp() - current)
 
 
+# The first rule an HTTP status or an (in-band) error code matches names the class; then the rules
+# of _error_class. Codes: Anthropic's error types, OpenAI's codes, Google's RPC status names.
+_ERROR_RULES: tuple[tuple[frozenset[int], frozenset[str], type[ProviderError]], ...] = (
+    (
+        frozenset({429}),
+        frozenset({"rate_limit_error", "rate_limit_exceeded", "resource_exhausted"}),
+        RateLimitError,
+    ),
+    (frozenset({529, 503}), frozenset({"overloaded_error", "unavailable"}), OverloadedError),
+    (
+        frozenset({401, 403}),
+        frozenset({"authentication_error", "permission_error", "invalid_api_key", "unauthenticated",
+                   "permission_denied"}),
+        AuthenticationError,
+    ),
+    (frozenset({404}), frozenset({"not_found_error", "model_not_found", "not_found"}), NotFoundError),
+    (frozenset({408}), frozenset(), ProviderTimeout),
+)
+
+
+def _error_class(status: int | None, lowered: str, message: str, code: str | None) -> type[ProviderError]:
+    for statuses, codes, cls in _ERROR_RULES:
+        if status in statuses or lowered in codes:
+            return cls
+    if (status is not None and status >= 500) or lowered in ("api_error", "server_error", "internal"):
+        return ServerError
+    if status in (400, 413, 422) or lowered in ("invalid_request_error", "invalid_argument"):
+        if status == 413 or is_context_length_message(message, code):
+            return ContextLengthError
+        return BadRequestError
+    if status == 409:
+        return ServerError  # conflicts are transient on every provider that sends them
+    return ProviderError
+
+
 def error_for_status(
     status: int | None,
     message: str,
@@ -133,36 +175,7 @@ def error_for_status(
     }
     if kwargs["base_url"] and status is not None and status >= 500 and str(kwargs["base_url"]) not in message:
         message = f"{message} (from {kwargs['base_url']})"  # which server failed: a proxy, a gateway...
-    lowered = (code or "").lower()
-    cls: type[ProviderError]
-    if status == 429 or lowered in ("rate_limit_error", "rate_limit_exceeded", "resource_exhausted"):
-        cls = RateLimitError
-    elif status == 529 or lowered in ("overloaded_error", "unavailable") or status == 503:
-        cls = OverloadedError
-    elif status in (401, 403) or lowered in (
-        "authentication_error",
-        "permission_error",
-        "invalid_api_key",
-        "unauthenticated",
-        "permission_denied",
-    ):
-        cls = AuthenticationError
-    elif status == 404 or lowered in ("not_found_error", "model_not_found", "not_found"):
-        cls = NotFoundError
-    elif status == 408:
-        cls = ProviderTimeout
-    elif (status is not None and status >= 500) or lowered in ("api_error", "server_error", "internal"):
-        cls = ServerError
-    elif status in (400, 413, 422) or lowered in ("invalid_request_error", "invalid_argument"):
-        cls = (
-            ContextLengthError
-            if status == 413 or is_context_length_message(message, code)
-            else BadRequestError
-        )
-    elif status == 409:
-        cls = ServerError  # conflicts are transient on every provider that sends them
-    else:
-        cls = ProviderError
+    cls = _error_class(status, (code or "").lower(), message, code)
     return cls(message, **kwargs)  # type: ignore[arg-type]
 
 
@@ -499,13 +512,36 @@ def make_httpx2_client(
     return httpx2.AsyncClient(
         auth=base_url_auth(config),
         timeout=httpx2.Timeout(config.timeout, connect=config.connect_timeout),
+        # Every connection the pool may open is kept for reuse. Keeping fewer than it opens
+        # makes each burst of concurrent calls reconnect the rest at once: with 1,000 streams
+        # and 100 kept, 900 fresh connects per burst, which on a busy event loop overran
+        # connect_timeout (ProviderTimeout "could not connect within 5s").
         limits=httpx2.Limits(
             max_connections=config.max_connections,
-            max_keepalive_connections=min(config.max_connections, 100),
+            max_keepalive_connections=config.max_connections,
         ),
         follow_redirects=True,
         event_hooks=hooks,  # type: ignore[arg-type]
     )
+
+
+async def close_vendor_client(client: Any, http: httpx2.AsyncClient) -> None:
+    """Close an official client, then forge's pooled httpx2 client under it."""
+    await client.close()
+    await http.aclose()
+
+
+def vendor_client_options(config: ProviderConfig, http: httpx2.AsyncClient) -> dict[str, Any]:
+    """What forge gives an official client (OpenAI, Anthropic): the base URL, forge's timeouts, forge's
+    pooled httpx2 client, and no retries of its own (forge's retry policy decides)."""
+    import httpx2
+
+    return {
+        "base_url": client_base_url(config),  # userinfo goes as basic auth on forge's pooled client
+        "timeout": httpx2.Timeout(config.timeout, connect=config.connect_timeout),
+        "max_retries": 0,
+        "http_client": http,
+    }
 
 
 def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
@@ -514,7 +550,7 @@ def make_httpx_kwargs(config: ProviderConfig) -> dict[str, object]:
 
     limits: httpx.Limits = httpx.Limits(
         max_connections=config.max_connections,
-        max_keepalive_connections=min(config.max_connections, 100),
+        max_keepalive_connections=config.max_connections,  # all kept, see make_httpx2_client
     )
     return {
         "auth": base_url_auth(config),
@@ -573,4 +609,53 @@ def check_schema_name(request: Request) -> None:
         "Set ResponseFormat(name=...) to such a name.",
         provider="openai",
         model=request.model,
+    )
+
+
+def mapped_finish(table: Mapping[str, FinishReason], reason: object) -> FinishReason | None:
+    """A vendor's finish reason through its ``table``; one the table lacks is a plain ``stop``."""
+    if reason is None:
+        return None
+    return table.get(str(reason), "stop")
+
+
+def client_transport_error(
+    exc: BaseException, *, connection: type[BaseException], timeout: type[BaseException], provider: str,
+    model: str | None, base_url: str,
+) -> ForgeError:
+    """An official client's ``connection`` error (``timeout``: the timed-out kind), else an
+    exception nothing has classified: what is left once the client's status errors are mapped."""
+    if isinstance(exc, connection):
+        return client_connection_error(
+            exc, timed_out=isinstance(exc, timeout), provider=provider, model=model, base_url=base_url
+        )
+    return unclassified_error(exc, provider=provider, model=model, base_url=base_url)
+
+
+def client_status_error(
+    exc: Any, status: int | None, message: str, code: str | None, *, provider: str, model: str | None,
+    base_url: str | None,
+) -> ProviderError:
+    """An official client's ``APIStatusError`` (openai and anthropic name the same attributes)."""
+    return error_for_status(
+        status, message, code=code, request_id=exc.request_id, headers=headers_dict(exc.response.headers),
+        provider=provider, model=model, base_url=base_url,
+    )
+
+
+def reply_from_events(
+    events: Sequence[StreamEvent], *, provider: str, model: str, usage: Usage | None, raw: object,
+    **fields: Any,
+) -> Response:
+    """A whole reply from the events a stream decoder made of its body (Gemini, Ollama, Gemini batch items):
+    the text, the finished tool calls and the reasoning text, plus ``fields`` as given."""
+    return Response(
+        text="".join(ev.text for ev in events if ev.kind == "text"),
+        provider=provider,
+        model=model,
+        usage=usage or Usage(),
+        tool_calls=tuple(ev.tool_call for ev in events if ev.kind == "tool_call_done" and ev.tool_call),
+        reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
+        raw=raw,
+        **fields,
     )

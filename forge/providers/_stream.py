@@ -18,14 +18,15 @@ read in the iterating task then fails, and that task finishes the generator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, Protocol, TypeVar
 
 from forge.errors import ForgeError
 from forge.types import StreamEvent
 
 __all__ = [
+    "EventBatches",
     "EventReader",
     "HTTPResponse",
     "ResponseOwner",
@@ -33,8 +34,11 @@ __all__ = [
     "WireDecoder",
     "aclose_events",
     "classified",
+    "classifying",
+    "client_stream",
     "decoded_events",
     "http_response_of",
+    "sent_stream",
 ]
 
 T = TypeVar("T")
@@ -57,20 +61,51 @@ class ResponseOwner:
         self.response: _ClosableResponse | None = None
 
 
+EventBatches = AsyncGenerator[Iterator[StreamEvent], None]
+"""What an adapter's stream generator yields: per network read, an iterator over its events."""
+
+_NOTHING: Iterator[StreamEvent] = iter(())
+
+
 class ResponseStream(AsyncIterator[StreamEvent]):
-    """An adapter's event generator plus the HTTP response it reads, which :meth:`aclose` closes."""
+    """An adapter's event generator plus the HTTP response it reads, which :meth:`aclose` closes.
 
-    __slots__ = ("_gen", "_owner")
+    The generator yields, per network read, an iterator over that read's events
+    (see :func:`decoded_events`); this iterator hands them out one at a time, and
+    :meth:`next_batch` a read's iterator whole (the Stream's per-chunk path).
+    """
 
-    def __init__(self, events: Callable[[ResponseOwner], AsyncGenerator[StreamEvent, None]]) -> None:
+    __slots__ = ("_batch", "_gen", "_owner")
+
+    def __init__(
+        self, events: Callable[[ResponseOwner], AsyncGenerator[Iterator[StreamEvent], None]]
+    ) -> None:
         self._owner = ResponseOwner()
         self._gen = events(self._owner)
+        self._batch = _NOTHING
 
     def __aiter__(self) -> ResponseStream:
         return self
 
-    def __anext__(self) -> Awaitable[StreamEvent]:
-        return self._gen.__anext__()
+    async def __anext__(self) -> StreamEvent:
+        for event in self._batch:
+            return event
+        while True:
+            self._batch = batch = await self._gen.__anext__()
+            for event in batch:
+                return event
+
+    async def next_batch(self) -> Iterator[StreamEvent]:
+        """The events of the next network read (or what is left of the current one); may be empty.
+
+        Iterate it to its end before asking for the next: a payload that fails to
+        decode ends it, and the next call raises the error.
+        """
+        batch = self._batch
+        if batch is not _NOTHING:
+            self._batch = _NOTHING
+            return batch
+        return await self._gen.__anext__()
 
     async def aclose(self) -> None:
         """Close the HTTP response, then the generator unless another task is inside it.
@@ -79,6 +114,7 @@ class ResponseStream(AsyncIterator[StreamEvent]):
         already closing) the generator, the closed response ends that task's read
         and it finishes the generator itself.
         """
+        self._batch = _NOTHING
         response = self._owner.response
         if response is not None:
             await response.aclose()
@@ -149,14 +185,21 @@ async def decoded_events(
     open_response: Callable[[], AbstractAsyncContextManager[HTTPResponse]],
     reader: EventReader,
     classify: Callable[[BaseException], ForgeError],
-) -> AsyncGenerator[StreamEvent, None]:
+) -> AsyncGenerator[Iterator[StreamEvent], None]:
     """Every adapter's stream: open the response, check it, decode its body, classify what fails.
 
-    ``open_response()`` (called on the first ``__anext__``) sends the request; leaving it
-    closes the response. An exception that
-    is not forge's yet is classified here, once (``classify`` names the model and the
-    base URL); forge errors pass as they are.
+    Yields, per network read, an iterator over that read's events (for
+    :class:`ResponseStream`): one generator step per read, not per event. The
+    iterator turns each payload into events as it is iterated, so that only one
+    payload's objects are alive at a time (a read's worth of decoded JSON held at
+    once made the garbage collector run far more often). A payload that fails
+    ends the iterator; the error is raised here on the next step, classified as
+    before. ``open_response()`` (called on the first ``__anext__``) sends the
+    request; leaving it closes the response. An exception that is not forge's
+    yet is classified here, once (``classify`` names the model and the base URL);
+    forge errors pass as they are.
     """
+    failed: list[Exception] = []
     try:
         async with open_response() as response:
             owner.response = response
@@ -165,20 +208,79 @@ async def decoded_events(
             chunks = response.aiter_bytes()
             try:
                 async for chunk in chunks:
-                    for payload in decoder.feed(chunk):
-                        for event in on_payload(payload):
-                            yield event
+                    payloads = decoder.feed(chunk)
+                    if payloads:
+                        yield _events_of(payloads, on_payload, failed)
+                        if failed:
+                            raise failed[0]
+                payloads = decoder.flush()
+                if payloads:
+                    yield _events_of(payloads, on_payload, failed)
+                    if failed:
+                        raise failed[0]
             finally:
                 await aclose_events(chunks)
-            for payload in decoder.flush():
-                for event in on_payload(payload):
-                    yield event
-        for event in reader.close():
-            yield event
+        yield iter(reader.close())
     except ForgeError:
         raise
     except Exception as exc:
         raise classify(exc) from exc
+
+
+def _events_of(
+    payloads: list[Any], on_payload: Callable[[Any], list[StreamEvent]], failed: list[Exception]
+) -> Iterator[StreamEvent]:
+    """The events of one read's payloads, decoded as they are iterated; a failure is put in ``failed``."""
+    try:
+        for payload in payloads:
+            yield from on_payload(payload)
+    except Exception as exc:
+        failed.append(exc)
+
+
+@contextmanager
+def classifying(classify: Callable[[Exception], ForgeError]) -> Iterator[None]:
+    """Classify, once, an exception raised in the block that is not forge's yet (batch calls)."""
+    try:
+        yield
+    except ForgeError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
+
+
+def client_stream(
+    open_vendor: Callable[[], AbstractAsyncContextManager[_VendorStreamed]],
+    reader: EventReader,
+    classify: Callable[[BaseException], ForgeError],
+) -> ResponseStream:
+    """The stream of a request an official client sends (``with_streaming_response``, OpenAI and
+    Anthropic): the client sends it and raises for a non-2xx status; forge reads the body."""
+    return ResponseStream(
+        lambda owner: decoded_events(owner, lambda: http_response_of(open_vendor()), reader, classify)
+    )
+
+
+def sent_stream(
+    send: Callable[[], Awaitable[Any]],
+    reader: EventReader,
+    classify: Callable[[BaseException], ForgeError],
+) -> ResponseStream:
+    """The stream of a request forge sends itself on its pooled client (Gemini, Ollama).
+
+    ``send()`` (called on the first ``__anext__``) sends it with ``stream=True``; the
+    response is closed when the stream ends, however it ends.
+    """
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Any]:
+        response = await send()
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    return ResponseStream(lambda owner: decoded_events(owner, opened, reader, classify))
 
 
 async def classified(call: Awaitable[T], classify: Callable[[BaseException], ForgeError]) -> T:

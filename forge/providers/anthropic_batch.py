@@ -17,7 +17,10 @@ from typing import Any
 
 from forge.errors import BatchError, ForgeError
 from forge.providers._common import error_for_status, headers_dict, parse_retry_after
-from forge.providers.anthropic import AnthropicProvider, _params, _response
+from forge.providers._stream import classifying
+from forge.providers.anthropic import AnthropicProvider
+from forge.providers.anthropic_reply import _response
+from forge.providers.anthropic_request import _params
 from forge.types import BatchState, BatchStatus, Request, Response
 
 __all__ = ["AnthropicBatch", "batch_request", "parse_result"]
@@ -76,27 +79,19 @@ class AnthropicBatch:
         entries = [batch_request(cid, r) for cid, r in requests]
         if any(not cid.startswith(marker) for cid, _ in requests):
             raise ValueError("every custom id of an Anthropic batch must start with its marker")
-        try:
+        with classifying(self._error):
             batch = await self._client.messages.batches.create(requests=entries)  # type: ignore[arg-type]
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return batch.id
 
     async def status(self, batch_id: str) -> BatchStatus:
-        try:
+        with classifying(self._error):
             raw = await self._client.messages.batches.with_raw_response.retrieve(batch_id)
             batch = await raw.parse()
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return _status(batch, parse_retry_after(headers_dict(raw.headers)))
 
     async def results(self, batch_id: str, custom_ids: Sequence[str]) -> Mapping[str, Response | ForgeError]:
         out: dict[str, Response | ForgeError] = {}
-        try:
+        with classifying(self._error):
             decoder = await self._client.messages.batches.results(batch_id)
             async for item in decoder:
                 data: dict[str, Any] = item.to_dict()
@@ -104,19 +99,11 @@ class AnthropicBatch:
                 model = str((result.get("message") or {}).get("model") or "")
                 custom_id, parsed = parse_result(data, model)
                 out[custom_id] = parsed
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return out
 
     async def cancel(self, batch_id: str) -> BatchStatus:
-        try:
+        with classifying(self._error):
             batch = await self._client.messages.batches.cancel(batch_id)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return _status(batch, None)
 
     async def find(self, marker: str, *, count: int, created_after: float) -> str | None:
@@ -127,7 +114,7 @@ class AnthropicBatch:
             BatchError(code="ambiguous"): several running batches could be the job's.
         """
         running: list[str] = []
-        try:
+        with classifying(self._error):
             async for batch in self._client.messages.batches.list(limit=100):
                 if batch.created_at.timestamp() < created_after:
                     break
@@ -143,10 +130,6 @@ class AnthropicBatch:
                         break
                 else:
                     running.append(batch.id)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         if len(running) > 1:
             raise BatchError(
                 f"{len(running)} running Anthropic batches ({', '.join(running)}) could be job {marker}'s; "

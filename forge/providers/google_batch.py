@@ -22,8 +22,11 @@ from google.genai import types as gt
 
 from forge.errors import BadRequestError, BatchError, ForgeError
 from forge.providers._common import error_for_status
-from forge.providers.google import GoogleProvider, _ChunkReader, gemini_call_args
-from forge.types import BatchState, BatchStatus, Request, Response, Usage
+from forge.providers._stream import classifying
+from forge.providers.google import GoogleProvider
+from forge.providers.google_reply import _ChunkReader
+from forge.providers.google_request import gemini_call_args
+from forge.types import BatchState, BatchStatus, Request, Response
 
 __all__ = ["GoogleBatch", "inlined_request", "parse_inlined_response"]
 
@@ -85,19 +88,7 @@ def parse_inlined_response(item: Mapping[str, Any], model: str) -> Response | Fo
         events = reader.feed(dict(body))
     except ForgeError as exc:
         return exc
-    return Response(
-        text="".join(ev.text for ev in events if ev.kind == "text"),
-        provider="google",
-        model=model,
-        finish_reason=reader.finish_reason(),
-        usage=reader.usage or Usage(),
-        tool_calls=tuple(ev.tool_call for ev in events if ev.kind == "tool_call_done" and ev.tool_call),
-        reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
-        reasoning_signature=reader.text_signature,
-        reasoning_blocks=reader.blocks(),
-        id=reader.response_id,
-        raw=body,
-    )
+    return reader.response(events, model, body)
 
 
 class GoogleBatch:
@@ -118,25 +109,17 @@ class GoogleBatch:
         if len(models) != 1:
             raise ValueError(f"a Gemini batch runs one model, got {sorted(models)}")
         src = [inlined_request(cid, r) for cid, r in requests]
-        try:
+        with classifying(self._error):
             job = await self._batches.create(
                 model=models.pop(), src=src, config=gt.CreateBatchJobConfig(display_name=marker)
             )
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         if not job.name:
             raise ForgeError("Gemini created a batch without a name")
         return job.name
 
     async def _get(self, batch_id: str) -> gt.BatchJob:
-        try:
+        with classifying(self._error):
             return await self._batches.get(name=batch_id)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
 
     async def status(self, batch_id: str) -> BatchStatus:
         return _status(await self._get(batch_id))
@@ -156,27 +139,19 @@ class GoogleBatch:
         return out
 
     async def cancel(self, batch_id: str) -> BatchStatus:
-        try:
+        with classifying(self._error):
             await self._batches.cancel(name=batch_id)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return await self.status(batch_id)
 
     async def find(self, marker: str, *, count: int, created_after: float) -> str | None:
         """The batch whose display name is ``marker``."""
-        try:
+        with classifying(self._error):
             pager = await self._batches.list(config=gt.ListBatchJobsConfig(page_size=100))
             async for job in pager:
                 if job.display_name == marker and job.name:
                     return job.name
                 if job.create_time is not None and job.create_time.timestamp() < created_after:
                     return None
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return None
 
 

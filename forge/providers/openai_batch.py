@@ -18,7 +18,10 @@ from typing import Any
 
 from forge.errors import BatchError, ForgeError
 from forge.providers._common import error_for_status, headers_dict, parse_retry_after
-from forge.providers.openai import OpenAIProvider, _params, _response
+from forge.providers._stream import classifying
+from forge.providers.openai import OpenAIProvider
+from forge.providers.openai_reply import _response
+from forge.providers.openai_request import _params
 from forge.types import BatchState, BatchStatus, Request, Response
 
 __all__ = ["OpenAIBatch", "batch_line", "parse_result_line"]
@@ -97,7 +100,7 @@ class OpenAIBatch:
         data = b"".join(
             json.dumps(batch_line(cid, r), separators=(",", ":")).encode() + b"\n" for cid, r in requests
         )
-        try:
+        with classifying(self._error):
             file_id = self._uploaded.get(marker)
             if file_id is None:
                 uploaded = await self._client.files.create(
@@ -111,25 +114,17 @@ class OpenAIBatch:
                 metadata={_MARKER_KEY: marker},
             )
             self._uploaded.pop(marker, None)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return batch.id
 
     async def status(self, batch_id: str) -> BatchStatus:
-        try:
+        with classifying(self._error):
             raw = await self._client.batches.with_raw_response.retrieve(batch_id)
             batch = raw.parse()
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return _status(batch, parse_retry_after(headers_dict(raw.headers)))
 
     async def results(self, batch_id: str, custom_ids: Sequence[str]) -> Mapping[str, Response | ForgeError]:
         """Replies from the output file and errors from the error file, by custom id."""
-        try:
+        with classifying(self._error):
             batch = await self._client.batches.retrieve(batch_id)
             self._files[batch_id] = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
             out: dict[str, Response | ForgeError] = {}
@@ -142,10 +137,6 @@ class OpenAIBatch:
                     if text.strip():
                         custom_id, result = parse_result_line(json.loads(text), model)
                         out[custom_id] = result
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return out
 
     async def delete_files(self, batch_id: str) -> None:
@@ -174,26 +165,18 @@ class OpenAIBatch:
             raise failures[0]
 
     async def cancel(self, batch_id: str) -> BatchStatus:
-        try:
+        with classifying(self._error):
             batch = await self._client.batches.cancel(batch_id)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return _status(batch, None)
 
     async def find(self, marker: str, *, count: int, created_after: float) -> str | None:
         """The newest batch whose metadata carries ``marker`` (batches are listed newest first)."""
-        try:
+        with classifying(self._error):
             async for batch in self._client.batches.list(limit=100):
                 if (batch.metadata or {}).get(_MARKER_KEY) == marker:
                     return batch.id
                 if batch.created_at < created_after:
                     return None
-        except ForgeError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return None
 
 

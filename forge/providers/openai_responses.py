@@ -41,36 +41,38 @@ raise the classified error.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from forge._wire import SSEDecoder, SSEEvent, loads
-from forge.errors import BadRequestError, ForgeError, ProviderConnectionError, ProviderError
+from forge.errors import ForgeError, ProviderConnectionError, ProviderError
 from forge.providers._common import (
-    check_schema_name,
     check_stream_reply,
     error_for_status,
     json_reply,
     public_url,
-    reasoning_effort,
 )
-from forge.providers._stream import ResponseOwner, decoded_events, http_response_of
+from forge.providers._stream import ResponseStream, client_stream
 from forge.types import (
     FinishReason,
-    Message,
     ReasoningBlock,
     Request,
     Response,
     StreamEvent,
     ToolCall,
     Usage,
-    own_blocks,
 )
 
 if TYPE_CHECKING:
     import httpx2
     import openai
+
+from forge.providers.openai_reply import openai_usage
+from forge.providers.openai_responses_request import (
+    _reasoning_block,
+    _reasoning_texts,
+    responses_params,
+)
 
 __all__ = ["complete", "responses_params", "stream"]
 
@@ -88,166 +90,23 @@ async def complete(client: openai.AsyncOpenAI, request: Request) -> Response:
 
 
 def stream(
-    client: openai.AsyncOpenAI,
-    request: Request,
-    owner: ResponseOwner,
-    classify: Callable[[BaseException], ForgeError],
-) -> AsyncGenerator[StreamEvent, None]:
+    client: openai.AsyncOpenAI, request: Request, classify: Callable[[BaseException], ForgeError]
+) -> ResponseStream:
     """Stream ``POST /v1/responses``: text / reasoning / tool-call / usage events, then one ``finish``."""
 
-    def open_response() -> AbstractAsyncContextManager[httpx2.Response]:
+    def open_vendor() -> Any:
         params = responses_params(request)
         params["stream"] = True
-        return http_response_of(client.responses.with_streaming_response.create(**params))
+        return client.responses.with_streaming_response.create(**params)
 
-    state = _ResponseStream(request.model, public_url(client.base_url))
-    return decoded_events(owner, open_response, state, classify)
-
-
-# --------------------------------------------------------------------------- request
-
-
-def responses_params(request: Request) -> dict[str, Any]:
-    """The ``client.responses.create(**params)`` arguments for a forge Request."""
-    if request.stop:
-        raise BadRequestError(
-            f"The OpenAI Responses API has no stop sequences, so stop={list(request.stop)!r} cannot be "
-            "sent; drop it or use providers.openai.api = 'chat'.",
-            provider=_PROVIDER,
-            model=request.model,
-        )
-    check_schema_name(request)
-    chained = "previous_response_id" in request.extra
-    params: dict[str, Any] = {"model": request.model, "input": _input(request.messages, chained)}
-    if request.system:
-        params["instructions"] = request.system
-    if request.max_tokens is not None:
-        params["max_output_tokens"] = request.max_tokens
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    if request.top_p is not None:
-        params["top_p"] = request.top_p
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        if fmt.type == "json_schema" and fmt.schema is not None:
-            schema = dict(fmt.schema)
-            params["text"] = {
-                "format": {"type": "json_schema", "name": fmt.name, "schema": schema, "strict": fmt.strict}
-            }
-        else:
-            params["text"] = {"format": {"type": "json_object"}}
-    if request.tools:
-        tools = []
-        for tool in request.tools:
-            spec: dict[str, Any] = {"type": "function", "name": tool.name}
-            if tool.description:
-                spec["description"] = tool.description
-            spec["parameters"] = dict(tool.parameters)
-            spec["strict"] = False
-            tools.append(spec)
-        params["tools"] = tools
-    if request.tool_choice:
-        choice = request.tool_choice
-        params["tool_choice"] = (
-            choice if choice in ("auto", "none", "required") else {"type": "function", "name": choice}
-        )
-    effort = reasoning_effort(request)
-    extra = dict(request.extra)
-    if effort is not None:
-        reasoning: dict[str, Any] = {"effort": effort}
-        more = extra.pop("reasoning", None)
-        if isinstance(more, Mapping):
-            reasoning.update(more)
-        params["reasoning"] = reasoning
-    if extra:
-        params["extra_body"] = extra
-    return params
-
-
-def _input(messages: tuple[Message, ...], chained: bool = False) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "tool":
-            call_id = m.tool_call_id or ""
-            items.append({"type": "function_call_output", "call_id": call_id, "output": m.content})
-        elif m.role == "assistant" and (m.tool_calls or own_blocks(m.reasoning_blocks, _PROVIDER)):
-            turn: list[dict[str, Any]] = []
-            if m.content:
-                turn.append({"role": "assistant", "content": m.content})
-            for tc in m.tool_calls:
-                call: dict[str, Any] = {
-                    "type": "function_call",
-                    "call_id": tc.id,
-                    "name": tc.name,
-                    "arguments": tc.raw_arguments or json.dumps(tc.arguments),
-                }
-                if tc.item_id:  # the API pairs the call with its reasoning item by this id
-                    call["id"] = tc.item_id
-                turn.append(call)
-            if not chained:  # previous_response_id: the server holds these items already
-                if m.reasoning_blocks:
-                    for block in own_blocks(m.reasoning_blocks, _PROVIDER):
-                        if block.kind == "encrypted":
-                            turn.insert(min(block.position, len(turn)), _reasoning_input(block))
-                else:
-                    turn[:0] = _reasoning_items(m.reasoning_signature)
-            items.extend(turn)
-        else:
-            items.append({"role": m.role, "content": m.content})
-    return items
-
-
-def _reasoning_input(block: ReasoningBlock) -> dict[str, Any]:
-    """A reasoning item as the reply had it: id, summary parts, encrypted content."""
-    item: dict[str, Any] = {
-        "type": "reasoning",
-        "id": block.id,
-        "summary": [{"type": "summary_text", "text": t} for t in block.parts],
-    }
-    if block.data:
-        item["encrypted_content"] = block.data
-    return item
-
-
-def _reasoning_block(item: Mapping[str, Any], position: int) -> ReasoningBlock:
-    summary = [s.get("text") or "" for s in item.get("summary") or () if isinstance(s, dict)]
-    return ReasoningBlock(
-        _PROVIDER,
-        "encrypted",
-        "\n\n".join(_reasoning_texts(item)),
-        data=item.get("encrypted_content") or None,
-        id=item.get("id"),
-        parts=tuple(summary),
-        position=position,
-    )
-
-
-def _reasoning_items(signature: str | None) -> list[dict[str, Any]]:
-    """The reasoning items a Responses reply kept in ``reasoning_signature`` (none for other providers')."""
-    if not signature or signature[:1] != "[":
-        return []
-    try:
-        items = json.loads(signature)
-    except ValueError:
-        return []
-    if not isinstance(items, list):
-        return []
-    return [i for i in items if isinstance(i, dict) and i.get("type") == "reasoning" and i.get("id")]
+    return client_stream(open_vendor, _ResponseStream(request.model, public_url(client.base_url)), classify)
 
 
 # --------------------------------------------------------------------------- response
 
 
 def _usage(u: Mapping[str, Any]) -> Usage:
-    inp = u.get("input_tokens_details") or {}
-    out = u.get("output_tokens_details") or {}
-    return Usage(
-        input_tokens=u.get("input_tokens") or 0,
-        output_tokens=u.get("output_tokens") or 0,
-        cached_input_tokens=inp.get("cached_tokens") or 0,
-        cache_write_tokens=inp.get("cache_write_tokens") or 0,
-        reasoning_tokens=out.get("reasoning_tokens") or 0,
-    )
+    return openai_usage(u, "input", "output")
 
 
 def _reasoning_item(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,12 +115,6 @@ def _reasoning_item(item: Mapping[str, Any]) -> dict[str, Any]:
     if item.get("encrypted_content"):
         kept["encrypted_content"] = item["encrypted_content"]
     return kept
-
-
-def _reasoning_texts(item: Mapping[str, Any]) -> list[str]:
-    texts = [s.get("text") or "" for s in item.get("summary") or () if isinstance(s, dict)]
-    texts.extend(c.get("text") or "" for c in item.get("content") or () if isinstance(c, dict))
-    return [t for t in texts if t]
 
 
 def _finish(data: Mapping[str, Any], has_calls: bool, refused_only: bool) -> FinishReason:
@@ -291,6 +144,21 @@ def _is_response(data: Mapping[str, Any]) -> bool:
     return isinstance(data.get("output"), list) or bool(data.get("error"))
 
 
+def _message_parts(item: Mapping[str, Any], texts: list[str], refusals: list[str]) -> None:
+    for part in item.get("content") or ():
+        if part.get("type") == "output_text":
+            texts.append(part.get("text") or "")
+        elif part.get("type") == "refusal":
+            refusals.append(part.get("refusal") or "")
+
+
+def _function_call(item: Mapping[str, Any], model: str) -> ToolCall:
+    return ToolCall.from_json(
+        item.get("call_id") or "", item.get("name") or "", item.get("arguments") or "",
+        provider=_PROVIDER, model=model, item_id=item.get("id"),
+    )
+
+
 def _response(data: Mapping[str, Any], model: str) -> Response:
     if data.get("status") == "failed" or (data.get("error") and not data.get("output")):
         raise _failure(data.get("error"), model)
@@ -303,22 +171,9 @@ def _response(data: Mapping[str, Any], model: str) -> Response:
     for position, item in enumerate(data.get("output") or ()):
         kind = item.get("type")
         if kind == "message":
-            for part in item.get("content") or ():
-                if part.get("type") == "output_text":
-                    texts.append(part.get("text") or "")
-                elif part.get("type") == "refusal":
-                    refusals.append(part.get("refusal") or "")
+            _message_parts(item, texts, refusals)
         elif kind == "function_call":
-            calls.append(
-                ToolCall.from_json(
-                    item.get("call_id") or "",
-                    item.get("name") or "",
-                    item.get("arguments") or "",
-                    provider=_PROVIDER,
-                    model=model,
-                    item_id=item.get("id"),
-                )
-            )
+            calls.append(_function_call(item, model))
         elif kind == "reasoning":
             reasoning.extend(_reasoning_texts(item))
             items.append(_reasoning_item(item))
@@ -401,51 +256,53 @@ class _ResponseStream:
             return []
         obj = loads(data)
         kind = obj.get("type")
-        if kind == "response.output_text.delta":
+        if kind == "response.output_text.delta":  # nearly every event: no call beyond this one
             delta = obj.get("delta")
             if not delta:
                 return []
             self._text_seen = True
             return [StreamEvent("text", delta, raw=obj)]
-        if kind == "response.function_call_arguments.delta":
-            call = self._calls.get(obj.get("item_id") or "")
-            fragment = obj.get("delta")
-            if call is None or not fragment:
-                return []
-            call.parts.append(fragment)
-            return [StreamEvent("tool_call_delta", fragment, index=call.ordinal, raw=obj)]
-        if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            delta = obj.get("delta")
-            if not delta:
-                return []
-            self._reasoned = True
-            return [StreamEvent("reasoning", delta, raw=obj)]
-        if kind == "response.output_item.added":
-            return self._on_item_added(obj)
-        if kind == "response.output_item.done":
-            return self._on_item_done(obj)
-        if kind in ("response.reasoning_summary_part.added", "response.content_part.added"):
-            part = obj.get("part") or {}
-            if self._reasoned and part.get("type") in ("summary_text", "reasoning_text"):
-                return [StreamEvent("reasoning", "\n\n", raw=obj)]  # as the parts are joined in complete()
+        handler = self._ON_EVENT.get(kind) if isinstance(kind, str) else None
+        return handler(self, obj) if handler is not None else []
+
+    def _on_arguments(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        call = self._calls.get(obj.get("item_id") or "")
+        fragment = obj.get("delta")
+        if call is None or not fragment:
             return []
-        if kind == "response.refusal.delta":
-            delta = obj.get("delta")
-            if not delta:
-                return []
-            self._refused = True
-            return [StreamEvent("text", delta, raw=obj)]
-        if kind in ("response.created", "response.in_progress"):
-            self._id = (obj.get("response") or {}).get("id") or self._id
+        call.parts.append(fragment)
+        return [StreamEvent("tool_call_delta", fragment, index=call.ordinal, raw=obj)]
+
+    def _on_reasoning(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = obj.get("delta")
+        if not delta:
             return []
-        if kind in ("response.completed", "response.incomplete"):
-            return self._on_end(obj)
-        if kind == "response.failed":
-            response = obj.get("response") or {}
-            raise _failure(response.get("error"), self._model)
-        if kind == "error":
-            raise _failure(obj, self._model, "error during streaming")
+        self._reasoned = True
+        return [StreamEvent("reasoning", delta, raw=obj)]
+
+    def _on_part_added(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        part = obj.get("part") or {}
+        if self._reasoned and part.get("type") in ("summary_text", "reasoning_text"):
+            return [StreamEvent("reasoning", "\n\n", raw=obj)]  # as the parts are joined in complete()
         return []
+
+    def _on_refusal(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        delta = obj.get("delta")
+        if not delta:
+            return []
+        self._refused = True
+        return [StreamEvent("text", delta, raw=obj)]
+
+    def _on_created(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        self._id = (obj.get("response") or {}).get("id") or self._id
+        return []
+
+    def _on_failed(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        response = obj.get("response") or {}
+        raise _failure(response.get("error"), self._model)
+
+    def _on_error(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        raise _failure(obj, self._model, "error during streaming")
 
     def _on_item_added(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         item = obj.get("item") or {}
@@ -498,6 +355,25 @@ class _ResponseStream:
             events.append(StreamEvent("usage", usage=_usage(usage), raw=obj))
         self._finish = _finish(response, self._ordinals > 0, self._refused and not self._text_seen)
         return events
+
+    # One handler per event type (platform.openai.com/docs/api-reference/responses-streaming); others
+    # are dropped.
+    _ON_EVENT: ClassVar[dict[str, Callable[[_ResponseStream, Mapping[str, Any]], list[StreamEvent]]]] = {
+        "response.function_call_arguments.delta": _on_arguments,
+        "response.reasoning_summary_text.delta": _on_reasoning,
+        "response.reasoning_text.delta": _on_reasoning,
+        "response.output_item.added": _on_item_added,
+        "response.output_item.done": _on_item_done,
+        "response.reasoning_summary_part.added": _on_part_added,
+        "response.content_part.added": _on_part_added,
+        "response.refusal.delta": _on_refusal,
+        "response.created": _on_created,
+        "response.in_progress": _on_created,
+        "response.completed": _on_end,
+        "response.incomplete": _on_end,
+        "response.failed": _on_failed,
+        "error": _on_error,
+    }
 
     def close(self) -> list[StreamEvent]:
         """End of body: the ``finish`` event, or an error if the terminal event never came."""

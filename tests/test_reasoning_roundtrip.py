@@ -23,9 +23,16 @@ import forge
 from forge.testing._cassette_files import load_interactions
 from forge.testing.cassettes import replay_config, use_cassette
 from forge.types import Message
+from tests._services import require_real_recordings
 from tests.test_real_cassettes import REAL
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _recordings() -> None:
+    """Skip locally (fail in CI) when ../shared/cassettes-real is not beside the clone."""
+    require_real_recordings()
 
 
 def _body(item: dict[str, Any]) -> dict[str, Any]:

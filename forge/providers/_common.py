@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from forge.errors import (
     AuthenticationError,
@@ -455,12 +455,18 @@ def client_base_url(config: ProviderConfig) -> str | None:
     header instead (:func:`base_url_auth`), as httpx itself does with a URL's userinfo.
     """
     url = config.resolve_base_url()
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    parts = _with_userinfo(url)
+    if parts is None:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _with_userinfo(url: str | None) -> SplitResult | None:
+    """``url`` split, when it carries ``user:password@``; None otherwise."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return parts if "@" in parts.netloc else None
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -477,10 +483,8 @@ def base_url_auth(config: ProviderConfig) -> Callable[[Any], Any] | None:
     saw before; a redirect to another host never gets it.
     """
     url = config.resolve_base_url()
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    parts = _with_userinfo(url)
+    if url is None or parts is None:
         return None
     userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     token = base64.b64encode(userinfo.encode()).decode()
@@ -658,4 +662,12 @@ def reply_from_events(
         reasoning="".join(ev.text for ev in events if ev.kind == "reasoning") or None,
         raw=raw,
         **fields,
+    )
+
+
+def unbuildable(vendor: str, provider: str, request: Request, exc: Exception) -> BadRequestError:
+    """The error for a request the vendor's own converters refuse (before anything is sent);
+    raise it ``from exc``."""
+    return BadRequestError(
+        f"Cannot build {vendor} request for {request.model!r}: {exc}", provider=provider, model=request.model
     )

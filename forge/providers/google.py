@@ -44,7 +44,6 @@ from google.genai import types as gt
 
 from forge.config import ProviderConfig
 from forge.errors import (
-    BadRequestError,
     ForgeError,
 )
 from forge.providers._common import (
@@ -52,6 +51,7 @@ from forge.providers._common import (
     json_reply,
     make_httpx2_client,
     public_url,
+    unbuildable,
     unclassified_error,
 )
 from forge.providers._stream import classified, sent_stream
@@ -176,11 +176,7 @@ class GoogleProvider:
                 self._client, model, contents, config, stream=stream
             )
         except (ValueError, TypeError) as exc:  # pydantic ValidationError is a ValueError
-            raise BadRequestError(
-                f"Cannot build a Gemini request for {request.model!r}: {exc}",
-                provider=_PROVIDER,
-                model=request.model,
-            ) from exc
+            raise unbuildable("a Gemini", _PROVIDER, request, exc) from exc
         return self._http.build_request(method, url, headers=headers, content=body)
 
     def _classify(self, exc: BaseException, model: str | None) -> ForgeError:

@@ -54,6 +54,7 @@ from forge.providers._common import (
     make_httpx_kwargs,
     public_url,
     reply_from_events,
+    unbuildable,
     unclassified_error,
 )
 from forge.providers._stream import classified, sent_stream
@@ -149,11 +150,7 @@ class OllamaProvider:
             payload = build_ollama_chat_payload(model, kwargs, stream=stream)
             check_tools_survive(request, payload)
         except (ValueError, TypeError) as exc:  # pydantic ValidationError is a ValueError
-            raise BadRequestError(
-                f"Cannot build an Ollama request for {request.model!r}: {exc}",
-                provider=_PROVIDER,
-                model=request.model,
-            ) from exc
+            raise unbuildable("an Ollama", _PROVIDER, request, exc) from exc
         # ``AsyncClient._request`` sends ``self._client.stream/request("POST", "/api/chat", json=...)``.
         return self._http().build_request("POST", _CHAT_PATH, json=payload)
 

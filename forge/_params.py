@@ -101,6 +101,8 @@ class StreamRequestParams(StreamCallbackParams, total=False):
 
 
 CALL_OPTIONS = ("timeout", "max_attempts")
+STREAM_OPTIONS = (*StreamOptions.__annotations__, "on_chunk")
+"""The keywords of ``stream`` that shape the Stream rather than the request."""
 
 
 def request_params(params: Mapping[str, object]) -> RequestParams:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from forge._params import request_params
+from forge._params import STREAM_OPTIONS, request_params
 from forge.errors import (
     AuthenticationError,
     BadRequestError,
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from forge.breaker import CircuitBreaker
     from forge.llm import LLM, Prompt
     from forge.metrics import Metrics
-    from forge.streaming import ChunkCallback, ProgressCallback
     from forge.types import Request, Response, StreamEvent
 
     _Opened = tuple[Stream, tuple[AsyncIterator[StreamEvent], Sequence[StreamEvent], int]]
@@ -747,37 +746,17 @@ class FallbackLLM:
             return dataclasses.replace(response, fallback_attempts=tuple(run.tried))
         return response
 
-    def stream(
-        self,
-        prompt: Prompt,
-        *,
-        buffer_size: int | None = None,
-        flush_interval: float | None = None,
-        first_token_timeout: float | None = None,
-        idle_timeout: float | None = None,
-        timeout: float | None = None,
-        on_chunk: ChunkCallback | None = None,
-        on_progress: ProgressCallback | None = None,
-        **params: Any,
-    ) -> Stream:
+    def stream(self, prompt: Prompt, **params: Any) -> Stream:
         """A :class:`~forge.Stream` that opens on the first link that answers.
 
-        Links are tried only until the first text, reasoning or tool event: after
-        that a break raises :class:`~forge.StreamInterrupted` as for one model.
+        ``params`` are what :meth:`forge.LLM.stream` takes: the stream options go to
+        the Stream, the rest build each link's request. Links are tried only until
+        the first text, reasoning or tool event: after that a break raises
+        :class:`~forge.StreamInterrupted` as for one model.
         """
+        options = {name: params.pop(name) for name in STREAM_OPTIONS if name in params}
         requests = self.requests(prompt, params)
-        return _FallbackStream(
-            self,
-            requests,
-            max_attempts=params.get("max_attempts"),
-            buffer_size=buffer_size,
-            flush_interval=flush_interval,
-            first_token_timeout=first_token_timeout,
-            idle_timeout=idle_timeout,
-            timeout=timeout,
-            on_chunk=on_chunk,
-            on_progress=on_progress,
-        )
+        return _FallbackStream(self, requests, max_attempts=params.get("max_attempts"), **options)
 
 
 class _FallbackStream(Stream):

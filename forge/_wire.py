@@ -28,6 +28,7 @@ __all__ = [
     "JSONArrayDecoder",
     "LineSplitter",
     "NDJSONDecoder",
+    "SSEDataDecoder",
     "SSEDecoder",
     "SSEEvent",
     "aiter_ndjson",
@@ -127,21 +128,24 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         data = self._data
         for line in self._lines.split(chunk):
-            # The two lines of nearly every event, inline; the rest in decode_line.
+            # The lines of nearly every event, inline; the rest in decode_line.
             if line[:5] == "data:":
                 data.append(line[6:] if line[5:6] == " " else line[5:])
             elif not line:
                 if data:
-                    events.append(self._dispatch())
-                else:
-                    self._event = ""
+                    events.append(SSEEvent(self._event, data[0] if len(data) == 1 else "\n".join(data),
+                                           self._id, self._retry))
+                    data.clear()
+                self._event = ""
+            elif line[:6] == "event:":
+                self._event = line[7:] if line[6:7] == " " else line[6:]
             else:
                 self.decode_line(line)
         return events
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: dispatch a final event that had no trailing blank line."""
-        events = self.feed(b"") + [e for e in (self.decode_line(x) for x in self._lines.flush()) if e]
+        events = [e for e in (self.decode_line(x) for x in self._lines.flush()) if e]
         last = self.decode_line("")
         if last is not None:
             events.append(last)
@@ -178,6 +182,34 @@ class SSEDecoder:
         return ev
 
 
+class SSEDataDecoder(SSEDecoder):
+    """An :class:`SSEDecoder` that gives each event's ``data`` alone, for streams whose
+    payloads name their own type (OpenAI's) or need no name (Gemini's): no event object
+    per chunk. Events with no ``data`` are dropped, as in the full decoder."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes | str) -> list[str]:  # type: ignore[override]
+        out: list[str] = []
+        data = self._data
+        for line in self._lines.split(chunk):
+            if line[:5] == "data:":
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif not line:
+                if data:
+                    out.append(data[0] if len(data) == 1 else "\n".join(data))
+                    data.clear()
+                self._event = ""
+            else:
+                ev = self.decode_line(line)
+                if ev is not None:  # pragma: no cover - a blank line is handled above
+                    out.append(ev.data)
+        return out
+
+    def flush(self) -> list[str]:  # type: ignore[override]
+        return [ev.data for ev in super().flush()]
+
+
 class GeminiSSEDecoder:
     """Gemini's ``alt=sse`` body: the JSON object of each ``data:`` event.
 
@@ -206,7 +238,9 @@ class GeminiSSEDecoder:
             if line[:5] == "data:" and not raw:
                 data.append(line[6:] if line[5:6] == " " else line[5:])
             elif not line and data and not raw:
-                out.append(load(sse._dispatch().data))
+                out.append(load(data[0] if len(data) == 1 else "\n".join(data)))
+                data.clear()
+                sse._event = ""
             elif raw or line[:1] == "{":
                 raw.append(line)
                 text = "".join(raw)

@@ -474,16 +474,31 @@ class Stream:
             # Without timeouts the loop skips deadline bookkeeping: this is the per-chunk hot path.
             timed = self._timed
             next_batch = None if timed else getattr(source, "next_batch", None)
+            parts = self._parts if self._keep_text else None
+            steady = False  # a text event after the first, untimed: absorbed inline, below
             while True:
                 for ev in batch:
-                    absorb(ev)
-                    if ev.kind == "text" and ev.text:
+                    if ev.kind != "text":
+                        absorb(ev)
+                        if not texts:
+                            yield ev
+                        continue
+                    text = ev.text
+                    if steady:  # what _absorb does for such an event, without the call
+                        if parts is not None:
+                            parts.append(text)
+                        self._chars += len(text)
+                        self._chunks += 1
+                    else:
+                        absorb(ev)
+                        steady = not timed and self._ttft is not None
+                    if text:
                         if deliver:
                             if quiet:
                                 self._delivered += 1
                             else:
-                                await self._deliver_callbacks(ev.text)
-                        yield ev.text if texts else ev
+                                await self._deliver_callbacks(text)
+                        yield text if texts else ev
                     elif not texts:
                         yield ev
                 try:

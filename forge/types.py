@@ -431,6 +431,41 @@ def _slots_init(cls: type) -> Callable[..., None]:
 StreamEvent.__init__ = _slots_init(StreamEvent)  # type: ignore[method-assign]
 
 
+def _layout_twin(cls: type) -> type:
+    """A plain (not frozen) slots class with ``cls``'s slots in the same order.
+
+    Its generated ``__init__`` stores each field straight into its slot (the
+    interpreter's fastest attribute store), which a frozen class cannot do. An
+    instance built through it and then given ``cls`` as its ``__class__`` (CPython
+    allows that between classes of one memory layout) is an ordinary ``cls``:
+    frozen, compared, hashed and printed as ``cls`` is.
+    """
+    twin = dataclasses.make_dataclass(
+        f"_{cls.__name__}Slots",
+        [(f.name, f.type, f.default) for f in dataclasses.fields(cls)],
+        slots=True, eq=False, repr=False, match_args=False,
+    )
+    if vars(twin)["__slots__"] != vars(cls)["__slots__"]:  # pragma: no cover - a default_factory
+        raise TypeError(f"{cls.__name__}'s layout twin has other slots")
+    return twin
+
+
+_EventSlots = _layout_twin(StreamEvent)
+
+
+def stream_event(kind: StreamEventKind, text: str, raw: object, index: int = 0) -> StreamEvent:
+    """``StreamEvent(kind, text, index=index, raw=raw)`` at under half the cost: the per-chunk
+    events (text, reasoning and tool-argument deltas) of every adapter are made here.
+
+    ``StreamEvent(...)`` sets its nine frozen slots with nine descriptor calls (about
+    0.6 us on CPython 3.11); this stores them as a plain class does and then sets the
+    class (about 0.25 us). ``tests/test_stream_event.py`` checks the two are equal.
+    """
+    ev = _EventSlots(kind, text, index, None, None, None, raw)
+    ev.__class__ = StreamEvent
+    return ev  # type: ignore[no-any-return]
+
+
 
 @runtime_checkable
 class Provider(Protocol):

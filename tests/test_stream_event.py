@@ -1,13 +1,15 @@
-"""StreamEvent's faster __init__ keeps the dataclass's signature, defaults and frozenness."""
+"""StreamEvent's faster __init__ and stream_event() keep the dataclass's signature, defaults and frozenness."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
+import pickle
 
 import pytest
 
-from forge.types import StreamEvent, ToolCall, Usage
+from forge.types import StreamEvent, StreamEventKind, ToolCall, Usage, stream_event
 
 
 def test_defaults_and_fields_are_the_dataclass_ones() -> None:
@@ -28,3 +30,19 @@ def test_still_frozen_and_raw_not_compared() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         ev.text = "other"  # type: ignore[misc]
     assert ev == StreamEvent("text", "hi") and hash(ev) == hash(StreamEvent("text", "hi"))
+
+
+@pytest.mark.parametrize("kind", ["text", "reasoning", "tool_call_delta"])
+def test_the_fast_constructor_makes_an_ordinary_stream_event(kind: StreamEventKind) -> None:
+    raw = {"delta": "hi"}
+    fast = stream_event(kind, "hi", raw, 3)
+    slow = StreamEvent(kind, "hi", index=3, raw=raw)
+    assert type(fast) is StreamEvent
+    assert [getattr(fast, f.name) for f in dataclasses.fields(fast)] == [
+        getattr(slow, f.name) for f in dataclasses.fields(slow)
+    ]
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.text = "other"  # type: ignore[misc]
+    assert dataclasses.replace(fast, text="x") == StreamEvent(kind, "x", index=3)
+    assert copy.deepcopy(fast) == slow and pickle.loads(pickle.dumps(fast)) == slow

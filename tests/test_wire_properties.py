@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forge._wire import GeminiSSEDecoder, JSONArrayDecoder, NDJSONDecoder, SSEDecoder, loads
+from forge._wire import GeminiSSEDecoder, JSONArrayDecoder, NDJSONDecoder, SSEDataDecoder, SSEDecoder, loads
 
 # Field values: any text without line ends, including ':' and non-ASCII (split across reads).
 VALUE = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12)
@@ -54,7 +54,8 @@ def render(blocks: list[Block], end: str, bom: bool, trailing_blank: bool) -> by
     for b in blocks:
         lines += [f":{c}" for c in b.comments]
         if b.event is not None:
-            lines.append(f"event: {b.event}")
+            spaced = b.spaced or b.event.startswith(" ")
+            lines.append(f"event: {b.event}" if spaced else f"event:{b.event}")
         if b.id is not None:
             lines.append(f"id: {b.id}")
         if b.retry is not None:
@@ -113,6 +114,23 @@ def test_sse_events_do_not_depend_on_reads_or_line_ends(
 ) -> None:
     body = render(blocks, end, bom, trailing_blank)
     assert decode_sse(cut(body, cuts)) == expected(blocks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    blocks=st.lists(BLOCK, max_size=6),
+    end=ENDINGS,
+    bom=st.booleans(),
+    trailing_blank=st.booleans(),
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+)
+def test_sse_data_decoder_gives_the_data_of_the_same_events(
+    blocks: list[Block], end: str, bom: bool, trailing_blank: bool, cuts: list[int]
+) -> None:
+    body = render(blocks, end, bom, trailing_blank)
+    d = SSEDataDecoder()
+    data = [x for piece in cut(body, cuts) for x in d.feed(piece)] + d.flush()
+    assert data == [e[1] for e in expected(blocks)]
 
 
 @settings(max_examples=100, deadline=None)

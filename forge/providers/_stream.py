@@ -209,7 +209,9 @@ async def decoded_events(
             try:
                 async for chunk in chunks:
                     payloads = decoder.feed(chunk)
-                    if payloads:
+                    if len(payloads) == 1:  # one event per read: its events as they are
+                        yield iter(on_payload(payloads[0]))
+                    elif payloads:
                         yield _events_of(payloads, on_payload, failed)
                         if failed:
                             raise failed[0]

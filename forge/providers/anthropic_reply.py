@@ -23,6 +23,7 @@ from forge.types import (
     StreamEvent,
     ToolCall,
     Usage,
+    stream_event,
 )
 
 _FINISH: dict[str, FinishReason] = {
@@ -168,24 +169,25 @@ class _MessageStream:
         return SSEDecoder()
 
     def on_payload(self, sse: SSEEvent) -> list[StreamEvent]:
-        return self.on_event(sse.event, sse.data)
-
-    def on_event(self, event: str, data: str) -> list[StreamEvent]:
+        event = sse.event
+        data = sse.data
         if event == "ping" or not event or not data:
             return []  # the official client drops unnamed events too
         obj = loads(data)
+        if event == "content_block_delta":  # nearly every event: the text delta without another call
+            delta = obj["delta"]
+            if delta.get("type") == "text_delta":
+                text = delta["text"]
+                if not text:
+                    return []
+                self._text_chars += len(text)
+                return [stream_event("text", text, obj)]
+            return self._on_delta(obj, delta)
         handler = self._ON_EVENT.get(event)
         return handler(self, obj) if handler is not None else []
 
-    def _on_delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
-        delta = obj["delta"]
+    def _on_delta(self, obj: Mapping[str, Any], delta: Mapping[str, Any]) -> list[StreamEvent]:
         kind = delta.get("type")
-        if kind == "text_delta":  # nearly every event: no call beyond this one
-            text = delta["text"]
-            if not text:
-                return []
-            self._text_chars += len(text)
-            return [StreamEvent("text", text, raw=obj)]
         handler = self._ON_DELTA.get(kind) if isinstance(kind, str) else None
         return handler(self, obj, delta) if handler is not None else []
 
@@ -195,7 +197,7 @@ class _MessageStream:
         if not fragment or block is None:
             return []
         block.parts.append(fragment)
-        return [StreamEvent("tool_call_delta", fragment, index=block.ordinal, raw=obj)]
+        return [stream_event("tool_call_delta", fragment, obj, block.ordinal)]
 
     def _on_thinking_delta(self, obj: Mapping[str, Any], delta: Mapping[str, Any]) -> list[StreamEvent]:
         thought = self._reasoning.get(obj.get("index", 0))
@@ -205,7 +207,7 @@ class _MessageStream:
         if thought is not None:
             thought.parts.append(delta["thinking"])
             ordinal = thought.ordinal
-        return [StreamEvent("reasoning", delta["thinking"], index=ordinal, raw=obj)]
+        return [stream_event("reasoning", delta["thinking"], obj, ordinal)]
 
     def _on_signature_delta(self, obj: Mapping[str, Any], delta: Mapping[str, Any]) -> list[StreamEvent]:
         thought = self._reasoning.get(obj.get("index", 0))
@@ -276,9 +278,9 @@ class _MessageStream:
             model=self._model,
         )
 
-    # One handler per event type (docs.anthropic.com/en/docs/build-with-claude/streaming); others are dropped.
+    # One handler per event type (docs.anthropic.com/en/docs/build-with-claude/streaming) but
+    # content_block_delta, which on_payload takes itself; others are dropped.
     _ON_EVENT: ClassVar[dict[str, Callable[[_MessageStream, Mapping[str, Any]], list[StreamEvent]]]] = {
-        "content_block_delta": _on_delta,
         "content_block_start": _on_block_start,
         "content_block_stop": _on_block_stop,
         "message_start": _on_message_start,

@@ -30,6 +30,7 @@ from forge.types import (
     StreamEventKind,
     ToolCall,
     Usage,
+    stream_event,
 )
 
 _PROVIDER = "google"
@@ -152,7 +153,7 @@ class _ChunkReader:
                 if text:
                     thought = bool(part.get("thought"))
                     kind: StreamEventKind = "reasoning" if thought else "text"
-                    out.append(StreamEvent(kind, text, index=index if thought else 0, raw=chunk))
+                    out.append(stream_event(kind, text, chunk, index if thought else 0))
                 if self.text_signature is None and "thoughtSignature" in part:
                     self.text_signature = sig = part["thoughtSignature"]
                     out.append(StreamEvent("reasoning", "", index=index, raw=chunk, signature=sig))
@@ -288,6 +289,16 @@ class _StreamReader(_ChunkReader):
         if "error" in chunk:
             assert self._response is not None
             _raise_in_band(chunk, self._response)
+        if self._last == "text" and self._emitted is not None:
+            text = _plain_text(chunk)
+            if text:  # the steady state of an answer: what feed() does for it, without its calls
+                meta = chunk.get("usageMetadata")
+                if meta:
+                    self._meta = meta
+                    self._meta_chunk = chunk
+                if self.response_id is None:
+                    self.response_id = chunk.get("responseId")
+                return [stream_event("text", text, chunk)]
         return self.feed(chunk)
 
     def close(self) -> list[StreamEvent]:
@@ -298,6 +309,24 @@ class _StreamReader(_ChunkReader):
                 model=self._model,
             )
         return self.finish_events()
+
+
+def _plain_text(chunk: dict[str, Any]) -> str | None:
+    """The text of a chunk that is one plain text part and nothing else (no thought, no
+    signature, no finish reason); None for any other chunk."""
+    candidates = chunk.get("candidates")
+    if not candidates:
+        return None
+    cand = candidates[0]
+    content = cand.get("content")
+    parts = content.get("parts") if content else None
+    if not parts or len(parts) != 1 or "finishReason" in cand:
+        return None
+    part = parts[0]
+    if len(part) != 1:
+        return None
+    text = part.get("text")
+    return text if isinstance(text, str) else None
 
 
 def _raise_in_band(chunk: dict[str, Any], response: httpx2.Response) -> None:

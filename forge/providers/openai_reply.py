@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import openai
 
-from forge._wire import SSEDecoder, SSEEvent, loads
+from forge._wire import SSEDataDecoder, loads
 from forge.errors import (
     ProviderConnectionError,
     ProviderError,
@@ -20,7 +20,7 @@ from forge.providers._common import (
     error_for_status,
     mapped_finish,
 )
-from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage
+from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage, stream_event
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -120,18 +120,15 @@ class _ChatStream:
         self._refused = False
         self._text_seen = False
 
-    async def start(self, response: httpx2.Response) -> SSEDecoder:
+    async def start(self, response: httpx2.Response) -> SSEDataDecoder:
         await check_stream_reply(
             response, media_types=SSE_MEDIA_TYPES, expected="an SSE stream of chat.completion.chunk",
             provider="openai", model=self._model, base_url=self._base_url,
             in_band=lambda body: _inband_error(body["error"], self._model),
         )
-        return SSEDecoder()
+        return SSEDataDecoder()
 
-    def on_payload(self, sse: SSEEvent) -> list[StreamEvent]:
-        return self.on_data(sse.data)
-
-    def on_data(self, data: str) -> list[StreamEvent]:
+    def on_payload(self, data: str) -> list[StreamEvent]:  # complexity: per-chunk, the text delta inline
         if self._done or not data:
             return []  # after [DONE]: drain the rest of the body so the connection is reused
         if data[:6] == "[DONE]":
@@ -145,31 +142,29 @@ class _ChatStream:
             self._id = obj.get("id") or ""
         events: list[StreamEvent] = []
         for choice in obj.get("choices") or ():
-            if choice.get("index", 0) == 0:
-                self._on_choice(choice, obj, events)
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content")
+                if text:
+                    self._text_seen = True
+                    events.append(stream_event("text", text, obj))
+                if text is None or len(delta) > 1:  # more than a text delta: look at the rest
+                    self._on_delta_fields(delta, obj, events)
+            reason = choice.get("finish_reason")
+            if reason:
+                self._finish = _finish(reason)
+                self._flush_calls(events)
         usage = obj.get("usage")
         if usage:
             events.append(StreamEvent("usage", usage=_usage(usage), raw=obj))
         return events
 
-    def _on_choice(self, choice: Mapping[str, Any], obj: object, events: list[StreamEvent]) -> None:
-        delta = choice.get("delta")
-        if delta:
-            text = delta.get("content")
-            if text:
-                self._text_seen = True
-                events.append(StreamEvent("text", text, raw=obj))
-            if text is None or len(delta) > 1:  # more than a text delta: look at the rest
-                self._on_delta_fields(delta, obj, events)
-        reason = choice.get("finish_reason")
-        if reason:
-            self._finish = _finish(reason)
-            self._flush_calls(events)
-
     def _on_delta_fields(self, delta: Mapping[str, Any], obj: object, events: list[StreamEvent]) -> None:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning and isinstance(reasoning, str):
-            events.append(StreamEvent("reasoning", reasoning, raw=obj))
+            events.append(stream_event("reasoning", reasoning, obj))
         refusal = delta.get("refusal")
         if refusal:
             self._refused = True
@@ -190,7 +185,7 @@ class _ChatStream:
             fragment = function.get("arguments")
             if fragment:
                 call[2].append(fragment)
-                events.append(StreamEvent("tool_call_delta", fragment, index=index, raw=obj))
+                events.append(stream_event("tool_call_delta", fragment, obj, index))
 
     def _flush_calls(self, events: list[StreamEvent]) -> None:
         for index in sorted(self._calls):

@@ -3,7 +3,7 @@
 Chosen with ``providers.openai.api = "responses"``. As for Chat Completions, the
 official client builds, authenticates and sends the request and raises its
 typed errors for a non-2xx answer; forge reads the body itself: one
-``json.loads`` of the JSON body, or forge's :class:`~forge._wire.SSEDecoder`
+``json.loads`` of the JSON body, or forge's :class:`~forge._wire.SSEDataDecoder`
 over ``with_streaming_response`` and one ``json.loads`` per event.
 
 Request mapping (docs/tools.md has the table):
@@ -44,7 +44,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from forge._wire import SSEDecoder, SSEEvent, loads
+from forge._wire import SSEDataDecoder, loads
 from forge.errors import ForgeError, ProviderConnectionError, ProviderError
 from forge.providers._common import (
     check_stream_reply,
@@ -61,6 +61,7 @@ from forge.types import (
     StreamEvent,
     ToolCall,
     Usage,
+    stream_event,
 )
 
 if TYPE_CHECKING:
@@ -239,19 +240,16 @@ class _ResponseStream:
         self._done = False
         self._finish: FinishReason | None = None
 
-    async def start(self, response: httpx2.Response) -> SSEDecoder:
+    async def start(self, response: httpx2.Response) -> SSEDataDecoder:
         await check_stream_reply(
             response, media_types=("text/event-stream",),
             expected="an SSE stream of Responses API events", provider=_PROVIDER,
             model=self._model, base_url=self._base_url,
             in_band=lambda body: _failure(body.get("error"), self._model),
         )
-        return SSEDecoder()
+        return SSEDataDecoder()
 
-    def on_payload(self, sse: SSEEvent) -> list[StreamEvent]:
-        return self.on_data(sse.data)
-
-    def on_data(self, data: str) -> list[StreamEvent]:
+    def on_payload(self, data: str) -> list[StreamEvent]:
         if not data or self._done:
             return []
         obj = loads(data)
@@ -261,7 +259,7 @@ class _ResponseStream:
             if not delta:
                 return []
             self._text_seen = True
-            return [StreamEvent("text", delta, raw=obj)]
+            return [stream_event("text", delta, obj)]
         handler = self._ON_EVENT.get(kind) if isinstance(kind, str) else None
         return handler(self, obj) if handler is not None else []
 
@@ -271,14 +269,14 @@ class _ResponseStream:
         if call is None or not fragment:
             return []
         call.parts.append(fragment)
-        return [StreamEvent("tool_call_delta", fragment, index=call.ordinal, raw=obj)]
+        return [stream_event("tool_call_delta", fragment, obj, call.ordinal)]
 
     def _on_reasoning(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         delta = obj.get("delta")
         if not delta:
             return []
         self._reasoned = True
-        return [StreamEvent("reasoning", delta, raw=obj)]
+        return [stream_event("reasoning", delta, obj)]
 
     def _on_part_added(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         part = obj.get("part") or {}
@@ -291,7 +289,7 @@ class _ResponseStream:
         if not delta:
             return []
         self._refused = True
-        return [StreamEvent("text", delta, raw=obj)]
+        return [stream_event("text", delta, obj)]
 
     def _on_created(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         self._id = (obj.get("response") or {}).get("id") or self._id

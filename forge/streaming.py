@@ -493,11 +493,8 @@ class Stream:
                         absorb(ev)
                         steady = not timed and self._ttft is not None
                     if text:
-                        if deliver:
-                            if quiet:
-                                self._delivered += 1
-                            else:
-                                await self._deliver_callbacks(text)
+                        if deliver and not quiet:
+                            await self._deliver_callbacks(text)
                         yield text if texts else ev
                     elif not texts:
                         yield ev

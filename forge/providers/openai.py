@@ -47,10 +47,7 @@ from forge.providers._common import (
     public_url,
     vendor_client_options,
 )
-from forge.providers._stream import (
-    classified,
-    client_stream,
-)
+from forge.providers._stream import classified, client_stream
 from forge.providers.openai_reply import (
     _CHAT_SHAPE,
     _api_message,

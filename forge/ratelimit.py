@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Bucket",
+    "awaiting_send",
     "response_observer",
     "RedisBucket",
     "RedisWindow",
@@ -57,6 +58,14 @@ Sleep = Callable[[float], Awaitable[object]]
 response_observer: ContextVar[Callable[[Mapping[str, str]], Awaitable[None]] | None] = ContextVar(
     "forge_response_observer", default=None
 )
+
+
+def awaiting_send() -> bool:
+    """Whether the call this task is about to send has takes to count from its send
+    (:func:`request_leaving`); without a windowed limit it has none, and the HTTP layer
+    skips the trace that would report it."""
+    reservation = _unsent.get()
+    return reservation is not None and bool(reservation.marks)
 
 
 async def request_leaving() -> None:

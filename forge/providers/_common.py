@@ -28,7 +28,7 @@ from forge.errors import (
     RateLimitError,
     ServerError,
 )
-from forge.ratelimit import request_leaving, response_observer
+from forge.ratelimit import awaiting_send, request_leaving, response_observer
 from forge.types import FinishReason, Response, StreamEvent, Usage
 
 if TYPE_CHECKING:
@@ -267,6 +267,9 @@ async def _observe_rate_limit_headers(response: httpx2.Response | httpx.Response
 async def _trace_request_leaving(request: httpx2.Request | httpx.Request) -> None:
     # The limiter counts a call from when its headers are written, not from when it
     # was granted (forge.ratelimit.request_leaving): httpcore's trace extension says when.
+    # A call without such a limit skips the trace: httpcore awaits it about ten times a request.
+    if not awaiting_send():
+        return
     outer = request.extensions.get("trace")
 
     async def trace(name: str, info: dict[str, object]) -> None:

@@ -47,6 +47,7 @@ from forge.providers._common import (
     public_url,
     vendor_client_options,
 )
+from forge.providers._mapping import sent_as_is
 from forge.providers._stream import classified, client_stream
 from forge.providers.openai_reply import (
     _CHAT_SHAPE,
@@ -63,6 +64,8 @@ from forge.providers.openai_request import (
 from forge.types import Request, Response, StreamEvent
 
 __all__ = ["OpenAIProvider"]
+
+_REQUIRED = ("messages",)  # chat.completions.create's required list argument
 
 
 class OpenAIProvider:
@@ -122,7 +125,7 @@ class OpenAIProvider:
 
     async def _complete_chat(self, request: Request) -> Response:
         raw = await self._client.chat.completions.with_raw_response.create(
-            **_params(request, self._max_tokens_param, self._max_stop)
+            **sent_as_is(_params(request, self._max_tokens_param, self._max_stop), required=_REQUIRED)
         )
         data = json_reply(
             raw.http_response, valid=_is_chat_completion, expected=_CHAT_SHAPE,
@@ -143,7 +146,9 @@ class OpenAIProvider:
             params = _params(request, self._max_tokens_param, self._max_stop)
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
-            return self._client.chat.completions.with_streaming_response.create(**params)
+            return self._client.chat.completions.with_streaming_response.create(
+                **sent_as_is(params, required=_REQUIRED)
+            )
 
         return client_stream(open_vendor, _ChatStream(request.model, self.base_url),
                              self._classifier(request.model))

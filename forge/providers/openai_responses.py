@@ -52,6 +52,7 @@ from forge.providers._common import (
     json_reply,
     public_url,
 )
+from forge.providers._mapping import sent_as_is
 from forge.providers._stream import ResponseStream, StreamReader, client_stream
 from forge.types import (
     FinishReason,
@@ -82,7 +83,7 @@ _PROVIDER = "openai"
 
 async def complete(client: openai.AsyncOpenAI, request: Request) -> Response:
     """``POST /v1/responses`` and the whole reply (errors unclassified: the caller classifies)."""
-    raw = await client.responses.with_raw_response.create(**responses_params(request))
+    raw = await client.responses.with_raw_response.create(**sent_as_is(responses_params(request)))
     data = json_reply(
         raw.http_response, valid=_is_response, expected=_RESPONSE_SHAPE, provider=_PROVIDER,
         model=request.model, base_url=public_url(client.base_url),
@@ -98,7 +99,7 @@ def stream(
     def open_vendor() -> Any:
         params = responses_params(request)
         params["stream"] = True
-        return client.responses.with_streaming_response.create(**params)
+        return client.responses.with_streaming_response.create(**sent_as_is(params))
 
     return client_stream(open_vendor, _ResponseStream(request.model, public_url(client.base_url)), classify)
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
-from forge.errors import ForgeError
+from forge.errors import ForgeError, ProviderConnectionError
 from forge.types import StreamEvent
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "HTTPResponse",
     "ResponseOwner",
     "ResponseStream",
+    "StreamReader",
     "WireDecoder",
     "aclose_events",
     "classified",
@@ -39,6 +40,7 @@ __all__ = [
     "decoded_events",
     "http_response_of",
     "sent_stream",
+    "stream_cut",
 ]
 
 T = TypeVar("T")
@@ -164,6 +166,45 @@ class EventReader(Protocol):
     def close(self) -> list[StreamEvent]:
         """End of body: the final events, or an error when the stream was cut short."""
         ...
+
+
+def stream_cut(
+    stream: str, before: str, *, provider: str, model: str, request_id: str | None = None
+) -> ProviderConnectionError:
+    """The error for a body that ended before the event that ends the stream (``before``): the
+    connection was cut. ``stream`` names the stream in the message (``"openai Responses"``)."""
+    return ProviderConnectionError(
+        f"{stream} stream ended before {before}; the connection was cut",
+        provider=provider,
+        model=model,
+        request_id=request_id,
+    )
+
+
+class StreamReader:
+    """What an official client's SSE reader keeps besides its own state (an :class:`EventReader`
+    base: OpenAI Chat Completions and Responses, Anthropic Messages).
+
+    The model and the public base URL, for the errors and the reply check in ``start``; the
+    reply's id, for the ``finish`` event; the request id, where ``start`` finds one in the headers.
+    """
+
+    __slots__ = ("_base_url", "_id", "_model", "request_id")
+
+    _PROVIDER: ClassVar[str]
+    _STREAM: ClassVar[str]
+    """How a cut-short error names the stream: the provider, or ``"openai Responses"``."""
+
+    def __init__(self, model: str, base_url: str = "") -> None:
+        self._model = model
+        self._base_url = base_url
+        self._id = ""
+        self.request_id: str | None = None
+
+    def _cut(self, before: str) -> ProviderConnectionError:
+        """The error for a body that ended before ``before``, the event that ends this stream."""
+        return stream_cut(self._STREAM, before, provider=self._PROVIDER, model=self._model,
+                          request_id=self.request_id)
 
 
 class _VendorStreamed(Protocol):

@@ -61,10 +61,7 @@ from forge.providers._common import (
     public_url,
     vendor_client_options,
 )
-from forge.providers._stream import (
-    classified,
-    client_stream,
-)
+from forge.providers._stream import classified, client_stream
 from forge.providers.anthropic_reply import (
     _MESSAGE_SHAPE,
     _is_message,

@@ -10,12 +10,13 @@ from typing import Any, ClassVar
 import httpx2
 
 from forge._wire import SSEDecoder, SSEEvent, loads
-from forge.errors import ProviderConnectionError, ProviderError
+from forge.errors import ProviderError
 from forge.providers._common import (
     check_stream_reply,
     error_for_status,
     mapped_finish,
 )
+from forge.providers._stream import StreamReader
 from forge.types import (
     FinishReason,
     ReasoningBlock,
@@ -127,28 +128,23 @@ def _usage(start: Mapping[str, Any], latest: Mapping[str, Any]) -> Usage:
     )
 
 
-class _MessageStream:
+class _MessageStream(StreamReader):
     """Turns Anthropic SSE events into forge stream events."""
 
     __slots__ = (
-        "_base_url",
         "_blocks",
         "_finish",
-        "_id",
-        "_model",
         "_reasoning",
         "_stopped",
         "_text_chars",
         "_thoughts",
         "_tools",
         "_usage",
-        "request_id",
     )
+    _PROVIDER = _STREAM = "anthropic"
 
     def __init__(self, model: str, base_url: str = "") -> None:
-        self._model = model
-        self._base_url = base_url
-        self._id = ""
+        super().__init__(model, base_url)
         self._usage: Mapping[str, Any] = {}
         self._finish: FinishReason | None = None
         self._stopped = False
@@ -157,7 +153,6 @@ class _MessageStream:
         self._reasoning: dict[int, _ThinkingBlock] = {}  # by content-block index
         self._thoughts = 0
         self._text_chars = 0  # answer text so far: where a thinking block stands in it
-        self.request_id: str | None = None
 
     async def start(self, response: httpx2.Response) -> SSEDecoder:
         self.request_id = response.headers.get("request-id")
@@ -299,12 +294,7 @@ class _MessageStream:
     def close(self) -> list[StreamEvent]:
         """End of body: the final ``finish`` event, or an error if the stream was cut short."""
         if not self._stopped and self._finish is None:
-            raise ProviderConnectionError(
-                "anthropic stream ended before message_stop; the connection was cut",
-                provider="anthropic",
-                model=self._model,
-                request_id=self.request_id,
-            )
+            raise self._cut("message_stop")
         events = [thought.done(None) for _, thought in sorted(self._reasoning.items())]
         self._reasoning.clear()
         events += [block.done(None, self._model) for _, block in sorted(self._blocks.items())]

@@ -12,7 +12,6 @@ from google.genai import errors as genai_errors
 from forge._wire import GeminiSSEDecoder, JSONArrayDecoder, loads
 from forge.errors import (
     AuthenticationError,
-    ProviderConnectionError,
     ProviderError,
 )
 from forge.providers._common import (
@@ -22,6 +21,7 @@ from forge.providers._common import (
     parse_retry_after,
     reply_from_events,
 )
+from forge.providers._stream import stream_cut
 from forge.types import (
     FinishReason,
     ReasoningBlock,
@@ -303,11 +303,7 @@ class _StreamReader(_ChunkReader):
 
     def close(self) -> list[StreamEvent]:
         if self.truncated:
-            raise ProviderConnectionError(
-                "Gemini stream ended before a finish reason (connection closed early?)",
-                provider=_PROVIDER,
-                model=self._model,
-            )
+            raise stream_cut("Gemini", "a finish reason", provider=_PROVIDER, model=self._model)
         return self.finish_events()
 
 

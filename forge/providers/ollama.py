@@ -40,7 +40,6 @@ from forge.errors import (
     BadRequestError,
     ContextLengthError,
     ForgeError,
-    ProviderConnectionError,
     ServerError,
 )
 from forge.providers import _ollama_private as ollama_private
@@ -57,7 +56,7 @@ from forge.providers._common import (
     unbuildable,
     unclassified_error,
 )
-from forge.providers._stream import classified, sent_stream
+from forge.providers._stream import classified, sent_stream, stream_cut
 from forge.providers.ollama_request import build_ollama_chat_payload as build_ollama_chat_payload
 from forge.providers.ollama_request import check_tools_survive
 from forge.providers.ollama_request import ollama_chat_args as ollama_chat_args
@@ -266,11 +265,7 @@ class _StreamReader(_LineReader):
 
     def close(self) -> list[StreamEvent]:
         if self.done_line is None:
-            raise ProviderConnectionError(
-                "Ollama stream ended without its final done line (connection closed early?)",
-                provider=_PROVIDER,
-                model=self._model,
-            )
+            raise stream_cut("Ollama", "its final done line", provider=_PROVIDER, model=self._model)
         return [StreamEvent("finish", finish_reason=self.finish_reason(), raw=self.done_line)]
 
 

@@ -48,10 +48,7 @@ from forge.providers._common import (
     vendor_client_options,
 )
 from forge.providers._mapping import sent_as_is
-from forge.providers._stream import (
-    classified,
-    client_stream,
-)
+from forge.providers._stream import classified, client_stream
 from forge.providers.openai_reply import (
     _CHAT_SHAPE,
     _api_message,

@@ -10,16 +10,14 @@ import httpx2
 import openai
 
 from forge._wire import SSEDataDecoder, loads
-from forge.errors import (
-    ProviderConnectionError,
-    ProviderError,
-)
+from forge.errors import ProviderError
 from forge.providers._common import (
     body_preview,
     check_stream_reply,
     error_for_status,
     mapped_finish,
 )
+from forge.providers._stream import StreamReader
 from forge.types import FinishReason, Response, StreamEvent, ToolCall, Usage, stream_event
 
 _FINISH: dict[str, FinishReason] = {
@@ -105,15 +103,14 @@ def _tool_call(call_id: str, name: str, raw: str, model: str) -> ToolCall:
     return ToolCall.from_json(call_id, name, raw, provider="openai", model=model)
 
 
-class _ChatStream:
+class _ChatStream(StreamReader):
     """Turns decoded ``chat.completion.chunk`` payloads into forge stream events."""
 
-    __slots__ = ("_base_url", "_calls", "_done", "_finish", "_id", "_model", "_refused", "_text_seen")
+    __slots__ = ("_calls", "_done", "_finish", "_refused", "_text_seen")
+    _PROVIDER = _STREAM = "openai"
 
     def __init__(self, model: str, base_url: str = "") -> None:
-        self._model = model
-        self._base_url = base_url
-        self._id = ""
+        super().__init__(model, base_url)
         self._finish: FinishReason | None = None
         self._done = False
         self._calls: dict[int, tuple[str, str, list[str]]] = {}
@@ -197,11 +194,7 @@ class _ChatStream:
     def close(self) -> list[StreamEvent]:
         """End of body: the final ``finish`` event, or an error if the stream was cut short."""
         if not self._done and self._finish is None:
-            raise ProviderConnectionError(
-                "openai stream ended before its finish_reason and [DONE]; the connection was cut",
-                provider="openai",
-                model=self._model,
-            )
+            raise self._cut("its finish_reason and [DONE]")
         events: list[StreamEvent] = []
         self._flush_calls(events)
         finish = self._finish or "stop"

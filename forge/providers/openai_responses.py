@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from forge._wire import SSEDataDecoder, loads
-from forge.errors import ForgeError, ProviderConnectionError, ProviderError
+from forge.errors import ForgeError, ProviderError
 from forge.providers._common import (
     check_stream_reply,
     error_for_status,
@@ -53,7 +53,7 @@ from forge.providers._common import (
     public_url,
 )
 from forge.providers._mapping import sent_as_is
-from forge.providers._stream import ResponseStream, client_stream
+from forge.providers._stream import ResponseStream, StreamReader, client_stream
 from forge.types import (
     FinishReason,
     ReasoningBlock,
@@ -207,7 +207,7 @@ class _Call:
         self.parts: list[str] = []
 
 
-class _ResponseStream:
+class _ResponseStream(StreamReader):
     """Turns decoded Responses API stream events into forge stream events.
 
     Events are told apart by their ``type`` field (the official client does the
@@ -215,23 +215,19 @@ class _ResponseStream:
     """
 
     __slots__ = (
-        "_base_url",
         "_calls",
         "_done",
         "_finish",
-        "_id",
         "_items",
-        "_model",
         "_ordinals",
         "_reasoned",
         "_refused",
         "_text_seen",
     )
+    _PROVIDER, _STREAM = "openai", "openai Responses"
 
     def __init__(self, model: str, base_url: str = "") -> None:
-        self._model = model
-        self._base_url = base_url
-        self._id = ""
+        super().__init__(model, base_url)
         self._calls: dict[str, _Call] = {}  # by output item id
         self._ordinals = 0
         self._items: list[dict[str, Any]] = []
@@ -272,11 +268,15 @@ class _ResponseStream:
         call.parts.append(fragment)
         return [stream_event("tool_call_delta", fragment, obj, call.ordinal)]
 
-    def _on_reasoning(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+    def _on_side_delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
+        """Reasoning text, or refusal text (read as answer text): one event, and a note that it came."""
         delta = obj.get("delta")
         if not delta:
             return []
-        self._reasoned = True
+        if obj["type"] == "response.refusal.delta":
+            self._refused = True  # refusal text alone finishes as content_filter
+            return [stream_event("text", delta, obj)]
+        self._reasoned = True  # a reasoning part after this one starts with a blank line
         return [stream_event("reasoning", delta, obj)]
 
     def _on_part_added(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
@@ -284,13 +284,6 @@ class _ResponseStream:
         if self._reasoned and part.get("type") in ("summary_text", "reasoning_text"):
             return [StreamEvent("reasoning", "\n\n", raw=obj)]  # as the parts are joined in complete()
         return []
-
-    def _on_refusal(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
-        delta = obj.get("delta")
-        if not delta:
-            return []
-        self._refused = True
-        return [stream_event("text", delta, obj)]
 
     def _on_created(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         self._id = (obj.get("response") or {}).get("id") or self._id
@@ -359,13 +352,13 @@ class _ResponseStream:
     # are dropped.
     _ON_EVENT: ClassVar[dict[str, Callable[[_ResponseStream, Mapping[str, Any]], list[StreamEvent]]]] = {
         "response.function_call_arguments.delta": _on_arguments,
-        "response.reasoning_summary_text.delta": _on_reasoning,
-        "response.reasoning_text.delta": _on_reasoning,
+        "response.reasoning_summary_text.delta": _on_side_delta,
+        "response.reasoning_text.delta": _on_side_delta,
         "response.output_item.added": _on_item_added,
         "response.output_item.done": _on_item_done,
         "response.reasoning_summary_part.added": _on_part_added,
         "response.content_part.added": _on_part_added,
-        "response.refusal.delta": _on_refusal,
+        "response.refusal.delta": _on_side_delta,
         "response.created": _on_created,
         "response.in_progress": _on_created,
         "response.completed": _on_end,
@@ -377,9 +370,5 @@ class _ResponseStream:
     def close(self) -> list[StreamEvent]:
         """End of body: the ``finish`` event, or an error if the terminal event never came."""
         if self._finish is None:
-            raise ProviderConnectionError(
-                "openai Responses stream ended before response.completed; the connection was cut",
-                provider=_PROVIDER,
-                model=self._model,
-            )
+            raise self._cut("response.completed")
         return [StreamEvent("finish", self._id, finish_reason=self._finish)]

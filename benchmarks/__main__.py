@@ -22,6 +22,7 @@ from benchmarks._common import Figure, emit
 # name -> module; each module has `async def run() -> list[Figure]`.
 SUITES = {
     "streaming": "benchmarks.bench_streaming",
+    "hotpath": "benchmarks.bench_hotpath",  # the per-chunk and 1,000-stream targets against the floor
     "overhead": "benchmarks.bench_overhead",
     "batch": "benchmarks.bench_batch",
     "optimize": "benchmarks.bench_optimize",
@@ -31,6 +32,7 @@ SUITES = {
     "otel": "benchmarks.bench_otel",
     "ratelimit": "benchmarks.bench_ratelimit",
     "peers": "benchmarks.peers",  # LiteLLM / any-llm when installed; otherwise a note and nothing
+    "structure": "benchmarks.bench_structure",  # complexity, adapter sizes, repeated code: no timing
 }
 
 

@@ -38,6 +38,20 @@ HOW = """\
   forge at most 1.2x the floor (OpenAI chat, Responses, Anthropic, Gemini, both
   arrivals); forge at most 0.25x the typed client's CPU for OpenAI and Gemini, 0.7x
   for Anthropic, 1.1x for Ollama (packed).
+- **hotpath**: the hot-path targets. Per provider (OpenAI chat, Responses, Anthropic,
+  Gemini), forge's CPU per text chunk over the floor's (bare httpx2 `aiter_lines` plus
+  `json.loads` of every `data:` line of the same request, in the same run), packed and
+  one event per read (the emulator writes each event on its own, unpaced), 4,000
+  chunks a stream, medians of 5 interleaved runs; per chunk means the whole call's CPU
+  (request building through the official client included) over its text chunks.
+  Then 1,000 OpenAI chat streams at once through one Registry against 1,000 floor
+  streams at once on a client with the same pool (100 chunks each): CPU ratio and
+  errors. Target: at most 1.2x the floor everywhere, with 0 errors.
+- **structure**: not a timing. Functions in forge/ above cyclomatic complexity 15
+  (radon) without a `# complexity: <why>` comment on their def line (target 0; the
+  justified ones are named), the largest adapter module in forge/providers/ (target
+  under 400 lines), and repeated runs inside forge/providers/ as the `duplicates`
+  tool finds them, where it is installed (target 0).
 - **peers**: the same packed OpenAI chat stream through LiteLLM and any-llm beside
   forge, the typed client and the floor, in the same run, when they are installed
   (they are not dependencies; the run prints a note and skips a missing one).

@@ -21,7 +21,8 @@ def test_benchmarks_run_and_emit_json() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
     benches = {f["bench"] for f in figures}
-    assert {"streaming", "stream_to_file", "import", "overhead", "limiter", "metrics", "batch"} <= benches
+    assert {"streaming", "stream_to_file", "import", "overhead", "limiter", "metrics", "batch", "hotpath",
+            "structure"} <= benches
     assert all(f["runs"] >= 1 and f["min"] <= f["median"] <= f["max"] for f in figures)
     names = {f["name"] for f in figures}
     for target in ("openai", "responses", "anthropic", "google", "ollama"):
@@ -29,6 +30,11 @@ def test_benchmarks_run_and_emit_json() -> None:
             assert f"{target} [{mode}] forge/floor CPU" in names
             assert f"{target} [{mode}] forge/typed CPU" in names
     assert "forge's added CPU per invoke (vs with_raw_response + json.loads)" in names
+    for path in ("openai chat", "openai responses", "anthropic", "google"):
+        for how in ("packed", "one per read"):
+            assert f"{path} ({how}) forge/floor" in names
+    assert "20 concurrent streams forge/floor" in names  # --quick: 20 streams, not 1,000
+    assert "largest adapter module in forge/providers" in names
     batch_notes = [f["note"] for f in figures if f["name"].endswith("cost / concurrent cost (price list)")]
     assert batch_notes and all("computed from forge's price list" in n for n in batch_notes)
 

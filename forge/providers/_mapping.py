@@ -44,29 +44,32 @@ def tool_specs(request: Request, *, schema: str) -> list[dict[str, Any]]:
     return specs
 
 
-def sent_as_is(params: dict[str, Any], *, required: Collection[str] = ()) -> dict[str, Any]:
-    """``params`` for the openai client's ``create()`` with every list or dict sent as it
-    is, in ``extra_body``, instead of through the client's transform.
+def sent_as_is(
+    params: dict[str, Any], *, required: Collection[str] = (), omitted: object = None
+) -> dict[str, Any]:
+    """``params`` for the openai client's ``create()`` with the whole body sent as it is, in
+    ``extra_body``, instead of through the client's transform.
 
     The client walks each argument against its TypedDict before sending (aliases,
-    file and date formats): 235 us for a one-message chat request, the largest CPU
-    cost of a streamed call outside the network, and it grows with the conversation.
-    What forge builds is JSON already, which that walk leaves as it is
-    (``tests/providers/test_sent_as_is.py`` checks that against the installed client).
-    Scalars stay typed arguments (the client reads some: ``stream``); a ``required``
-    argument keeps an empty placeholder of its type, which ``extra_body`` replaces in
-    place. A caller's own ``extra_body`` still wins. (anthropic's client, from 2.x,
-    copies the body whole after merging ``extra_body``: nothing to gain there.)
+    file and date formats), hashing typing objects on the way (``model`` is a Literal
+    of every model name): 235 us for a one-message chat request, the largest CPU cost
+    of a streamed call outside the network, and more with a longer conversation or
+    many calls at once. What forge builds is JSON already, which that walk leaves as
+    it is (``tests/providers/test_sent_as_is.py`` checks that against the installed
+    client). A ``required`` argument is passed as ``omitted`` (the client's NOT_GIVEN,
+    which it skips and drops) and ``extra_body`` supplies it; ``stream`` too is only in
+    the body: ``with_streaming_response`` streams the body whatever the argument says.
+    A caller's own ``extra_body`` still wins.
     """
     out: dict[str, Any] = {}
     body: dict[str, Any] = {}
     for key, value in params.items():
-        if key in _CLIENT_OPTIONS or not isinstance(value, (list, dict)):
+        if key in _CLIENT_OPTIONS:
             out[key] = value
         else:
             body[key] = value
             if key in required:
-                out[key] = type(value)()
+                out[key] = omitted
     if body:
         out["extra_body"] = {**body, **params.get("extra_body", {})}
     return out

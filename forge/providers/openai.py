@@ -65,7 +65,7 @@ from forge.types import Request, Response, StreamEvent
 
 __all__ = ["OpenAIProvider"]
 
-_REQUIRED = ("messages",)  # chat.completions.create's required list argument
+_REQUIRED = ("messages", "model")  # chat.completions.create's required arguments
 
 
 class OpenAIProvider:
@@ -125,7 +125,8 @@ class OpenAIProvider:
 
     async def _complete_chat(self, request: Request) -> Response:
         raw = await self._client.chat.completions.with_raw_response.create(
-            **sent_as_is(_params(request, self._max_tokens_param, self._max_stop), required=_REQUIRED)
+            **sent_as_is(_params(request, self._max_tokens_param, self._max_stop), required=_REQUIRED,
+                       omitted=openai.NOT_GIVEN)
         )
         data = json_reply(
             raw.http_response, valid=_is_chat_completion, expected=_CHAT_SHAPE,
@@ -147,7 +148,7 @@ class OpenAIProvider:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
             return self._client.chat.completions.with_streaming_response.create(
-                **sent_as_is(params, required=_REQUIRED)
+                **sent_as_is(params, required=_REQUIRED, omitted=openai.NOT_GIVEN)
             )
 
         return client_stream(open_vendor, _ChatStream(request.model, self.base_url),

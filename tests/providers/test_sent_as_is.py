@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from openai import NOT_GIVEN
 from openai._utils import async_maybe_transform as openai_transform
 from openai.types.chat import completion_create_params
 from openai.types.responses import response_create_params
@@ -60,9 +61,11 @@ def _body(params: dict[str, Any]) -> dict[str, Any]:
 async def _check(params: dict[str, Any], transform: Any, typed: type, required: tuple[str, ...]) -> None:
     fields = {k: v for k, v in params.items() if k not in _CLIENT_OPTIONS}
     assert await transform(fields, typed) == fields, "the client's transform changes what forge sends"
-    lean = sent_as_is(params, required=required)
-    assert _body(lean) == _body(params)
-    assert all(not isinstance(v, (list, dict)) or not v for k, v in lean.items() if k not in _CLIENT_OPTIONS)
+    lean = sent_as_is(params, required=required, omitted=NOT_GIVEN)
+    sent = {k: v for k, v in _body(lean).items() if v is not NOT_GIVEN}  # the client drops NOT_GIVEN
+    assert sent == _body(params)
+    assert {k for k in lean if k not in _CLIENT_OPTIONS} == set(required)
+    assert all(lean[k] is NOT_GIVEN for k in required)
 
 
 @pytest.mark.parametrize("name", list(REQUESTS))
@@ -70,7 +73,8 @@ async def test_openai_chat_params_are_what_the_client_would_send(name: str) -> N
     params = chat_params(REQUESTS[name])
     params["stream"] = True
     params["stream_options"] = {"include_usage": True}
-    await _check(params, openai_transform, completion_create_params.CompletionCreateParamsStreaming, ("messages",))
+    await _check(params, openai_transform, completion_create_params.CompletionCreateParamsStreaming,
+                 ("messages", "model"))
 
 
 @pytest.mark.parametrize("name", list(REQUESTS))
@@ -80,11 +84,12 @@ async def test_openai_responses_params_are_what_the_client_would_send(name: str)
     await _check(params, openai_transform, response_create_params.ResponseCreateParamsStreaming, ())
 
 
-def test_a_callers_extra_body_wins_and_required_lists_keep_a_placeholder() -> None:
+def test_a_callers_extra_body_wins_and_required_arguments_are_passed_as_omitted() -> None:
+    omitted = object()
     lean = sent_as_is(
         {"model": "m", "messages": [{"role": "user"}], "tools": [1], "stream": True,
          "extra_body": {"tools": [2]}, "timeout": 5},
-        required=("messages",),
+        required=("messages", "model"), omitted=omitted,
     )
-    assert lean == {"model": "m", "messages": [], "stream": True, "timeout": 5,
-                    "extra_body": {"messages": [{"role": "user"}], "tools": [2]}}
+    assert lean == {"model": omitted, "messages": omitted, "timeout": 5,
+                    "extra_body": {"model": "m", "messages": [{"role": "user"}], "tools": [2], "stream": True}}

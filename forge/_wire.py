@@ -31,6 +31,7 @@ __all__ = [
     "SSEDataDecoder",
     "SSEDecoder",
     "SSEEvent",
+    "SSEPairDecoder",
     "aiter_ndjson",
     "aiter_sse",
     "loads",
@@ -219,7 +220,7 @@ class SSEDataDecoder(SSEDecoder):
                     out.append(data[0] if len(data) == 1 else "\n".join(data))
                     data.clear()
                 self._event = ""
-            else:
+            elif line[:6] != "event:":  # the name is not given out: nothing to keep
                 ev = self.decode_line(line)
                 if ev is not None:  # pragma: no cover - a blank line is handled above
                     out.append(ev.data)
@@ -227,6 +228,36 @@ class SSEDataDecoder(SSEDecoder):
 
     def flush(self) -> list[str]:  # type: ignore[override]
         return [ev.data for ev in super().flush()]
+
+
+class SSEPairDecoder(SSEDecoder):
+    """An :class:`SSEDecoder` that gives each event as an ``(event, data)`` pair: for streams
+    that dispatch on the event name and need neither ``id`` nor ``retry`` (Anthropic's),
+    a tuple per chunk instead of an :class:`SSEEvent`."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes | str) -> list[tuple[str, str]]:  # type: ignore[override]
+        out: list[tuple[str, str]] = []
+        data = self._data
+        for line in self._lines.split(chunk):
+            if line[:5] == "data:":
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif not line:
+                if data:
+                    out.append((self._event, data[0] if len(data) == 1 else "\n".join(data)))
+                    data.clear()
+                self._event = ""
+            elif line[:6] == "event:":
+                self._event = line[7:] if line[6:7] == " " else line[6:]
+            else:
+                ev = self.decode_line(line)
+                if ev is not None:  # pragma: no cover - a blank line is handled above
+                    out.append((ev.event, ev.data))
+        return out
+
+    def flush(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return [(ev.event, ev.data) for ev in super().flush()]
 
 
 class GeminiSSEDecoder:

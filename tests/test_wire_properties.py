@@ -16,7 +16,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forge._wire import GeminiSSEDecoder, JSONArrayDecoder, NDJSONDecoder, SSEDataDecoder, SSEDecoder, loads
+from forge._wire import (
+    GeminiSSEDecoder,
+    JSONArrayDecoder,
+    NDJSONDecoder,
+    SSEDataDecoder,
+    SSEDecoder,
+    SSEPairDecoder,
+    loads,
+)
 
 # Field values: any text without line ends, including ':' and non-ASCII (split across reads).
 VALUE = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12)
@@ -124,13 +132,16 @@ def test_sse_events_do_not_depend_on_reads_or_line_ends(
     trailing_blank=st.booleans(),
     cuts=st.lists(st.integers(0, 10_000), max_size=12),
 )
-def test_sse_data_decoder_gives_the_data_of_the_same_events(
+def test_sse_data_and_pair_decoders_give_the_same_events(
     blocks: list[Block], end: str, bom: bool, trailing_blank: bool, cuts: list[int]
 ) -> None:
     body = render(blocks, end, bom, trailing_blank)
     d = SSEDataDecoder()
     data = [x for piece in cut(body, cuts) for x in d.feed(piece)] + d.flush()
     assert data == [e[1] for e in expected(blocks)]
+    p = SSEPairDecoder()
+    pairs = [x for piece in cut(body, cuts) for x in p.feed(piece)] + p.flush()
+    assert pairs == [(e[0], e[1]) for e in expected(blocks)]
 
 
 @settings(max_examples=100, deadline=None)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import httpx2
 
-from forge._wire import SSEDecoder, SSEEvent, loads
+from forge._wire import SSEPairDecoder, loads
 from forge.errors import ProviderError
 from forge.providers._common import (
     check_stream_reply,
@@ -154,18 +154,17 @@ class _MessageStream(StreamReader):
         self._thoughts = 0
         self._text_chars = 0  # answer text so far: where a thinking block stands in it
 
-    async def start(self, response: httpx2.Response) -> SSEDecoder:
+    async def start(self, response: httpx2.Response) -> SSEPairDecoder:
         self.request_id = response.headers.get("request-id")
         await check_stream_reply(
             response, media_types=("text/event-stream",),
             expected="an SSE stream of Messages API events", provider="anthropic",
             model=self._model, base_url=self._base_url, in_band=self._error,
         )
-        return SSEDecoder()
+        return SSEPairDecoder()
 
-    def on_payload(self, sse: SSEEvent) -> list[StreamEvent]:
-        event = sse.event
-        data = sse.data
+    def on_payload(self, sse: tuple[str, str]) -> list[StreamEvent]:
+        event, data = sse
         if event == "ping" or not event or not data:
             return []  # the official client drops unnamed events too
         obj = loads(data)

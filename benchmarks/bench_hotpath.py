@@ -55,21 +55,26 @@ HEADERS = {
 }
 
 
+async def _decode_lines(response: httpx2.Response) -> int:
+    """The floor's decoding: ``aiter_lines``, one ``json.loads`` per ``data:`` line."""
+    n = 0
+    loads = json.loads
+    async for line in response.aiter_lines():
+        if line[:5] == "data:":
+            data = line[5:]
+            if data.strip() != "[DONE]":
+                loads(data)
+                n += 1
+    return n
+
+
 def floor_runner(http: httpx2.AsyncClient, url: str, body: dict[str, Any]) -> Callable[[], Awaitable[int]]:
     """Bare httpx2: one POST, ``aiter_lines``, ``json.loads`` of every ``data:`` line."""
     content = json.dumps(body).encode()
-    loads = json.loads
 
     async def run() -> int:
-        n = 0
         async with http.stream("POST", url, content=content, headers=HEADERS) as resp:
-            async for line in resp.aiter_lines():
-                if line[:5] == "data:":
-                    data = line[5:]
-                    if data.strip() != "[DONE]":
-                        loads(data)
-                        n += 1
-        return n
+            return await _decode_lines(resp)
 
     return run
 
@@ -144,21 +149,13 @@ def client_runner(client: Any, body: dict[str, Any]) -> Callable[[], Awaitable[i
     from openai import NOT_GIVEN
 
     extra = dict(body)
-    loads = json.loads
 
     async def run() -> int:
-        n = 0
         opened = client.chat.completions.with_streaming_response.create(
             model=NOT_GIVEN, messages=NOT_GIVEN, extra_body=extra
         )
         async with opened as resp:
-            async for line in resp.http_response.aiter_lines():
-                if line[:5] == "data:":
-                    data = line[5:]
-                    if data.strip() != "[DONE]":
-                        loads(data)
-                        n += 1
-        return n
+            return await _decode_lines(resp.http_response)
 
     return run
 

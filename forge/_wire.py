@@ -131,37 +131,25 @@ class _LineSplitter:
 LineSplitter = _LineSplitter
 
 
+_EVENTS, _DATA, _PAIRS = 0, 1, 2  # what an SSE decoder gives per event (SSEDecoder._shape)
+
+
 class SSEDecoder:
     """Incremental SSE decoder: feed chunks or lines, get complete events."""
 
     __slots__ = ("_data", "_event", "_id", "_lines", "_retry")
+    _shape = _EVENTS
 
     def __init__(self) -> None:
         self._lines = _LineSplitter(strip_bom=True)
-        self._data: list[str] = []  # never rebound: feed() holds it in a local
+        self._data: list[str] = []  # never rebound: _feed() holds it in a local
         self._event = ""
         self._id: str | None = None
         self._retry: int | None = None
 
     def feed(self, chunk: bytes | str) -> list[SSEEvent]:
         """Decode a network chunk; return the events it completed."""
-        events: list[SSEEvent] = []
-        data = self._data
-        for line in self._lines.split(chunk):
-            # The lines of nearly every event, inline; the rest in decode_line.
-            if line[:5] == "data:":
-                data.append(line[6:] if line[5:6] == " " else line[5:])
-            elif not line:
-                if data:
-                    events.append(SSEEvent(self._event, data[0] if len(data) == 1 else "\n".join(data),
-                                           self._id, self._retry))
-                    data.clear()
-                self._event = ""
-            elif line[:6] == "event:":
-                self._event = line[7:] if line[6:7] == " " else line[6:]
-            else:
-                self.decode_line(line)
-        return events
+        return self._feed(chunk)
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: dispatch a final event that had no trailing blank line."""
@@ -170,6 +158,33 @@ class SSEDecoder:
         if last is not None:
             events.append(last)
         return events
+
+    def _feed(self, chunk: bytes | str) -> list[Any]:
+        """The one read loop of every SSE decoder; what it gives per event is the class's ``_shape``
+        (a comparison per event, where a callback would cost a call)."""
+        out: list[Any] = []
+        data = self._data
+        shape = self._shape
+        for line in self._lines.split(chunk):
+            # The lines of nearly every event, inline; the rest in decode_line.
+            if line[:5] == "data:":
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif not line:
+                if data:
+                    text = data[0] if len(data) == 1 else "\n".join(data)
+                    data.clear()
+                    if shape == _DATA:
+                        out.append(text)
+                    elif shape == _PAIRS:
+                        out.append((self._event, text))
+                    else:
+                        out.append(SSEEvent(self._event, text, self._id, self._retry))
+                self._event = ""
+            elif line[:6] == "event:":
+                self._event = line[7:] if line[6:7] == " " else line[6:]
+            else:
+                self.decode_line(line)  # a blank line, the only one that dispatches, is handled above
+        return out
 
     def decode_line(self, line: str) -> SSEEvent | None:
         """Decode one line (without its line ending); return an event on a blank line."""
@@ -208,23 +223,10 @@ class SSEDataDecoder(SSEDecoder):
     per chunk. Events with no ``data`` are dropped, as in the full decoder."""
 
     __slots__ = ()
+    _shape = _DATA
 
     def feed(self, chunk: bytes | str) -> list[str]:  # type: ignore[override]
-        out: list[str] = []
-        data = self._data
-        for line in self._lines.split(chunk):
-            if line[:5] == "data:":
-                data.append(line[6:] if line[5:6] == " " else line[5:])
-            elif not line:
-                if data:
-                    out.append(data[0] if len(data) == 1 else "\n".join(data))
-                    data.clear()
-                self._event = ""
-            elif line[:6] != "event:":  # the name is not given out: nothing to keep
-                ev = self.decode_line(line)
-                if ev is not None:  # pragma: no cover - a blank line is handled above
-                    out.append(ev.data)
-        return out
+        return self._feed(chunk)
 
     def flush(self) -> list[str]:  # type: ignore[override]
         return [ev.data for ev in super().flush()]
@@ -236,25 +238,10 @@ class SSEPairDecoder(SSEDecoder):
     a tuple per chunk instead of an :class:`SSEEvent`."""
 
     __slots__ = ()
+    _shape = _PAIRS
 
     def feed(self, chunk: bytes | str) -> list[tuple[str, str]]:  # type: ignore[override]
-        out: list[tuple[str, str]] = []
-        data = self._data
-        for line in self._lines.split(chunk):
-            if line[:5] == "data:":
-                data.append(line[6:] if line[5:6] == " " else line[5:])
-            elif not line:
-                if data:
-                    out.append((self._event, data[0] if len(data) == 1 else "\n".join(data)))
-                    data.clear()
-                self._event = ""
-            elif line[:6] == "event:":
-                self._event = line[7:] if line[6:7] == " " else line[6:]
-            else:
-                ev = self.decode_line(line)
-                if ev is not None:  # pragma: no cover - a blank line is handled above
-                    out.append((ev.event, ev.data))
-        return out
+        return self._feed(chunk)
 
     def flush(self) -> list[tuple[str, str]]:  # type: ignore[override]
         return [(ev.event, ev.data) for ev in super().flush()]

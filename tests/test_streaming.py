@@ -31,6 +31,18 @@ async def test_text_deltas_reassemble_into_response(fake: FakeProvider, make_llm
     assert fake.closed_streams == 1
 
 
+async def test_reassembled_text_is_exactly_what_arrived(fake: FakeProvider, make_llm: Callable[..., LLM]) -> None:
+    # Line ends, a lone CR, NUL and text beyond Latin-1 pass into the Response untranslated.
+    pieces = ["a\r\n", "b\rc", "\n\x00", "é漢😀", "\r"]
+    fake.streams.append(text_steps(*pieces))
+    stream = make_llm().stream("hi")
+    seen = []
+    async for text in stream:
+        seen.append(text)
+        assert stream.text == "".join(seen)  # the text so far, at every step
+    assert stream.response.text == "".join(pieces)
+
+
 async def test_collect_returns_response(fake: FakeProvider, make_llm: Callable[..., LLM]) -> None:
     fake.streams.append(text_steps("a", "b"))
     response = await make_llm().stream("hi").collect()

@@ -255,7 +255,7 @@ class GeminiSSEDecoder:
     line until it parses.
     """
 
-    __slots__ = ("_lines", "_load", "_raw", "_sse")
+    __slots__ = ("_lines", "_load", "_raw", "_sse", "_texts")
 
     def __init__(self, *, texts: bool = False) -> None:
         """``texts``: give each object's JSON text, for the caller to ``loads`` when it uses it
@@ -263,6 +263,7 @@ class GeminiSSEDecoder:
         self._lines = _LineSplitter()
         self._sse = SSEDecoder()
         self._raw: list[str] = []
+        self._texts = texts
         self._load: Callable[[str], Any] = str if texts else loads
 
     def feed(self, chunk: bytes | str) -> list[Any]:
@@ -271,11 +272,13 @@ class GeminiSSEDecoder:
         data = sse._data
         raw = self._raw
         load = self._load
+        texts = self._texts
         for line in self._lines.split(chunk):
             if line[:5] == "data:" and not raw:
                 data.append(line[6:] if line[5:6] == " " else line[5:])
             elif not line and data and not raw:
-                out.append(load(data[0] if len(data) == 1 else "\n".join(data)))
+                text = data[0] if len(data) == 1 else "\n".join(data)
+                out.append(text if texts else load(text))
                 data.clear()
                 sse._event = ""
             elif raw or line[:1] == "{":

@@ -289,8 +289,9 @@ class _StreamReader(_ChunkReader):
         if "error" in chunk:
             assert self._response is not None
             _raise_in_band(chunk, self._response)
-        if self._last == "text" and self._emitted is not None:
-            text = _plain_text(chunk)
+        candidates = chunk.get("candidates")
+        if candidates and self._last == "text" and self._emitted is not None:
+            text = _plain_text(candidates[0])
             if text:  # the steady state of an answer: what feed() does for it, without its calls
                 meta = chunk.get("usageMetadata")
                 if meta:
@@ -307,13 +308,9 @@ class _StreamReader(_ChunkReader):
         return self.finish_events()
 
 
-def _plain_text(chunk: dict[str, Any]) -> str | None:
-    """The text of a chunk that is one plain text part and nothing else (no thought, no
-    signature, no finish reason); None for any other chunk."""
-    candidates = chunk.get("candidates")
-    if not candidates:
-        return None
-    cand = candidates[0]
+def _plain_text(cand: dict[str, Any]) -> str | None:
+    """The text of a chunk's candidate that is one plain text part and nothing else (no thought,
+    no signature, no finish reason); None for any other."""
     content = cand.get("content")
     parts = content.get("parts") if content else None
     if not parts or len(parts) != 1 or "finishReason" in cand:

@@ -19,10 +19,13 @@ from openai._utils import async_maybe_transform as openai_transform
 from openai.types.chat import completion_create_params
 from openai.types.responses import response_create_params
 
+import forge
 from forge.providers._mapping import sent_as_is
 from forge.providers.openai_request import _params as chat_params
 from forge.providers.openai_responses_request import responses_params
 from forge.types import CacheHints, Message, Request, ResponseFormat, Tool, ToolCall
+from tests.hostile import HostileServer, Reply
+from tests.test_streams_hostile import PIECES, VENDORS
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOL = Tool("weather", "Weather in a city", SCHEMA)
@@ -93,3 +96,48 @@ def test_a_callers_extra_body_wins_and_required_arguments_are_passed_as_omitted(
     )
     assert lean == {"model": omitted, "messages": omitted, "timeout": 5,
                     "extra_body": {"model": "m", "messages": [{"role": "user"}], "tools": [2], "stream": True}}
+
+
+# ----------------------------------------------------------- on the wire, against a raw server
+
+TOOLS = [{"name": "weather", "description": "Weather in a city", "parameters": SCHEMA}]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_raw_server_receives_the_whole_body_with_stream_set(api: str) -> None:
+    # The body goes in extra_body and stream only in the body: the server must still get every
+    # field, "stream": true, and a body it can stream back (read as it arrives, not buffered).
+    vendor = VENDORS["openai" if api == "chat" else "openai-responses"]
+    async with HostileServer() as srv:
+        srv.push(vendor.reply())
+        async with forge.Registry(config=vendor.config(srv)) as reg:
+            text = await reg.stream("openai:gpt-4o-mini", "hi", system="Be brief.", max_tokens=50,
+                                    tools=TOOLS, tool_choice="auto").collect()
+    assert text.text == "".join(PIECES)
+    body = srv.requests[0].json()
+    assert isinstance(body, dict)
+    assert body["model"] == "gpt-4o-mini" and body["stream"] is True
+    assert "NOT_GIVEN" not in srv.requests[0].body.decode()
+    if api == "chat":
+        assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+        assert body["stream_options"] == {"include_usage": True}
+        assert body["max_tokens"] == 50 and body["tool_choice"] == "auto"  # a compatible server's name
+        assert body["tools"][0]["function"]["name"] == "weather"
+    else:
+        assert body["instructions"] == "Be brief." and body["max_output_tokens"] == 50
+        assert body["tools"][0]["name"] == "weather" and body["tool_choice"] == "auto"
+
+
+async def test_a_raw_server_receives_the_whole_body_of_an_invoke() -> None:
+    completion = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                  "choices": [{"index": 0, "finish_reason": "stop",
+                               "message": {"role": "assistant", "content": "hello"}}],
+                  "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    async with HostileServer() as srv:
+        srv.push(Reply.http(200, completion))
+        async with forge.Registry(config=VENDORS["openai"].config(srv)) as reg:
+            reply = await reg.invoke("openai:gpt-4o-mini", "hi", seed=7, extra={"user": "u1"})
+    assert reply.text == "hello"
+    body = srv.requests[0].json()
+    assert body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "seed": 7,
+                    "user": "u1"}

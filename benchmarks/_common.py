@@ -107,7 +107,7 @@ def print_table(figures: Sequence[Figure], out: object = None) -> None:
     stream = out or sys.stdout
     rows = [("benchmark", "figure", "median", "min", "max", "unit", "runs", "note")]
     for f in figures:
-        rows.append((f.bench, f.name, _fmt(f.median), _fmt(f.min), _fmt(f.max), f.unit, str(f.runs), f.note))
+        rows.append((f.bench, f.name, fmt(f.median), fmt(f.min), fmt(f.max), f.unit, str(f.runs), f.note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip(), file=stream)  # type: ignore[call-overload]
@@ -115,7 +115,8 @@ def print_table(figures: Sequence[Figure], out: object = None) -> None:
             print("  ".join("-" * w for w in widths), file=stream)  # type: ignore[call-overload]
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
+    """A figure as the tables print it (also docs/benchmarks.md, via scripts/benchmarks_doc.py)."""
     if value == 0:
         return "0"
     if abs(value) >= 100:

@@ -21,6 +21,10 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # a script: the benchmarks package sits beside scripts/
+
+from benchmarks._common import fmt  # noqa: E402 - after the path it needs
+
 PACKAGES = ("openai", "anthropic", "google-genai", "ollama", "httpx2", "any-llm-sdk", "litellm")
 
 HOW = """\
@@ -112,16 +116,6 @@ def machine() -> list[str]:
     ]
 
 
-def _fmt(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
 def render(figures: list[dict[str, object]], command: str, date: str, seconds: float | None) -> str:
     took = f" It took {seconds / 60:.1f} minutes." if seconds else ""
     lines = [
@@ -157,8 +151,8 @@ def render(figures: list[dict[str, object]], command: str, date: str, seconds: f
     ]
     for f in figures:
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            f["bench"], f["name"], _fmt(float(f["median"])), _fmt(float(f["min"])),  # type: ignore[arg-type]
-            _fmt(float(f["max"])), f["unit"], f["runs"], str(f["note"]).replace("|", "/")))  # type: ignore[arg-type]
+            f["bench"], f["name"], fmt(float(f["median"])), fmt(float(f["min"])),  # type: ignore[arg-type]
+            fmt(float(f["max"])), f["unit"], f["runs"], str(f["note"]).replace("|", "/")))  # type: ignore[arg-type]
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import io
 import os
 import tempfile
 import time
@@ -152,10 +151,7 @@ class Stream:
         self._active: weakref.ref[AsyncGenerator[object, None]] | None = None
         self._source: AsyncIterator[StreamEvent] | None = None
         # Reassembly state.
-        # The text so far, in one growing buffer rather than a list of the pieces: with many
-        # streams open at once, keeping every piece alive costs more than copying it
-        # (1,000 streams of 400 chunks: about 1.5 us a chunk, bench_hotpath).
-        self._buffer = io.StringIO()
+        self._parts: list[str] = []
         self._reasoning: list[str] = []
         self._signature: str | None = None
         self._blocks: dict[int, ReasoningBlock] = {}
@@ -217,7 +213,7 @@ class Stream:
     @property
     def text(self) -> str:
         """Text received so far (empty when ``keep_text=False``)."""
-        return self._buffer.getvalue()
+        return "".join(self._parts)
 
     @property
     def keeps_text(self) -> bool:
@@ -478,7 +474,7 @@ class Stream:
             # Without timeouts the loop skips deadline bookkeeping: this is the per-chunk hot path.
             timed = self._timed
             next_batch = None if timed else getattr(source, "next_batch", None)
-            keep = self._buffer.write if self._keep_text else None
+            keep = self._parts.append if self._keep_text else None
             steady = False  # a text event after the first, untimed: absorbed inline, below
             while True:
                 for ev in batch:
@@ -582,7 +578,7 @@ class Stream:
             if self._ttft is None:
                 self._ttft = self._clock() - self._t0
             if self._keep_text:
-                self._buffer.write(ev.text)
+                self._parts.append(ev.text)
             self._chars += len(ev.text)
             self._chunks += 1
         elif kind == "usage":

@@ -109,10 +109,10 @@ async def _measure(
 
 def _ratios(cpu: dict[str, list[float]], name: str = "forge") -> list[float]:
     """forge over floor per pair of rounds: the geometric mean of the round forge ran first in
-    and the round the floor ran first in. Whichever runs first in a round pays more (the
-    emulator is still busy with the other's streams, so reads come less packed): 1.45x
-    against 1.20x in alternate rounds of 1,000 streams, so a plain median of per-round
-    ratios would depend on how many rounds each side led."""
+    and the round the floor ran first in. Whichever runs first in a round paid more in
+    runs of 1,000 streams (the emulator is still busy with the other's streams, so reads
+    come less packed), so a plain median of per-round ratios would depend on how many
+    rounds each side led."""
     per_round = [f / b for f, b in zip(cpu[name], cpu["floor"], strict=True)]
     return [math.sqrt(a * b) for a, b in zip(per_round[::2], per_round[1::2], strict=True)]
 

@@ -157,6 +157,43 @@ def metrics_figures(rounds: int) -> list[Figure]:
     return [Figure.of("metrics", "record one successful call", samples, "us", "must be microseconds")]
 
 
+async def request_building(rounds: int, n: int) -> list[Figure]:
+    """Two per-call costs of building a request the vendor's way: the openai client's walk of its
+    typed arguments (forge passes the body in ``extra_body`` and skips it), and google-genai's
+    conversion of a request (forge runs it, to send exactly the SDK's bytes)."""
+    from openai._utils import async_maybe_transform
+    from openai.types.chat import completion_create_params
+
+    from forge.providers.google_request import build_gemini_http_request, gemini_call_args
+    from forge.providers.openai_request import _params
+
+    request = forge.build_request("gpt-4o-mini", "benchmark", max_tokens=100)
+    params = {**_params(request), "stream": True, "stream_options": {"include_usage": True}}
+    typed = completion_create_params.CompletionCreateParamsStreaming
+    walk = []
+    for _ in range(rounds):
+        with Timer() as t:
+            for _ in range(n):
+                await async_maybe_transform(params, typed)
+        walk.append(t.cpu / n * 1e6)
+    async with forge.Registry(config=emulator_config("http://127.0.0.1:9")) as reg:
+        client = reg.get_llm("google:gemini-2.5-flash").provider._client  # type: ignore[attr-defined]
+        gemini = forge.build_request("gemini-2.5-flash", "benchmark", max_tokens=100)
+        build = []
+        for _ in range(rounds):
+            with Timer() as t:
+                for _ in range(n):
+                    model, contents, config = gemini_call_args(gemini)
+                    build_gemini_http_request(client, model, contents, config, stream=True)
+            build.append(t.cpu / n * 1e6)
+    return [
+        Figure.of("overhead", "openai client's typed-argument walk, one-message chat request", walk, "us",
+                  "per call; forge sends the body in extra_body and skips it"),
+        Figure.of("overhead", "google-genai request conversion, one-message request", build, "us",
+                  "per call; forge runs the SDK's converter to send its exact bytes"),
+    ]
+
+
 async def run(calls: int = 200, rounds: int = 5) -> list[Figure]:
     if quick():
         calls, rounds = 20, 1
@@ -165,6 +202,7 @@ async def run(calls: int = 200, rounds: int = 5) -> list[Figure]:
         figures += await call_overhead(url, calls, rounds)
     figures += await limiter_figures(rounds)
     figures += metrics_figures(rounds)
+    figures += await request_building(rounds, 20 if quick() else 500)
     return figures
 
 

@@ -454,12 +454,12 @@ _EventSlots = _layout_twin(StreamEvent)
 
 
 def stream_event(kind: StreamEventKind, text: str, raw: object, index: int = 0) -> StreamEvent:
-    """``StreamEvent(kind, text, index=index, raw=raw)`` at under half the cost: the per-chunk
-    events (text, reasoning and tool-argument deltas) of every adapter are made here.
+    """``StreamEvent(kind, text, index=index, raw=raw)``, cheaper: the per-chunk events (text,
+    reasoning and tool-argument deltas) of every adapter are made here.
 
-    ``StreamEvent(...)`` sets its nine frozen slots with nine descriptor calls (about
-    0.6 us on CPython 3.11); this stores them as a plain class does and then sets the
-    class (about 0.25 us). ``tests/test_stream_event.py`` checks the two are equal.
+    ``StreamEvent(...)`` sets its nine frozen slots with nine descriptor calls; this stores
+    them as a plain class does and then sets the class, one step. ``tests/test_stream_event.py``
+    checks the two are equal; ``benchmarks/bench_hotpath.py`` measures the per-chunk path.
     """
     ev = _EventSlots(kind, text, index, None, None, None, raw)
     ev.__class__ = StreamEvent

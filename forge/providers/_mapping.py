@@ -52,9 +52,9 @@ def sent_as_is(
 
     The client walks each argument against its TypedDict before sending (aliases,
     file and date formats), hashing typing objects on the way (``model`` is a Literal
-    of every model name): 235 us for a one-message chat request, the largest CPU cost
-    of a streamed call outside the network, and more with a longer conversation or
-    many calls at once. What forge builds is JSON already, which that walk leaves as
+    of every model name): the largest CPU cost of a streamed call outside the network
+    (``python -m benchmarks overhead`` prints it per call), and more with a longer
+    conversation. What forge builds is JSON already, which that walk leaves as
     it is (``tests/providers/test_sent_as_is.py`` checks that against the installed
     client). A ``required`` argument is passed as ``omitted`` (the client's NOT_GIVEN,
     which it skips and drops) and ``extra_body`` supplies it; ``stream`` too is only in
